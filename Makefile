@@ -30,5 +30,10 @@ chromium:
 test: env chromium
 	$(BIN)/python -m pytest
 
+# Colab opens only .ipynb: regenerate notebooks/ after editing a chapter or _toc.yml
+# (tests/test_notebooks.py fails while they are out of date).
+notebooks: env
+	$(BIN)/python scripts/make-notebooks.py
+
 clean:
 	rm -rf _build
