@@ -1,0 +1,472 @@
+"""The experiment runner: train the small Transformer on text or Pathfinder, store what happened.
+
+From Python::
+
+    cfg = ExperimentConfig(task="text", kernel="gaussian", seed=0, steps=600)
+    result = run(cfg)                        # a dict: config, curves, versions, wall time
+    results = sweep(cfg, kernels=("softmax", "gaussian"), seeds=(0, 1, 2))
+    save(results, "book/data/experiments/text-curves.json")
+
+From the command line (the stored results of the book were made this way; every file records
+the command that made it)::
+
+    python -m tdlib.experiments curves --task text --kernels softmax gaussian --seeds 0 1 2 \
+        --steps 3000 --out book/data/experiments/text-curves.json
+    python -m tdlib.experiments landscape --task text --out book/data/experiments/text-landscape.npz
+
+A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
+evaluation interval longer than the run, ...) is rejected before any data is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .attention import KERNELS, make_kernel
+from .checks import check_choice, check_int, check_positive
+from .transformer import Classifier, ModelConfig
+
+TASKS = ("text", "pathfinder")
+OPTIMIZERS = ("sgd", "adam")
+# The paper's choice: SGD for text, Adam for Pathfinder; step sizes are ours (tuned on CPU runs).
+DEFAULTS = {
+    "text": dict(optimizer="sgd", lr=0.05, momentum=0.9, steps=3000, eval_every=150),
+    "pathfinder": dict(optimizer="adam", lr=1e-3, momentum=0.0, steps=3000, eval_every=150),
+}
+
+
+@dataclass
+class ExperimentConfig:
+    """One training run. ``None`` fields take the task's default from :data:`DEFAULTS`.
+
+    Data: ``text`` uses the tweet corpus (:func:`tdlib.text.tweets`) with ``max_len`` byte
+    tokens; ``pathfinder`` uses ``n_train + n_test`` generated images of side ``image_size``
+    (``image_size**2`` tokens) with main paths of ``path_length`` segments. ``data_seed`` fixes
+    the data (split or generated images); ``seed`` fixes the initialisation and the mini-batches.
+    """
+
+    task: str = "text"
+    kernel: str = "softmax"
+    seed: int = 0
+    steps: int | None = None
+    batch_size: int = 32
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    eval_every: int | None = None
+    n_eval: int | None = None  # evaluate on the first n_eval test samples (None: all)
+    max_len: int = 128
+    image_size: int = 16
+    path_length: int = 5
+    n_train: int = 8000
+    n_test: int = 1000
+    data_seed: int = 0
+    D: int = 64
+    hidden: int = 128
+    H: int = 2
+    layers: int = 2
+    kernel_options: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+
+    def resolved(self) -> "ExperimentConfig":
+        """A copy with the task defaults filled in, checked (raises with a clear message)."""
+        check_choice("task", self.task, TASKS)
+        d = DEFAULTS[self.task]
+        cfg = replace(self, **{k: v for k, v in d.items() if getattr(self, k) is None})
+        check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+        if cfg.kernel not in KERNELS:
+            raise ValueError(f"kernel: expected one of {', '.join(sorted(KERNELS))}, got {cfg.kernel!r}")
+        make_kernel(cfg.kernel, **cfg.kernel_options)
+        for k in ("steps", "batch_size", "eval_every", "max_len", "image_size", "path_length",
+                  "n_train", "n_test", "D", "hidden", "H", "layers"):
+            check_int(k, getattr(cfg, k))
+        check_int("seed", cfg.seed, minimum=0)
+        check_int("data_seed", cfg.data_seed, minimum=0)
+        check_positive("lr", cfg.lr)
+        if not 0 <= cfg.momentum < 1:
+            raise ValueError(f"momentum: expected a number in [0, 1), got {cfg.momentum}")
+        if cfg.eval_every > cfg.steps:
+            raise ValueError(f"eval_every: expected at most steps={cfg.steps}, got {cfg.eval_every}")
+        if cfg.n_eval is not None:
+            check_int("n_eval", cfg.n_eval)
+        if cfg.D % cfg.H:
+            raise ValueError(f"D must be divisible by H, got D={cfg.D}, H={cfg.H}")
+        if cfg.task == "pathfinder":
+            check_choice("image_size", cfg.image_size, (16, 32))
+            if cfg.batch_size > cfg.n_train:
+                raise ValueError(f"batch_size: expected at most n_train={cfg.n_train}, got {cfg.batch_size}")
+        return cfg
+
+    def model_config(self) -> ModelConfig:
+        n = self.image_size ** 2 if self.task == "pathfinder" else self.max_len
+        return ModelConfig(vocab=256, max_len=n, D=self.D, hidden=self.hidden, H=self.H,
+                           layers=self.layers, kernel=self.kernel, kernel_options=dict(self.kernel_options),
+                           pad_id=None if self.task == "pathfinder" else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+_DATA: dict = {}
+
+
+def load_data(cfg: ExperimentConfig) -> dict:
+    """Train/test tensors for ``cfg`` (kept in memory across runs with the same data settings)."""
+    cfg = cfg.resolved()
+    if cfg.task == "text":
+        key = ("text", cfg.max_len, cfg.data_seed)
+    else:
+        key = ("pathfinder", cfg.image_size, cfg.path_length, cfg.n_train, cfg.n_test, cfg.data_seed,
+               cfg.cache_dir)
+    if key not in _DATA:
+        if cfg.task == "text":
+            from .text import tweets
+
+            raw = tweets(max_len=cfg.max_len, seed=cfg.data_seed)
+        else:
+            from .pathfinder import pathfinder
+
+            raw = pathfinder(cfg.n_train, cfg.n_test, size=cfg.image_size, path_length=cfg.path_length,
+                             seed=cfg.data_seed, cache_dir=cfg.cache_dir, verbose=True)
+        _DATA[key] = {k: torch.as_tensor(np.asarray(raw[k])) for k in ("x_train", "y_train", "x_test", "y_test")}
+    return _DATA[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+
+def versions() -> dict:
+    from . import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "tdlib": __version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch])
+        loss += float(torch.nn.functional.cross_entropy(logits, y[i:i + batch], reduction="sum"))
+        correct += int((logits.argmax(-1) == y[i:i + batch]).sum())
+    model.train()
+    return loss / len(x), correct / len(x)
+
+
+def make_optimizer(cfg: ExperimentConfig, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: dict | None = None,
+                progress: bool = True, desc: str | None = None):
+    """Train (a fresh model, or ``model`` continued) for ``cfg.steps`` mini-batch steps.
+
+    Every ``eval_every`` steps (and at step 0) records the test loss and accuracy and the mean
+    training loss since the previous record. Returns ``(model, result)``; ``result`` is a
+    JSON-ready dict with the configuration, the curves, package versions and the wall time.
+    """
+    cfg = cfg.resolved()
+    data = data or load_data(cfg)
+    if model is None:
+        model = Classifier(cfg.model_config(), seed=cfg.seed)
+    xtr, ytr = data["x_train"], data["y_train"]
+    xte, yte = data["x_test"], data["y_test"]
+    if cfg.n_eval is not None:
+        xte, yte = xte[: cfg.n_eval], yte[: cfg.n_eval]
+    if cfg.batch_size > len(xtr):
+        raise ValueError(f"batch_size: expected at most {len(xtr)} (training samples), got {cfg.batch_size}")
+    opt = make_optimizer(cfg, model.parameters())
+    gen = torch.Generator().manual_seed(10_000 + cfg.seed)
+    curves = {"step": [], "test_loss": [], "test_acc": [], "train_loss": []}
+    run_loss, run_n = [], 0
+    perm, pos = torch.randperm(len(xtr), generator=gen), 0
+
+    def record(step):
+        tl, ta = evaluate(model, xte, yte)
+        curves["step"].append(step)
+        curves["test_loss"].append(tl)
+        curves["test_acc"].append(ta)
+        curves["train_loss"].append(float(np.mean(run_loss)) if run_loss else float("nan"))
+        run_loss.clear()
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    record(0)
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(1, cfg.steps + 1), desc=desc or f"{cfg.task}/{cfg.kernel}/seed {cfg.seed}",
+                   disable=not progress, mininterval=2.0, leave=False)
+    except ImportError:  # pragma: no cover
+        bar = range(1, cfg.steps + 1)
+    model.train()
+    for step in bar:
+        if pos + cfg.batch_size > len(xtr):  # a new epoch: a new permutation
+            perm, pos = torch.randperm(len(xtr), generator=gen), 0
+        idx = perm[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{cfg.task}/{cfg.kernel}: non-finite training loss at step {step}; "
+                                     f"lower lr (now {cfg.lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss.append(loss.item())
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record(step)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(test_acc=f"{curves['test_acc'][-1]:.3f}")
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    result = {"config": asdict(cfg), "seed": cfg.seed, "kernel": cfg.kernel, "task": cfg.task,
+              "curves": curves, "seconds": seconds, "cpu_seconds": cpu_seconds, "versions": versions(),
+              "n_params": model.n_params(), "n_train": len(xtr), "n_test": len(xte)}
+    return model, result
+
+
+def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    """Train one model and return its result dict (see :func:`train_model`)."""
+    return train_model(cfg, progress=progress)[1]
+
+
+def sweep(cfg: ExperimentConfig, kernels=("softmax", "gaussian"), seeds=(0, 1, 2), progress: bool = True,
+          log: bool = False):
+    """:func:`run` for every kernel and seed (the same data for all); a list of result dicts."""
+    for k in kernels:
+        replace(cfg, kernel=k).resolved()  # fail fast on any bad kernel before training
+    results = []
+    for k in kernels:
+        for s in seeds:
+            results.append(run(replace(cfg, kernel=k, seed=int(s)), progress=progress))
+            if log:
+                r = results[-1]
+                print(f"{cfg.task}/{k}/seed {s}: {r['seconds']:.0f} s, final test accuracy "
+                      f"{r['curves']['test_acc'][-1]:.3f}", flush=True)
+    return results
+
+
+def summarize(results, key: str = "test_acc") -> dict:
+    """Per kernel: ``steps`` and the mean, min and max over seeds of the curve ``key``."""
+    out = {}
+    for k in dict.fromkeys(r["kernel"] for r in results):
+        curves = np.array([r["curves"][key] for r in results if r["kernel"] == k], dtype=float)
+        steps = np.array(next(r for r in results if r["kernel"] == k)["curves"]["step"])
+        out[k] = {"step": steps, "mean": curves.mean(0), "min": curves.min(0), "max": curves.max(0),
+                  "std": curves.std(0), "runs": curves}
+    return out
+
+
+def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "", linestyle="-"):
+    """Mean over seeds (line) and min-max over seeds (band) of ``key`` for every kernel."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import kernel_color
+
+    ax = ax or plt.gca()
+    for k, s in summarize(results, key).items():
+        c = kernel_color(k)
+        n = len(s["runs"])
+        ax.plot(s["step"], s["mean"], color=c, linestyle=linestyle, label=f"{k}{label_suffix} ({n} seeds)")
+        ax.fill_between(s["step"], s["min"], s["max"], color=c, alpha=0.2, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel({"test_acc": "test accuracy", "test_loss": "test loss",
+                   "train_loss": "training loss"}.get(key, key))
+    return ax
+
+
+def save(results, path, command: str | None = None, extra: dict | None = None) -> Path:
+    """Write results (a list of run dicts) to JSON with the command that produced them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"command": command or "python -m tdlib.experiments " + " ".join(sys.argv[1:]),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "total_seconds": float(sum(r["seconds"] for r in results)), "runs": results}
+    doc.update(extra or {})
+    path.write_text(json.dumps(doc, indent=1, default=float))
+    return path
+
+
+def load(path) -> dict:
+    """Read a file written by :func:`save`."""
+    return json.loads(Path(path).read_text())
+
+
+def data_dir(path=None) -> Path:
+    """The folder of the stored results: ``path``, else ``$TDLIB_RESULTS``, else
+    ``book/data/experiments`` in the repository."""
+    import os
+
+    if path is None and os.environ.get("TDLIB_RESULTS"):
+        path = os.environ["TDLIB_RESULTS"]
+    return Path(path) if path is not None else Path(__file__).resolve().parents[1] / "book" / "data" / "experiments"
+
+
+_STORED: dict = {}
+
+
+def stored(name: str, path=None) -> dict:
+    """A stored result file, e.g. ``stored("text-curves.json")`` (read once, then kept)."""
+    f = data_dir(path) / name
+    if f not in _STORED:
+        if not f.exists():
+            raise FileNotFoundError(f"no stored result {f}; make it with the command in the chapter")
+        _STORED[f] = load(f) if f.suffix == ".json" else dict(np.load(f))
+    return _STORED[f]
+
+
+def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool = False, path=None):
+    """The stored curves of one task: mean over seeds and min-max band for both kernels; with
+    ``show_seeds`` every seed's curve is drawn too. (The pure function behind the chapter's
+    interactive cell.)"""
+    import matplotlib.pyplot as plt
+
+    from .plotting import kernel_color
+
+    check_choice("task", task, TASKS)
+    check_choice("quantity", quantity, ("test_acc", "test_loss", "train_loss"))
+    runs = stored(f"{task}-curves.json", path)["runs"]
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    plot_curves(runs, quantity, ax=ax)
+    if show_seeds:
+        for r in runs:
+            ax.plot(r["curves"]["step"], r["curves"][quantity], color=kernel_color(r["kernel"]),
+                    linewidth=0.7, alpha=0.8)
+    if quantity == "test_acc":
+        ax.axhline(0.5, color="#888888", linewidth=0.8, linestyle=":")
+    ax.legend()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# the two-stage protocol and the loss landscape
+# ---------------------------------------------------------------------------------------------
+
+def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=("softmax", "gaussian"),
+              stage1_kernel: str = "softmax", progress: bool = True):
+    """Stage 1: train one model with ``stage1_kernel`` for ``stage1_steps``. Stage 2: from that
+    same model, continue ``cfg.steps`` steps with each kernel (a fresh optimizer, the same
+    mini-batches). Returns ``{kernel: (model, result)}`` and the stage-1 result."""
+    check_int("stage1_steps", stage1_steps)
+    import copy
+
+    cfg = cfg.resolved()
+    c1 = replace(cfg, kernel=stage1_kernel, steps=stage1_steps, eval_every=min(cfg.eval_every, stage1_steps)).resolved()
+    shared, r1 = train_model(c1, progress=progress, desc="stage 1")
+    out = {}
+    for k in kernels:
+        m = copy.deepcopy(shared).set_kernel(k, cfg.kernel_options if k == cfg.kernel else None)
+        c2 = replace(cfg, kernel=k, seed=cfg.seed + 1)
+        out[k] = train_model(c2, model=m, progress=progress, desc=f"stage 2 {k}")
+    return out, r1
+
+
+def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
+                  n_loss: int = 512, direction_seed: int = 0, progress: bool = True) -> dict:
+    """Two-stage training, then the training loss on a ``grid x grid`` square of side ``2 span``
+    around each stage-2 solution along two filter-normalized random directions (the same random
+    draw for both kernels). Returns arrays ready for :func:`numpy.savez` plus metadata."""
+    from .landscape import loss_fn_for, random_directions, surface
+
+    t0 = time.perf_counter()
+    runs, r1 = two_stage(cfg, stage1_steps, progress=progress)
+    data = load_data(cfg)
+    loss_fn = loss_fn_for(data["x_train"][:n_loss], data["y_train"][:n_loss])
+    coords = np.linspace(-span, span, grid)
+    out = {"coords": coords}
+    meta = {"stage1": r1, "stage2": {}, "grid": grid, "span": span, "n_loss": n_loss,
+            "direction_seed": direction_seed}
+    for k, (model, res) in runs.items():
+        d1, d2 = random_directions(model, seed=direction_seed)
+        Z = surface(model, loss_fn, d1, d2, coords, coords)
+        out[f"loss_{k}"] = Z
+        out[f"origin_{k}"] = loss_fn(model)
+        meta["stage2"][k] = res
+    meta["seconds"] = time.perf_counter() - t0
+    meta["versions"] = versions()
+    return out, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+def _config_from_args(a) -> ExperimentConfig:
+    names = {f.name for f in fields(ExperimentConfig)}
+    kw = {k: v for k, v in vars(a).items() if k in names and v is not None}
+    return ExperimentConfig(**kw)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tdlib.experiments", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("curves", "landscape"):
+        s = sub.add_parser(name)
+        s.add_argument("--task", choices=TASKS, required=True)
+        s.add_argument("--out", required=True, help="output file (.json for curves, .npz for landscape)")
+        for f in ("steps", "batch_size", "eval_every", "n_eval", "max_len", "image_size", "path_length",
+                  "n_train", "n_test", "data_seed", "D", "hidden", "H", "layers"):
+            s.add_argument("--" + f.replace("_", "-"), dest=f, type=int)
+        s.add_argument("--optimizer", choices=OPTIMIZERS)
+        s.add_argument("--lr", type=float)
+        s.add_argument("--momentum", type=float)
+        s.add_argument("--cache-dir", dest="cache_dir")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.choices["curves"].add_argument("--kernels", nargs="+", default=["softmax", "gaussian"])
+    sub.choices["curves"].add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ls = sub.choices["landscape"]
+    ls.add_argument("--seed", type=int, default=0)
+    ls.add_argument("--stage1-steps", dest="stage1_steps", type=int, required=True)
+    ls.add_argument("--grid", type=int, default=21)
+    ls.add_argument("--span", type=float, default=1.0)
+    ls.add_argument("--n-loss", dest="n_loss", type=int, default=512)
+    mg = sub.add_parser("merge", help="join several curve files (e.g. runs made in parallel) into one")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("files", nargs="+")
+    a = p.parse_args(argv)
+    if a.cmd == "merge":
+        docs = [load(f) for f in a.files]
+        runs = [r for d in docs for r in d["runs"]]
+        path = save(runs, a.out, command=" && ".join(d["command"] for d in docs))
+        print(f"wrote {path} ({len(runs)} runs)")
+        return 0
+    cfg = _config_from_args(a)
+    command = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg.resolved()
+        if a.cmd == "curves":
+            for k in a.kernels:
+                replace(cfg, kernel=k).resolved()
+    except (ValueError, TypeError) as err:
+        p.error(str(err))
+    if a.cmd == "curves":
+        results = sweep(cfg, kernels=a.kernels, seeds=a.seeds, progress=not a.quiet, log=True)
+        path = save(results, a.out, command=command)
+        print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training)")
+    else:
+        arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
+                                     progress=not a.quiet)
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta["command"] = command
+        np.savez(out, **arrays)
+        out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
+        print(f"wrote {out} and {out.with_suffix('.json')} ({meta['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

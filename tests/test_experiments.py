@@ -1,0 +1,113 @@
+"""The classifier built from tdlib's kernels, and the experiment runner."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tdlib import make_kernel
+from tdlib.experiments import ExperimentConfig, load, main, save, train_model
+from tdlib.transformer import Classifier, ModelConfig
+
+
+def test_paper_configuration_and_kernel_swap():
+    soft = Classifier(ModelConfig(kernel="softmax"), seed=4)
+    gauss = Classifier(ModelConfig(kernel="gaussian"), seed=4)
+    assert soft.cfg.D == 64 and soft.cfg.hidden == 128 and soft.cfg.H == 2 and len(soft.blocks) == 2
+    sd, gd = soft.state_dict(), gauss.state_dict()
+    assert sd.keys() == gd.keys() and all(torch.equal(sd[k], gd[k]) for k in sd)  # same weights
+    x = torch.randint(1, 256, (3, 20))
+    assert not torch.allclose(soft(x), gauss(x))  # the kernel is the only difference
+    assert torch.allclose(soft.set_kernel("gaussian")(x), gauss(x))
+
+
+def test_attention_uses_the_tdlib_kernel():
+    for kernel in ("softmax", "gaussian"):
+        m = Classifier(ModelConfig(max_len=10, D=8, hidden=16, H=2, kernel=kernel), seed=1)
+        att = m.blocks[0].attn
+        Z = torch.randn(2, 10, 8)
+        Wq, Wk, Wv = att.W_QKV.weight.T.split(8, dim=1)
+        heads = []
+        for h in range(2):
+            sl = slice(4 * h, 4 * h + 4)
+            S = make_kernel(kernel)(Z @ Wq[:, sl], Z @ Wk[:, sl])
+            heads.append(S @ (Z @ Wv[:, sl]))
+        expected = att.W_O(torch.cat(heads, -1))
+        assert torch.allclose(att(Z), expected, atol=1e-5)
+
+
+def test_learns_an_easy_task():
+    # label = whether the sequence is made of token 7 or token 9: both kernels must learn it
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    y = torch.randint(0, 2, (64,), generator=g)
+    x = torch.where(y[:, None] == 1, 7, 9).repeat(1, 6)
+    x[:, ::2] = torch.randint(1, 256, (64, 3), generator=g)  # noise tokens
+    for kernel in ("softmax", "gaussian"):
+        m = Classifier(ModelConfig(max_len=6, D=16, hidden=32, H=2, kernel=kernel), seed=0)
+        opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+        for _ in range(60):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        acc = float((m(x).argmax(-1) == y).float().mean())
+        assert acc == 1.0, f"{kernel}: accuracy {acc}"
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(task="images"), "task"),
+    (dict(kernel="softmx"), "kernel"),
+    (dict(lr=0.0), "lr"),
+    (dict(steps=10, eval_every=20), "eval_every"),
+    (dict(D=63), "divisible"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(task="pathfinder", image_size=20), "image_size"),
+    (dict(momentum=1.5), "momentum"),
+])
+def test_bad_configurations_fail_fast(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig(**bad).resolved()
+
+
+def test_input_checks():
+    m = Classifier(ModelConfig(max_len=8, D=8, hidden=8, H=2))
+    with pytest.raises(ValueError, match="max_len"):
+        m(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="ids"):
+        m(torch.full((1, 4), 300))
+    with pytest.raises(TypeError):
+        m(torch.zeros(1, 4))
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(task="pathfinder", n_train=24, n_test=12, steps=4, eval_every=2, batch_size=8,
+                D=8, hidden=16, layers=1, cache_dir=str(tmp_path))
+    return ExperimentConfig(**{**base, **kw})
+
+
+def test_run_records_and_is_reproducible(tmp_path):
+    cfg = tiny_cfg(tmp_path, kernel="gaussian", seed=2)
+    _, r1 = train_model(cfg, progress=False)
+    _, r2 = train_model(cfg, progress=False)
+    assert r1["curves"]["step"] == [0, 2, 4]
+    assert r1["curves"]["test_loss"] == r2["curves"]["test_loss"]
+    assert all(0 <= a <= 1 for a in r1["curves"]["test_acc"])
+    assert r1["config"]["optimizer"] == "adam" and r1["seconds"] > 0 and "torch" in r1["versions"]
+    path = save([r1], tmp_path / "out.json", command="test")
+    doc = load(path)
+    assert doc["command"] == "test" and doc["runs"][0]["curves"]["test_acc"] == r1["curves"]["test_acc"]
+
+
+def test_command_line(tmp_path, capsys):
+    out = tmp_path / "curves.json"
+    main(["curves", "--task", "pathfinder", "--n-train", "16", "--n-test", "8", "--steps", "2",
+          "--eval-every", "1", "--batch-size", "4", "--D", "8", "--hidden", "8", "--layers", "1",
+          "--seeds", "0", "--cache-dir", str(tmp_path), "--out", str(out), "--quiet"])
+    doc = json.loads(out.read_text())
+    assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"]
+    assert doc["command"].startswith("python -m tdlib.experiments curves")
+    with pytest.raises(SystemExit):
+        main(["curves", "--task", "text", "--kernels", "nope", "--out", str(out)])
+    assert "kernel" in capsys.readouterr().err

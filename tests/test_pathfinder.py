@@ -1,0 +1,82 @@
+"""The Pathfinder generator: reproducible, balanced, markers present, no trivial cue."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tdlib import pathfinder as pf
+
+
+@pytest.fixture(scope="module")
+def sample16():
+    seed = int(np.random.default_rng().integers(1 << 30))  # a fresh instance every run
+    x, y, d = pf.generate(400, size=16, path_length=5, seed=seed)
+    return x, y, d, seed
+
+
+def test_shapes_balance_and_range(sample16):
+    x, y, d, seed = sample16
+    assert x.shape == (400, 16, 16) and x.dtype == np.uint8
+    assert y.sum() == 200, f"labels not balanced (seed {seed})"
+    assert x.max() == 255 and x.min() == 0
+
+
+def test_reproducible_from_seed():
+    a = pf.generate(20, 16, 5, seed=7)
+    b = pf.generate(20, 16, 5, seed=7)
+    c = pf.generate(20, 16, 5, seed=8)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_no_trivial_cue(sample16):
+    x, y, d, seed = sample16
+    ink = x.reshape(len(x), -1).mean(1)
+    acc_ink = pf.best_threshold_accuracy(ink, y)
+    acc_dist = pf.best_threshold_accuracy(d, y)
+    print(f"seed {seed}: best threshold accuracy on mean intensity {acc_ink:.3f}, marker distance {acc_dist:.3f}")
+    assert acc_ink < 0.62 and acc_dist < 0.62
+
+
+@pytest.mark.parametrize("label", [0, 1])
+@pytest.mark.parametrize("size", [16, 32])
+def test_both_markers_present_and_label_meaning(label, size):
+    rng = np.random.default_rng()
+    img, info = pf.sample(label, size=size, path_length=5 if size == 16 else 9, rng=rng)
+    assert img.shape == (size, size)
+    m = info["markers"]
+    assert m.shape == (2, 2) and np.linalg.norm(m[0] - m[1]) > 2 * pf._params(size, 5)["marker_radius"]
+    for cx, cy in m:  # the pixel holding each marker centre is (almost) fully inked
+        assert img[int(cy), int(cx)] >= 200
+    a, b = info["paths"][:2]
+    ends_a = [a[0], a[-1]]
+    on_a = [any(np.allclose(p, e) for e in ends_a) for p in m]
+    on_b = [any(np.allclose(p, e) for e in (b[0], b[-1])) for p in m]
+    if label == 1:
+        assert all(on_a) and not any(on_b)
+    else:
+        assert on_a[0] and on_b[1]
+
+
+def test_cache_roundtrip(tmp_path):
+    first = pf.pathfinder(6, 4, size=16, path_length=4, seed=3, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    second = pf.pathfinder(6, 4, size=16, path_length=4, seed=3, cache_dir=tmp_path)
+    assert files[0].stat().st_mtime_ns == mtime  # read, not regenerated
+    assert np.array_equal(first["x_train"], second["x_train"]) and first["x_train"].shape == (6, 256)
+    assert np.array_equal(first["y_test"], second["y_test"])
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="size"):
+        pf.generate(10, size=20)
+    with pytest.raises(ValueError, match="path_length"):
+        pf.generate(10, size=16, path_length=1)
+
+
+def test_threshold_accuracy_detects_a_real_cue():
+    y = np.arange(100) % 2
+    assert pf.best_threshold_accuracy(y + 0.1 * np.random.default_rng().random(100), y) == 1.0
+    assert pf.best_threshold_accuracy(-y.astype(float), y) == 1.0
