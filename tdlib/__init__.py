@@ -1,8 +1,15 @@
 """tdlib: the small library behind the book on gradient-descent dynamics of one attention layer.
 
-Modules: :mod:`tdlib.attention` (kernels and the layer), :mod:`tdlib.train` (full-batch GD),
-:mod:`tdlib.data` (synthetic data), :mod:`tdlib.plotting` (the book's figure style),
-:mod:`tdlib.checks` (input validation).
+Core modules, imported with the package: :mod:`tdlib.attention` (kernels and the layer),
+:mod:`tdlib.train` (full-batch GD), :mod:`tdlib.data` (synthetic data), :mod:`tdlib.plotting`
+(the book's figure style), :mod:`tdlib.checks` (input validation), :mod:`tdlib.widgets`.
+
+Chapter modules, imported on demand (``from tdlib import theory``): :mod:`tdlib.theory`
+(feature matrix, rates, PL certificates), :mod:`tdlib.counterexample` (certified Softmax local
+minima), :mod:`tdlib.query` (query-only training and its certificates), :mod:`tdlib.phase`
+(phase-diagram sweep, ``python -m tdlib.phase``), :mod:`tdlib.text`, :mod:`tdlib.pathfinder`,
+:mod:`tdlib.transformer`, :mod:`tdlib.experiments` (``python -m tdlib.experiments``),
+:mod:`tdlib.landscape`.
 """
 from .attention import (
     KERNELS,

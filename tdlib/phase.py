@@ -1,0 +1,280 @@
+"""How often query-only gradient descent reaches zero loss: a phase diagram over random problems.
+
+For every cell of a grid (ratio ``D / (N n)``, head dimension ``d``, initialization scale) and
+every pair (teacher kernel, student kernel), ``instances`` random problems from
+:func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone, all instances of a
+cell at once. A run *succeeds* when its final loss is at most ``tol`` times ``1/2 ||Y||^2`` (the
+loss of the zero output).
+
+Step size: each instance starts with ``eta = 1 / sigma_max(Xs)^2``; a step that would raise the
+loss is not taken and ``eta`` is halved, a step that lowers it is taken and ``eta`` grows by the
+factor ``grow`` (1.1). Every run is therefore monotone gradient descent with a safeguarded step;
+plain constant-step GD reaches the same points, only more slowly.
+
+Command line (results and provenance go to ``OUT/results.json``)::
+
+    python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 2000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .checks import check_choice, check_int, check_positive
+from .query import QUERY_KERNELS, jacobians, make_problem, outputs
+
+
+@dataclass
+class SweepConfig:
+    """The grid and the training budget of a sweep (all lists are axes of the grid)."""
+
+    ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])
+    ds: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    init_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    teachers: List[str] = field(default_factory=lambda: ["softmax", "gaussian"])
+    students: List[str] = field(default_factory=lambda: ["softmax", "gaussian"])
+    N: int = 3
+    n: int = 4
+    d_out: int = 2
+    instances: int = 16
+    steps: int = 2000
+    tol: float = 1e-4
+    seed: int = 0
+
+    def validate(self) -> "SweepConfig":
+        """Check every field; raise ``ValueError`` naming the bad one and what was expected."""
+        for name in ("N", "n", "d_out", "instances", "steps"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, minimum=0)
+        check_positive("tol", self.tol)
+        if not self.tol < 1:
+            raise ValueError(f"tol: expected a number in (0, 1), got {self.tol}")
+        for name in ("ratios", "ds", "init_scales", "teachers", "students"):
+            if not list(getattr(self, name)):
+                raise ValueError(f"{name}: expected a non-empty list, got {getattr(self, name)!r}")
+        for r in self.ratios:
+            check_positive("ratio D/(N n)", r)
+            if round(r * self.N * self.n) < 1:
+                raise ValueError(f"ratio {r}: gives D = round({r} * {self.N * self.n}) < 1")
+        for d in self.ds:
+            check_int("head dimension d", d)
+        for s in self.init_scales:
+            check_positive("init scale", s)
+        for k in list(self.teachers) + list(self.students):
+            check_choice("kernel", k, QUERY_KERNELS)
+        return self
+
+
+def _batch(cfg: SweepConfig, D: int, d: int, init_scale: float, teacher: str, student: str, seeds):
+    probs = [make_problem(cfg.N, cfg.n, D, d, cfg.d_out, kernel=student, teacher=teacher,
+                          init_scale=init_scale, seed=int(s)) for s in seeds]
+    X = torch.stack([p.X for p, _, _ in probs])
+    K = torch.stack([p.K for p, _, _ in probs])
+    U = torch.stack([p.U for p, _, _ in probs])
+    Y = torch.stack([p.Y for p, _, _ in probs])
+    W0 = torch.stack([w for _, _, w in probs])
+    return X, K, U, Y, W0
+
+
+def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1):
+    """Monotone GD on ``W_Q`` for a batch of problems; returns the final losses ``(B,)`` and
+    ``1/2 ||Y||^2`` per instance. Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
+    ``U, Y (B, N, n, d_out)``, ``W0 (B, D, d)``."""
+    B, N, n, D = X.shape
+    Xs = X.reshape(B, N * n, D)
+    lr = 1.0 / torch.linalg.matrix_norm(Xs, 2) ** 2          # (B,)
+
+    def loss_and_grad(W):
+        Q = X @ W.unsqueeze(1)
+        r = outputs(Q, K, U, kernel) - Y
+        f = 0.5 * (r * r).sum((1, 2, 3))
+        J = jacobians(Q, K, U, kernel)
+        G = torch.einsum("BNkoe,BNko->BNke", J, r).reshape(B, N * n, -1)
+        return f, Xs.transpose(1, 2) @ G
+
+    W = W0.clone()
+    f, g = loss_and_grad(W)
+    for _ in range(steps):
+        W_new = W - lr[:, None, None] * g
+        f_new, g_new = loss_and_grad(W_new)
+        ok = torch.isfinite(f_new) & (f_new <= f)
+        W = torch.where(ok[:, None, None], W_new, W)
+        f = torch.where(ok, f_new, f)
+        g = torch.where(ok[:, None, None], g_new, g)
+        lr = torch.where(ok, lr * grow, lr / 2)
+    return f, 0.5 * (Y * Y).sum((1, 2, 3))
+
+
+def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str) -> np.ndarray:
+    """Final loss / (1/2 ||Y||^2) of every instance of grid cell ``(a, b, c)``."""
+    D = int(round(cfg.ratios[a] * cfg.N * cfg.n))
+    # the same problems (data, teacher, init) for both students of a teacher
+    seeds = cfg.seed + 1_000_003 * (a * 97 + b * 13 + c) + np.arange(cfg.instances)
+    X, K, U, Y, W0 = _batch(cfg, D, cfg.ds[b], cfg.init_scales[c], teacher, student, seeds)
+    f, fref = batched_gd(X, K, U, Y, W0, student, cfg.steps)
+    return (f / fref).numpy()
+
+
+def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, init_scale: float) -> int:
+    """Recompute one cell of a stored sweep from its configuration; returns the success count."""
+    cfg = SweepConfig(**result["config"]).validate()
+    for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds), ("init_scale", init_scale, cfg.init_scales)):
+        if value not in axis:
+            raise ValueError(f"{name}: expected one of {axis} (the stored grid), got {value}")
+    rel = _cell(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), cfg.init_scales.index(init_scale), teacher, student)
+    return int((rel <= cfg.tol).sum())
+
+
+def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
+    """Run the whole grid; returns a dict with the configuration, provenance and, for every
+    (teacher, student), an array ``success[ratio, d, init_scale]`` of success counts and the
+    median final relative loss."""
+    cfg.validate()
+    start = time.perf_counter()
+    shape = (len(cfg.ratios), len(cfg.ds), len(cfg.init_scales))
+    results = {}
+    total = len(cfg.teachers) * len(cfg.students) * int(np.prod(shape))
+    done = 0
+    for teacher in cfg.teachers:
+        for student in cfg.students:
+            succ = np.zeros(shape, dtype=int)
+            med = np.zeros(shape)
+            for a, ratio in enumerate(cfg.ratios):
+                D = int(round(ratio * cfg.N * cfg.n))
+                for b, d in enumerate(cfg.ds):
+                    for c, s in enumerate(cfg.init_scales):
+                        rel = _cell(cfg, a, b, c, teacher, student)
+                        succ[a, b, c] = int((rel <= cfg.tol).sum())
+                        med[a, b, c] = float(np.median(rel))
+                        done += 1
+                        if progress:
+                            print(f"[{done}/{total}] teacher={teacher} student={student} D={D} d={d} "
+                                  f"scale={s}: {succ[a, b, c]}/{cfg.instances} succeed "
+                                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            results[f"{teacher}->{student}"] = {"success": succ.tolist(), "median_rel_loss": med.tolist()}
+    return {
+        "config": asdict(cfg),
+        "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
+        "results": results,
+        "provenance": {
+            "wall_seconds": time.perf_counter() - start,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "success_rule": "final loss <= tol * 1/2 ||Y||^2",
+        },
+    }
+
+
+def success_fraction(result: dict, teacher: str, student: str) -> np.ndarray:
+    """Fraction of successful runs, array ``[ratio, d, init_scale]``."""
+    key = f"{teacher}->{student}"
+    if key not in result["results"]:
+        raise ValueError(f"no results for teacher {teacher!r} and student {student!r}; "
+                         f"available: {sorted(result['results'])}")
+    return np.asarray(result["results"][key]["success"]) / result["config"]["instances"]
+
+
+def plot(result: dict, init_scale: Optional[float] = None, axes=None):
+    """Heat maps of the success fraction against ``D/(N n)`` (columns) and ``d`` (rows), one panel
+    per (teacher, student), at one initialization scale (default: the middle one)."""
+    import matplotlib.pyplot as plt
+
+    cfg = result["config"]
+    scales = cfg["init_scales"]
+    s = scales[len(scales) // 2] if init_scale is None else init_scale
+    if s not in scales:
+        raise ValueError(f"init_scale: expected one of {scales}, got {s}")
+    c = scales.index(s)
+    pairs = [(t, st) for t in cfg["teachers"] for st in cfg["students"]]
+    if axes is None:
+        ncol = len(cfg["students"])
+        nrow = len(cfg["teachers"])
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol + 0.8, 2.5 * nrow), squeeze=False)
+        axes = axes.ravel()
+    for ax, (t, st) in zip(axes, pairs):
+        F = success_fraction(result, t, st)[:, :, c].T        # rows: d, columns: ratio
+        im = ax.imshow(F, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        ax.grid(False)
+        ax.set_xticks(range(len(cfg["ratios"])), [f"{r:g}" for r in cfg["ratios"]])
+        ax.set_yticks(range(len(cfg["ds"])), [str(d) for d in cfg["ds"]])
+        ax.set_xlabel("$D/(Nn)$")
+        ax.set_ylabel("head dimension $d$")
+        ax.text(0.02, 1.02, f"{t} targets, {st} student", transform=ax.transAxes, fontsize=9)
+        for i in range(F.shape[0]):
+            for j in range(F.shape[1]):
+                ax.text(j, i, f"{F[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if F[i, j] < 0.6 else "black")
+    plt.colorbar(im, ax=list(axes), shrink=0.8, label="fraction reaching zero loss")
+    return axes
+
+
+def plot_scales(result: dict, ratio: float, d: int, ax=None):
+    """Success fraction against the initialization scale at one ``(ratio, d)`` cell, one line per
+    (teacher, student): colour = student kernel, solid = Gaussian teacher, dashed = Softmax teacher."""
+    from .plotting import kernel_color, new_axes
+
+    cfg = result["config"]
+    if ratio not in cfg["ratios"] or d not in cfg["ds"]:
+        raise ValueError(f"(ratio, d): expected ratio in {cfg['ratios']} and d in {cfg['ds']}, got ({ratio}, {d})")
+    a, b = cfg["ratios"].index(ratio), cfg["ds"].index(d)
+    ax = ax if ax is not None else new_axes()
+    for t in cfg["teachers"]:
+        for s in cfg["students"]:
+            F = success_fraction(result, t, s)[a, b, :]
+            ax.plot(cfg["init_scales"], F, marker="o", color=kernel_color(s),
+                    ls="-" if t == "gaussian" else "--", label=f"{t} targets, {s} student")
+    ax.set_xscale("log")
+    ax.set_xticks(cfg["init_scales"], [f"{x:g}" for x in cfg["init_scales"]])
+    ax.minorticks_off()
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("initialization scale")
+    ax.set_ylabel("fraction reaching zero loss")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tdlib.phase", description=__doc__.split("\n")[0])
+    d = SweepConfig()
+    p.add_argument("--out", required=True, help="folder for results.json")
+    p.add_argument("--ratios", type=float, nargs="+", default=d.ratios, help="values of D/(N n)")
+    p.add_argument("--ds", type=int, nargs="+", default=d.ds, help="head dimensions d")
+    p.add_argument("--init-scales", type=float, nargs="+", default=d.init_scales)
+    p.add_argument("--teachers", nargs="+", default=d.teachers)
+    p.add_argument("--students", nargs="+", default=d.students)
+    for name in ("N", "n", "d_out", "instances", "steps", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--tol", type=float, default=d.tol)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    cfg = SweepConfig(ratios=args.ratios, ds=args.ds, init_scales=args.init_scales, teachers=args.teachers,
+                      students=args.students, N=args.N, n=args.n, d_out=args.d_out,
+                      instances=args.instances, steps=args.steps, tol=args.tol, seed=args.seed)
+    try:
+        cfg.validate()
+    except (ValueError, TypeError) as err:
+        p.error(f"bad configuration: {err}")
+    torch.set_num_threads(1)
+    res = sweep(cfg, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {out / 'results.json'} in {res['provenance']['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

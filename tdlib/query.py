@@ -1,0 +1,518 @@
+"""Query-only training: the decoupling into per-query problems, Jacobians and certificates.
+
+Notation (the book's, one head). Samples ``X_i`` of shape ``(n, D)`` are stacked into
+``Xs`` of shape ``(N n, D)``; queries ``Q_i = X_i W_Q`` and keys ``K_i = X_i W_K`` have shape
+``(n, d)``; the value rows that reach the output are ``U_i = X_i W_V W_O`` of shape
+``(n, d_out)``. Only ``W_Q`` (shape ``(D, d)``) is trained. The output of token ``k`` is
+``o_ik = sum_j S(q_ik, k_ij) u_ij``, and the loss is
+``f(W_Q) = 1/2 sum_{i,k} ||o_ik - y_ik||^2``.
+
+Per-query Jacobians ``J_ik = d o_ik / d q_ik`` (shape ``(d_out, d)``):
+
+* Gaussian, ``a_j = exp(-||q - k_j||^2 / c)``: ``J = -(2/c) U^T diag(a) (1 q^T - K)``;
+* Softmax, ``p = softmax(K q / sqrt(d))``: ``J = (1/sqrt(d)) U^T (diag(p) - p p^T) K``.
+
+All tensors may carry extra leading batch dimensions; every function is float64-friendly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .attention import AttentionLayer, make_kernel
+from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+
+QUERY_KERNELS = ("softmax", "gaussian")
+
+
+def _kernel_c(kernel: str, d: int, c: Optional[float]) -> float:
+    """The Gaussian constant ``c`` (default ``2 sqrt(d)``)."""
+    return float(c) if c is not None else 2 * math.sqrt(d)
+
+
+def stack_tokens(X) -> torch.Tensor:
+    """The stacked token matrix ``Xs`` of shape ``(N n, D)`` from ``X`` of shape ``(N, n, D)``."""
+    X = as_tensor("X", X, dtype=torch.float64)
+    check_rank("X", X, 3, "(N, n, D)")
+    return X.reshape(-1, X.shape[-1])
+
+
+def scores(Q: torch.Tensor, K: torch.Tensor, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """Attention matrix ``S`` of shape ``(..., n, n)`` from queries and keys ``(..., n, d)``."""
+    check_choice("kernel", kernel, QUERY_KERNELS)
+    opts = {"c": c} if (kernel == "gaussian" and c is not None) else {}
+    return make_kernel(kernel, **opts)(Q, K)
+
+
+def outputs(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """Outputs ``o = S(Q, K) U`` of shape ``(..., n, d_out)``."""
+    return scores(Q, K, kernel, c) @ U
+
+
+def jacobians(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """Per-query Jacobians ``J_k = d o_k / d q_k``, shape ``(..., n, d_out, d)``, in closed form."""
+    check_choice("kernel", kernel, QUERY_KERNELS)
+    d = Q.shape[-1]
+    if kernel == "gaussian":
+        cc = _kernel_c(kernel, d, c)
+        A = scores(Q, K, kernel, c)                      # (..., n_q, n_k): a_kj
+        diff = Q.unsqueeze(-2) - K.unsqueeze(-3)         # (..., n_q, n_k, d): q_k - k_j
+        # J_k = -(2/c) sum_j a_kj u_j (q_k - k_j)^T
+        return -(2.0 / cc) * torch.einsum("...kj,...jo,...kje->...koe", A, U, diff)
+    P = scores(Q, K, kernel)                              # (..., n_q, n_k)
+    # J_k = (1/sqrt d) U^T (diag p - p p^T) K
+    UP = torch.einsum("...kj,...jo->...ko", P, U)        # U^T p for every query
+    KP = torch.einsum("...kj,...je->...ke", P, K)        # K^T p
+    first = torch.einsum("...kj,...jo,...je->...koe", P, U, K)
+    return (first - UP.unsqueeze(-1) * KP.unsqueeze(-2)) / math.sqrt(d)
+
+
+def smallest_singular_values(J: torch.Tensor) -> torch.Tensor:
+    """``sigma_min`` of every Jacobian ``(..., d_out, d)``: its ``min(d_out, d)``-th singular value.
+
+    It is positive exactly when ``J`` has full row rank (when ``d >= d_out``).
+    """
+    s = torch.linalg.svdvals(J)
+    return s[..., -1] if J.shape[-2] <= J.shape[-1] else torch.zeros(s.shape[:-1], dtype=J.dtype)
+
+
+@dataclass
+class QueryProblem:
+    """A query-only training problem: data ``X (N, n, D)``, targets ``Y (N, n, d_out)`` and the
+    fixed matrices ``W_K (D, d)``, ``W_V (D, d_v)``, ``W_O (d_v, d_out)`` of one head."""
+
+    X: torch.Tensor
+    Y: torch.Tensor
+    W_K: torch.Tensor
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    kernel: str = "gaussian"
+    c: Optional[float] = None
+
+    def __post_init__(self):
+        check_choice("kernel", self.kernel, QUERY_KERNELS)
+        self.X = as_tensor("X", self.X, dtype=torch.float64)
+        self.Y = as_tensor("Y", self.Y, dtype=torch.float64)
+        for name in ("W_K", "W_V", "W_O"):
+            setattr(self, name, as_tensor(name, getattr(self, name), dtype=torch.float64))
+            check_rank(name, getattr(self, name), 2, "a matrix")
+        check_rank("X", self.X, 3, "(N, n, D)")
+        check_rank("Y", self.Y, 3, "(N, n, d_out)")
+        N, n, D = self.X.shape
+        if self.W_K.shape[0] != D or self.W_V.shape[0] != D:
+            raise ValueError(f"W_K, W_V: expected {D} rows (the embedding dimension D of X), got "
+                             f"shapes {tuple(self.W_K.shape)} and {tuple(self.W_V.shape)}")
+        if self.W_O.shape[0] != self.W_V.shape[1]:
+            raise ValueError(f"W_O: expected {self.W_V.shape[1]} rows (columns of W_V), got {tuple(self.W_O.shape)}")
+        if tuple(self.Y.shape) != (N, n, self.W_O.shape[1]):
+            raise ValueError(f"Y: expected shape (N, n, d_out) = {(N, n, self.W_O.shape[1])}, got {tuple(self.Y.shape)}")
+        for name in ("X", "Y", "W_K", "W_V", "W_O"):
+            check_finite(name, getattr(self, name))
+        if self.c is not None:
+            check_positive("c", self.c)
+
+    # -- sizes and fixed parts -----------------------------------------------------------------
+    @property
+    def N(self): return self.X.shape[0]
+    @property
+    def n(self): return self.X.shape[1]
+    @property
+    def D(self): return self.X.shape[2]
+    @property
+    def d(self): return self.W_K.shape[1]
+    @property
+    def d_out(self): return self.W_O.shape[1]
+
+    @property
+    def Xs(self) -> torch.Tensor:
+        """Stacked tokens ``(N n, D)``."""
+        return self.X.reshape(-1, self.D)
+
+    @property
+    def K(self) -> torch.Tensor:
+        """Keys ``(N, n, d)``."""
+        return self.X @ self.W_K
+
+    @property
+    def U(self) -> torch.Tensor:
+        """Value rows reaching the output, ``U_i = X_i W_V W_O``, shape ``(N, n, d_out)``."""
+        return self.X @ self.W_V @ self.W_O
+
+    def with_kernel(self, kernel: str) -> "QueryProblem":
+        """The same data and fixed matrices with another kernel."""
+        return QueryProblem(self.X, self.Y, self.W_K, self.W_V, self.W_O, kernel, self.c)
+
+    def check_W(self, W_Q) -> torch.Tensor:
+        W = as_tensor("W_Q", W_Q, dtype=torch.float64)
+        if W.ndim == 3 and W.shape[0] == 1:
+            W = W[0]
+        if tuple(W.shape) != (self.D, self.d):
+            raise ValueError(f"W_Q: expected shape (D, d) = {(self.D, self.d)}, got {tuple(W.shape)}")
+        check_finite("W_Q", W)
+        return W
+
+    # -- the loss and its pieces ---------------------------------------------------------------
+    def queries(self, W_Q) -> torch.Tensor:
+        """``Q_i = X_i W_Q``, shape ``(N, n, d)``."""
+        return self.X @ self.check_W(W_Q)
+
+    def outputs(self, W_Q) -> torch.Tensor:
+        return outputs(self.queries(W_Q), self.K, self.U, self.kernel, self.c)
+
+    def per_query_losses(self, Q) -> torch.Tensor:
+        """``g_ik(q_ik) = 1/2 ||o_ik - y_ik||^2`` for given queries ``Q (N, n, d)``: shape ``(N, n)``."""
+        r = outputs(Q, self.K, self.U, self.kernel, self.c) - self.Y
+        return 0.5 * (r * r).sum(-1)
+
+    def loss(self, W_Q) -> float:
+        return float(self.per_query_losses(self.queries(W_Q)).sum())
+
+    def per_query_gradients(self, Q) -> torch.Tensor:
+        """``grad g_ik = J_ik^T r_ik`` for given queries, shape ``(N, n, d)``."""
+        r = outputs(Q, self.K, self.U, self.kernel, self.c) - self.Y
+        J = jacobians(Q, self.K, self.U, self.kernel, self.c)
+        return torch.einsum("Nkoe,Nko->Nke", J, r)
+
+    def grad(self, W_Q) -> torch.Tensor:
+        """``grad f(W_Q) = Xs^T G`` with ``G`` the stacked per-query gradients: shape ``(D, d)``."""
+        G = self.per_query_gradients(self.queries(W_Q))
+        return self.Xs.T @ G.reshape(-1, self.d)
+
+    def jacobians(self, W_Q) -> torch.Tensor:
+        """Per-query Jacobians at ``W_Q``, shape ``(N, n, d_out, d)``."""
+        return jacobians(self.queries(W_Q), self.K, self.U, self.kernel, self.c)
+
+    def certificate(self, W_Q) -> Dict[str, float]:
+        """The quantities of the convergence theorem at ``W_Q``.
+
+        ``sigma_J``: smallest per-query ``sigma_min(J_ik)``; ``sigma_X``: ``sigma_min(Xs)`` (the
+        ``N n``-th singular value, 0 if ``Xs`` is not of full row rank); ``mu = sigma_X^2 sigma_J^2``;
+        ``beta = sigma_max(Xs) max ||J_ik||_2`` (so ``||grad f|| <= beta sqrt(2 f)``);
+        ``pl_ratio = ||grad f||^2 / (2 f)`` (at least ``mu``).
+        """
+        W = self.check_W(W_Q)
+        J = self.jacobians(W)
+        sx = torch.linalg.svdvals(self.Xs)
+        sigma_X = float(sx[-1]) if self.Xs.shape[0] <= self.D else 0.0
+        sigma_J = float(smallest_singular_values(J).min())
+        f = self.loss(W)
+        g = self.grad(W)
+        return {
+            "loss": f,
+            "sigma_J": sigma_J,
+            "sigma_X": sigma_X,
+            "mu": sigma_X**2 * sigma_J**2,
+            "beta": float(sx[0]) * float(torch.linalg.matrix_norm(J, 2).max()),
+            "pl_ratio": float((g * g).sum()) / (2 * f) if f > 0 else float("inf"),
+        }
+
+    def model(self, W_Q) -> AttentionLayer:
+        """The equivalent :class:`tdlib.AttentionLayer` (one head) with these weights."""
+        m = AttentionLayer(self.D, H=1, d=self.d, d_v=self.W_V.shape[1], d_out=self.d_out,
+                           kernel=self.kernel, kernel_options={"c": self.c} if self.c and self.kernel == "gaussian" else None)
+        m.set_weights(W_Q=self.check_W(W_Q), W_K=self.W_K, W_V=self.W_V, W_O=self.W_O)
+        return m
+
+
+def make_problem(N: int = 2, n: int = 3, D: int = 12, d: int = 4, d_out: int = 2,
+                 kernel: str = "gaussian", teacher: Optional[str] = None, w_scale: float = 1.0,
+                 init_scale: float = 1.0, seed: int = 0):
+    """A random query-only problem with a teacher: ``(problem, W_Q_star, W_Q0)``.
+
+    Tokens have i.i.d. ``N(0, 1)`` entries; ``W_K, W_V, W_O`` and the teacher's ``W_Q_star`` have
+    i.i.d. ``N(0, w_scale^2 / fan_in)`` entries; targets are the outputs of the teacher layer of
+    kernel ``teacher`` (default: ``kernel``) with the same ``W_K, W_V, W_O``, so zero loss is
+    attainable for the student of the same kernel. The student starts at ``W_Q0`` with
+    ``N(0, init_scale^2 / D)`` entries, drawn independently of everything else.
+    """
+    N, n, D, d, d_out = (check_int(k, v) for k, v in
+                         (("N", N), ("n", n), ("D", D), ("d", d), ("d_out", d_out)))
+    check_choice("kernel", kernel, QUERY_KERNELS)
+    teacher = teacher or kernel
+    check_choice("teacher", teacher, QUERY_KERNELS)
+    w_scale = check_positive("w_scale", w_scale)
+    init_scale = check_positive("init_scale", init_scale, strict=False)
+    g = torch.Generator().manual_seed(int(seed))
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    X = r(N, n, D)
+    W_K, W_V, W_O = r(D, d) * w_scale / math.sqrt(D), r(D, D) * w_scale / math.sqrt(D), r(D, d_out) / math.sqrt(D)
+    W_star = r(D, d) * w_scale / math.sqrt(D)
+    W_0 = r(D, d) * init_scale / math.sqrt(D)
+    Y = outputs(X @ W_star, X @ W_K, X @ W_V @ W_O, teacher)
+    return QueryProblem(X, Y, W_K, W_V, W_O, kernel), W_star, W_0
+
+
+def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, adaptive: bool = False):
+    """Gradient descent ``W_{t+1} = W_t - lr grad f(W_t)`` on ``W_Q`` alone, with the certificate.
+
+    The same iterates as ``tdlib.train(problem.model(W_Q0), X, Y, lr, steps, trainable=("W_Q",))``
+    (the tests check this), computed with the closed-form gradient ``Xs^T G`` so that the
+    certificate costs little. Returns ``(history, W_Q)``; ``history.extra`` holds, at every
+    iterate, ``sigma_J`` (smallest per-query ``sigma_min(J_ik)``), ``mu = sigma_X^2 sigma_J^2``,
+    ``pl_ratio = ||grad f||^2 / (2 f)`` and ``dist = ||W_t - W_0||_F``. The run stops early when
+    ``f <= tol``, and with ``stop == "diverged"`` if the loss becomes non-finite.
+
+    ``adaptive=True`` uses the safeguarded step of the phase diagram (:mod:`tdlib.phase`): a step
+    that would raise the loss is replaced by one of half the size, a step that lowers it lets the
+    next one grow by 10%; ``history.extra["lr"]`` then records the step actually taken.
+    """
+    import time
+
+    from .train import History
+
+    lr = check_positive("lr (step size)", lr)
+    steps = check_int("steps", steps, minimum=0)
+    tol = check_positive("tol", tol, strict=False)
+    W0 = problem.check_W(W_Q0).clone()
+    W = W0.clone()
+    Xs, K, U, Y = problem.Xs, problem.K, problem.U, problem.Y
+    sx = torch.linalg.svdvals(Xs)
+    sigma_X = float(sx[-1]) if Xs.shape[0] <= problem.D else 0.0
+    hist = History(lr=lr, trainable=("W_Q",), kernel=problem.kernel)
+    hist.grad_norm = {"W_Q": []}
+    ex = {k: [] for k in ("sigma_J", "mu", "pl_ratio", "dist", "lr")}
+    start = time.perf_counter()
+    for t in range(steps + 1):
+        Qt = problem.X @ W
+        r = outputs(Qt, K, U, problem.kernel, problem.c) - Y
+        f = 0.5 * float((r * r).sum())
+        if not math.isfinite(f):
+            hist.stop = "diverged"
+            break
+        J = jacobians(Qt, K, U, problem.kernel, problem.c)
+        G = torch.einsum("Nkoe,Nko->Nke", J, r).reshape(-1, problem.d)
+        g = Xs.T @ G
+        g2 = float((g * g).sum())
+        sJ = float(smallest_singular_values(J).min())
+        hist.loss.append(f)
+        hist.grad_norm["W_Q"].append(math.sqrt(g2))
+        ex["sigma_J"].append(sJ)
+        ex["mu"].append(sigma_X**2 * sJ**2)
+        ex["pl_ratio"].append(g2 / (2 * f) if f > 0 else float("inf"))
+        ex["dist"].append(float((W - W0).norm()))
+        if f <= tol:
+            hist.stop = "tol"
+            break
+        if t == steps:
+            hist.stop = "steps"
+            break
+        if adaptive:
+            while True:
+                W_new = W - lr * g
+                r_new = outputs(problem.X @ W_new, K, U, problem.kernel, problem.c) - Y
+                f_new = 0.5 * float((r_new * r_new).sum())
+                if math.isfinite(f_new) and f_new <= f:
+                    break
+                lr /= 2
+                if lr < 1e-300:  # pragma: no cover - only at an exact stationary point
+                    break
+            ex["lr"].append(lr)
+            W = W_new
+            lr *= 1.1
+        else:
+            ex["lr"].append(lr)
+            W = W - lr * g
+    ex["lr"].append(float("nan"))
+    hist.extra = ex
+    hist.seconds = time.perf_counter() - start
+    return hist, W
+
+
+# ---------------------------------------------------------------------------------------------
+# Convex hulls: how far a target is from every Softmax output
+# ---------------------------------------------------------------------------------------------
+
+def _project_simplex(v: np.ndarray) -> np.ndarray:
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1
+    k = np.nonzero(u - css / np.arange(1, len(v) + 1) > 0)[0][-1]
+    return np.maximum(v - css[k] / (k + 1), 0)
+
+
+def hull_distance(U, y, iters: int = 3000) -> float:
+    """A certified lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows
+    of ``U (n, d_out)``.
+
+    Projected gradient finds a near-closest hull point ``p``; with ``w = (y - p)/||y - p||``, every
+    hull point ``z`` has ``w^T (y - z) >= w^T y - max_j w^T u_j``, which is returned (``>= 0``).
+    """
+    U = np.asarray(U, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = U.shape[0]
+    lam = np.full(n, 1.0 / n)
+    step = 1.0 / max(np.linalg.norm(U, 2) ** 2, 1e-12)
+    for _ in range(iters):
+        lam = _project_simplex(lam - step * (U @ (U.T @ lam - y)))
+    r = y - U.T @ lam
+    nr = np.linalg.norm(r)
+    if nr < 1e-12:
+        return 0.0
+    w = r / nr
+    return max(float(w @ y - (U @ w).max()), 0.0)
+
+
+def softmax_loss_floor(problem: QueryProblem) -> float:
+    """``1/2 sum_ik dist(y_ik, conv(rows of U_i))^2``: no Softmax ``W_Q`` (nor ``W_K``) can go below."""
+    U, Y = problem.U.numpy(), problem.Y.numpy()
+    return 0.5 * sum(hull_distance(U[i], Y[i, k]) ** 2 for i in range(problem.N) for k in range(problem.n))
+
+
+# ---------------------------------------------------------------------------------------------
+# The interactive figure
+# ---------------------------------------------------------------------------------------------
+
+def draw(kernel: str = "gaussian", ratio: float = 2.0, d: int = 4, init_scale: float = 1.0,
+         N: int = 2, n: int = 3, d_out: int = 2, steps: int = 150, seed: int = 5):
+    """One query-only GD run on a random teacher problem (teacher of the same kernel) with
+    ``D = round(ratio * N n)``, and its certificate: loss, ``mu_t`` and the PL ratio along the run.
+
+    Returns the history. GD uses the safeguarded step of :mod:`tdlib.phase` started at
+    ``1 / sigma_max(Xs)^2``; the run stops once ``f <= 1e-12 f_0``.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import kernel_color
+
+    check_choice("kernel", kernel, QUERY_KERNELS)
+    ratio = check_positive("ratio", ratio)
+    d = check_int("d", d)
+    D = max(1, int(round(ratio * N * n)))
+    prob, _, W0 = make_problem(N, n, D, d, d_out, kernel=kernel, init_scale=init_scale, seed=seed)
+    lr = 1.0 / float(torch.linalg.matrix_norm(prob.Xs, 2)) ** 2
+    f0 = prob.loss(W0)
+    hist, _ = run(prob, W0, lr=lr, steps=steps, tol=1e-12 * f0, adaptive=True)
+    col = kernel_color(kernel)
+    # a fixed layout: constrained layout costs more than the run itself on a busy machine
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), layout="none")
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.95, wspace=0.3)
+    t = np.arange(len(hist.loss))
+    axes[0].semilogy(t, np.maximum(hist.loss, 1e-300), color=col, label="loss $f_t$")
+    axes[0].set_xlabel("step $t$")
+    axes[0].set_ylabel("training loss")
+    pl = np.asarray(hist.extra["pl_ratio"])
+    mu = np.asarray(hist.extra["mu"])
+    axes[1].semilogy(t, np.maximum(pl, 1e-300), color=col, label=r"$\|\nabla f\|^2 / 2f$")
+    if (mu > 0).any():
+        axes[1].semilogy(t, np.where(mu > 0, mu, np.nan), color="#444444", ls="--",
+                         label=r"$\mu_t=\sigma_X^2\sigma_J^2$")
+    else:
+        why = "D < Nn" if D < N * n else "d < d_out"
+        axes[1].text(0.02, 0.05, f"$\\mu_t = 0$ ({why}): no certificate", transform=axes[1].transAxes, fontsize=9)
+    axes[1].set_xlabel("step $t$")
+    axes[1].set_ylabel("pl ratio and its lower bound")
+    axes[1].legend(loc="lower left")
+    axes[0].text(0.98, 0.95, f"D={D}, Nn={N * n}, d={d}\nfinal loss {hist.final_loss:.1e}",
+                 transform=axes[0].transAxes, ha="right", va="top", fontsize=9)
+    return hist
+
+
+# ---------------------------------------------------------------------------------------------
+# The hypotheses of the convergence theorem on a ball around the initialization
+# ---------------------------------------------------------------------------------------------
+
+def hessian_norm(problem: QueryProblem, W_Q) -> float:
+    """Spectral norm of the Hessian of ``f`` with respect to ``W_Q`` (autograd, float64)."""
+    W = problem.check_W(W_Q)
+    K, U, Y = problem.K, problem.U, problem.Y
+
+    def f(w):
+        r = outputs(problem.X @ w.reshape(W.shape), K, U, problem.kernel, problem.c) - Y
+        return 0.5 * (r * r).sum()
+
+    H = torch.func.hessian(f)(W.reshape(-1))
+    return float(torch.linalg.eigvalsh(H).abs().max())
+
+
+def ball_certificate(problem: QueryProblem, W_Q0, samples: int = 20, seed: int = 0,
+                     safety: float = 2.0) -> Dict[str, float]:
+    """The theorem's constants at ``W_Q0`` and a sampled check of its hypotheses on the ball.
+
+    With ``sigma_J0, beta0`` the values at ``W_Q0``, the hypotheses claimed on the ball
+    ``B = {||W - W_Q0||_F <= R}`` are ``sigma_J >= sigma_J0 / sqrt 2`` (so ``mu >= mu0 / 2``)
+    and ``beta <= 2 beta0``, with ``R = 2 (2 beta0) sqrt(2 f0) / (mu0 / 2)``. They are checked at
+    ``samples`` random points of ``B`` (radii uniform in ``[0, R]``); ``L_hat`` is the largest
+    Hessian norm seen there and the step is ``eta = 1 / (safety L_hat)``. A sampled check is
+    evidence, not a proof: the keys ``sampled_ok`` and the margins say what was seen.
+    """
+    W0 = problem.check_W(W_Q0)
+    c0 = problem.certificate(W0)
+    mu, beta = c0["mu"] / 2, 2 * c0["beta"]
+    R = 2 * beta * math.sqrt(2 * c0["loss"]) / mu if mu > 0 else float("inf")
+    g = torch.Generator().manual_seed(int(seed))
+    sig_min, beta_max, points = c0["sigma_J"], c0["beta"], [W0]
+    for _ in range(samples):
+        Z = torch.randn(W0.shape, generator=g, dtype=torch.float64)
+        rho = float(torch.rand((), generator=g, dtype=torch.float64))
+        W = W0 + (rho * R / float(Z.norm())) * Z if math.isfinite(R) else W0
+        c = problem.certificate(W)
+        sig_min, beta_max = min(sig_min, c["sigma_J"]), max(beta_max, c["beta"])
+        points.append(W)
+    ok = bool(mu > 0 and sig_min >= c0["sigma_J"] / math.sqrt(2) and beta_max <= beta)
+    # the Hessian is the expensive part: only computed when the other checks pass
+    L_hat = max(hessian_norm(problem, W) for W in points) if ok else float("nan")
+    return {
+        "f0": c0["loss"], "sigma_J0": c0["sigma_J"], "sigma_X": c0["sigma_X"], "mu0": c0["mu"],
+        "beta0": c0["beta"], "mu": mu, "beta": beta, "R": R, "L_hat": L_hat,
+        "eta": 1.0 / (safety * L_hat), "sampled_sigma_J_min": sig_min, "sampled_beta_max": beta_max,
+        "sampled_ok": ok,
+    }
+
+
+def theorem_instance(seed: int, N: int = 2, n: int = 3, D: int = 12, d: int = 6, d_out: int = 1,
+                     eps: float = 0.01, tries: int = 10, samples: int = 12):
+    """A Gaussian teacher problem and a start ``W_Q0 = W_Q_star + perturbation`` at which the
+    sampled check of :func:`ball_certificate` passes: the perturbation's relative size starts at
+    ``eps`` and halves until it does. Returns ``(problem, W_Q0, certificate)`` (``None`` for the
+    last two if ``tries`` halvings do not suffice)."""
+    prob, W_star, _ = make_problem(N, n, D, d, d_out, kernel="gaussian", seed=seed)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    Z = torch.randn(W_star.shape, generator=g, dtype=torch.float64)
+    Z = Z * (float(W_star.norm()) / float(Z.norm()))
+    for _ in range(tries):
+        W0 = W_star + eps * Z
+        cert = ball_certificate(prob, W0, samples=samples, seed=seed + 2)
+        cert["eps"] = eps
+        if cert["sampled_ok"]:
+            return prob, W0, cert
+        eps /= 2
+    return prob, None, None
+
+
+def plot_certificate(hist, cert, ax=None):
+    """Loss of a certified run against the theorem's bound ``(1 - eta mu)^t f_0`` (log scale)."""
+    from .plotting import kernel_color, new_axes
+
+    ax = ax if ax is not None else new_axes()
+    t = np.arange(len(hist.loss))
+    ax.semilogy(t, np.maximum(hist.loss, 1e-300), color=kernel_color("gaussian"), label="loss $f_t$")
+    ax.semilogy(t, cert["f0"] * (1 - cert["eta"] * cert["mu"]) ** t, color="#444444", ls="--",
+                label=r"bound $(1-\eta\mu)^t f_0$")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    return ax
+
+
+def plot_side_by_side(hists: Dict[str, object], floor: float):
+    """Loss (left) and smallest per-query Jacobian singular value (right) of the two kernels' runs,
+    with the Softmax loss floor of :func:`softmax_loss_floor` as a dotted line."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import kernel_color
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    for k, h in hists.items():
+        t = np.arange(len(h.loss))
+        axes[0].semilogy(t, np.maximum(h.loss, 1e-300), color=kernel_color(k), label=k)
+        axes[1].semilogy(t, np.maximum(h.extra["sigma_J"], 1e-300), color=kernel_color(k), label=k)
+    axes[0].axhline(floor, color=kernel_color("softmax"), ls=":", lw=1.2, label="softmax floor")
+    axes[0].set_xlabel("step $t$")
+    axes[0].set_ylabel("training loss")
+    axes[0].legend()
+    axes[1].set_xlabel("step $t$")
+    axes[1].set_ylabel(r"smallest $\sigma_{\min}(J_{ik})$")
+    return axes

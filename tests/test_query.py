@@ -1,0 +1,173 @@
+"""Query-only training: decoupling, Jacobians, the convergence theorem, the phase-diagram CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tdlib
+from tdlib import phase, query
+
+
+def fresh_seed():
+    return int(torch.randint(0, 2**31 - 1, ()))
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "softmax"])
+def test_decoupling_gradient_is_stacked_per_query_gradients(kernel):
+    seed = fresh_seed()
+    p, _, W = query.make_problem(N=3, n=4, D=15, d=3, d_out=2, kernel=kernel, seed=seed)
+    # the whole gradient from autograd on the full layer ...
+    model = p.model(W)
+    auto = torch.autograd.grad(model.loss(p.X, p.Y), model.W_Q)[0][0]
+    # ... equals X^T G, G the per-query gradients, each from autograd on its own g_ik
+    Q = p.queries(W).clone().requires_grad_(True)
+    per_query = torch.autograd.grad(p.per_query_losses(Q).sum(), Q)[0]
+    assert torch.allclose(auto, p.Xs.T @ per_query.reshape(-1, p.d), rtol=1e-10, atol=1e-12), seed
+    assert torch.allclose(per_query, p.per_query_gradients(p.queries(W)), rtol=1e-10, atol=1e-12), seed
+    # the loss is the sum of the per-query losses, and X W_Q reaches any queries
+    assert math.isclose(float(model.loss(p.X, p.Y).detach()), p.loss(W), rel_tol=1e-12)
+    target = torch.randn(p.N * p.n, p.d, dtype=torch.float64)
+    W_hit = p.Xs.T @ torch.linalg.solve(p.Xs @ p.Xs.T, target)
+    assert torch.allclose(p.Xs @ W_hit, target, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "softmax"])
+def test_jacobians_match_autograd(kernel):
+    g = torch.Generator().manual_seed(fresh_seed())
+    K, U, Q = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((4, 5), (4, 3), (4, 5)))
+    J = query.jacobians(Q, K, U, kernel)
+    for k in range(4):
+        def out(q):
+            Qk = Q.clone()
+            Qk[k] = q
+            return query.outputs(Qk, K, U, kernel)[k]
+        assert torch.allclose(torch.autograd.functional.jacobian(out, Q[k]), J[k], atol=1e-12)
+
+
+def test_gaussian_jacobian_constant_and_rank():
+    # -(2/c) U^T diag(a) (1 q^T - K), with c = 2 sqrt(d): constant 1/sqrt(d)
+    g = torch.Generator().manual_seed(fresh_seed())
+    n, d, d_out = 3, 6, 2
+    K, U, q = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((n, d), (n, d_out), (d,)))
+    a = torch.exp(-((q - K) ** 2).sum(1) / (2 * math.sqrt(d)))
+    J = -(1 / math.sqrt(d)) * U.T @ torch.diag(a) @ (q[None] - K)
+    assert torch.allclose(query.jacobians(q[None], K, U, "gaussian")[0], J, atol=1e-14)
+    assert float(query.smallest_singular_values(J)) > 0
+    # at a point of the keys' affine hull, the orthogonal directions are in the kernel of J
+    lam = torch.softmax(torch.randn(n, generator=g, dtype=torch.float64), 0)
+    q_aff = lam @ K
+    J_aff = query.jacobians(q_aff[None], K, U, "gaussian")[0]
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    diffs = (K[1:] - K[0]).T
+    w = w - diffs @ torch.linalg.lstsq(diffs, w).solution
+    assert float((J_aff @ w).abs().max()) < 1e-12
+    # and a Jacobian with d < d_out has sigma_min = 0 by definition
+    assert float(query.smallest_singular_values(J[:, :1].T @ J[:, :1])) >= 0
+    assert float(query.smallest_singular_values(torch.ones(2, 1, dtype=torch.float64))) == 0
+
+
+def test_run_equals_tdlib_train():
+    p, _, W0 = query.make_problem(N=2, n=3, D=8, d=3, d_out=2, kernel="gaussian", seed=5)
+    hist, W = query.run(p, W0, lr=0.02, steps=40)
+    model = p.model(W0)
+    h2 = tdlib.train(model, p.X, p.Y, lr=0.02, steps=40, trainable=("W_Q",), progress=False)
+    assert np.allclose(hist.loss, h2.loss, rtol=1e-10)
+    assert torch.allclose(W, model.W_Q.detach()[0], atol=1e-12)
+
+
+def test_theorem_hypotheses_imply_predicted_rate():
+    """On fresh instances where the (sampled) hypotheses hold, GD meets the theorem's bound."""
+    checked = 0
+    seed = fresh_seed() % 10**6
+    for s in range(seed, seed + 6):
+        p, W0, cert = query.theorem_instance(s, samples=4)
+        if cert is None:
+            continue
+        hist, _ = query.run(p, W0, lr=cert["eta"], steps=150)
+        t = np.arange(len(hist.loss))
+        bound = cert["f0"] * (1 - cert["eta"] * cert["mu"]) ** t
+        assert np.all(np.asarray(hist.loss) <= bound * (1 + 1e-9)), s
+        assert max(hist.extra["dist"]) <= cert["R"], s
+        assert min(hist.extra["pl_ratio"]) >= cert["mu"], s
+        assert np.all(np.diff(hist.loss) <= 0), s
+        checked += 1
+        break
+    assert checked >= 1, f"no instance with certified hypotheses among seeds {seed}..{seed + 5}"
+
+
+def side_by_side(steps):
+    p, _, W0 = query.make_problem(N=2, n=3, D=12, d=4, d_out=2, kernel="gaussian", seed=112)
+    lr0 = 1 / float(torch.linalg.matrix_norm(p.Xs, 2)) ** 2
+    out = {}
+    for k in ("gaussian", "softmax"):
+        h, W = query.run(p.with_kernel(k), W0, lr=lr0, steps=steps, adaptive=True, tol=1e-12 * p.loss(W0))
+        out[k] = (h.loss, W)
+    return p, out
+
+
+def test_side_by_side_instance_reproduces():
+    p, a = side_by_side(120)
+    _, b = side_by_side(120)
+    for k in a:
+        assert a[k][0] == b[k][0] and torch.equal(a[k][1], b[k][1])
+    # Softmax can never go below the hull floor; the Gaussian run (as in the chapter) reaches zero
+    floor = query.softmax_loss_floor(p)
+    assert floor > 1e-2 and min(a["softmax"][0]) >= floor
+    _, W0 = p, query.make_problem(N=2, n=3, D=12, d=4, d_out=2, kernel="gaussian", seed=112)[2]
+    h, _ = query.run(p, W0, lr=1 / float(torch.linalg.matrix_norm(p.Xs, 2)) ** 2, steps=700,
+                     adaptive=True, tol=1e-12 * p.loss(W0))
+    assert h.final_loss < 1e-10
+
+
+def test_hull_distance_is_a_lower_bound():
+    g = np.random.default_rng(fresh_seed())
+    U = g.normal(size=(4, 2))
+    inside = np.array([0.1, 0.2, 0.3, 0.4]) @ U
+    assert query.hull_distance(U, inside) == 0.0
+    direction = g.normal(size=2)
+    y = 3 * np.linalg.norm(U, axis=1).max() * direction / np.linalg.norm(direction)  # outside the hull
+    lb = query.hull_distance(U, y)
+    # no convex combination of the rows is closer than the bound
+    lam = g.dirichlet(np.ones(4), size=2000)
+    assert lb > 0 and (np.linalg.norm(lam @ U - y, axis=1) >= lb - 1e-12).all()
+
+
+def test_problem_rejects_bad_input():
+    p, _, W0 = query.make_problem(seed=0)
+    with pytest.raises(ValueError, match=r"W_Q: expected shape \(D, d\)"):
+        p.loss(W0[:, :2])
+    with pytest.raises(ValueError, match="kernel"):
+        query.make_problem(kernel="cosine")
+    with pytest.raises(ValueError, match="Y: expected shape"):
+        query.QueryProblem(p.X, p.Y[:, :, :1], p.W_K, p.W_V, p.W_O)
+
+
+def test_cli_rejects_bad_configuration(capsys, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        phase.main(["--out", str(tmp_path), "--ratios", "-1"])
+    assert err.value.code == 2
+    assert "bad configuration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        phase.main(["--out", str(tmp_path), "--students", "cosine"])
+    assert "expected one of 'softmax', 'gaussian'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tol"):
+        phase.SweepConfig(tol=2.0).validate()
+
+
+def test_tiny_sweep_end_to_end(tmp_path):
+    args = ["--out", str(tmp_path), "--ratios", "1", "2", "--ds", "2", "--init-scales", "1",
+            "--instances", "3", "--steps", "60", "--N", "2", "--n", "2", "--quiet"]
+    assert phase.main(args) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["instances"] == 3 and res["provenance"]["wall_seconds"] > 0
+    assert res["provenance"]["torch"] == torch.__version__
+    for pair in ("softmax->softmax", "softmax->gaussian", "gaussian->softmax", "gaussian->gaussian"):
+        F = phase.success_fraction(res, *pair.split("->"))
+        assert F.shape == (2, 1, 1) and ((0 <= F) & (F <= 1)).all()
+    # one stored cell recomputed from the stored configuration gives the stored count
+    count = phase.rerun_cell(res, "gaussian", "softmax", ratio=2.0, d=2, init_scale=1.0)
+    assert count == round(phase.success_fraction(res, "gaussian", "softmax")[1, 0, 0] * 3)
+    with pytest.raises(ValueError, match="stored grid"):
+        phase.rerun_cell(res, "gaussian", "softmax", ratio=5.0, d=2, init_scale=1.0)
