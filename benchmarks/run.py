@@ -29,7 +29,15 @@ import tdlib  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 # Interactive cells: (module, draw function, keyword arguments at the default and a heavy setting).
-DRAWS: list[tuple[str, str, dict]] = []
+DRAWS: list[tuple[str, str, dict]] = [
+    ("tdlib.theory", "draw", {}),
+    ("tdlib.theory", "draw", {"kernel": "softmax", "D": 96, "H": 4, "N": 6, "n": 8}),
+    ("tdlib.counterexample", "draw", {}),
+    ("tdlib.counterexample", "draw", {"init": 5.0, "target_query": 2.0}),
+    ("tdlib.query", "draw", {}),
+    ("tdlib.query", "draw", {"kernel": "softmax", "ratio": 3.0, "d": 8, "init_scale": 4.0}),
+    ("tdlib.experiments", "draw_curves", {"task": "pathfinder", "quantity": "test_loss", "show_seeds": True}),
+]
 
 
 def timed(fn, repeat=3):

@@ -223,7 +223,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
 
 def plot_scales(result: dict, ratio: float, d: int, ax=None):
     """Success fraction against the initialization scale at one ``(ratio, d)`` cell, one line per
-    (teacher, student): colour = student kernel, solid = Gaussian teacher, dashed = Softmax teacher."""
+    (teacher, student): colour = student kernel; solid line with discs = Gaussian teacher, dashed
+    line with squares = Softmax teacher."""
     from .plotting import kernel_color, new_axes
 
     cfg = result["config"]
@@ -234,15 +235,16 @@ def plot_scales(result: dict, ratio: float, d: int, ax=None):
     for t in cfg["teachers"]:
         for s in cfg["students"]:
             F = success_fraction(result, t, s)[a, b, :]
-            ax.plot(cfg["init_scales"], F, marker="o", color=kernel_color(s),
-                    ls="-" if t == "gaussian" else "--", label=f"{t} targets, {s} student")
+            gauss_t = t == "gaussian"  # targets: solid line and discs vs dashed line and squares
+            ax.plot(cfg["init_scales"], F, marker="o" if gauss_t else "s", color=kernel_color(s),
+                    ls="-" if gauss_t else "--", label=f"{t} targets, {s} student")
     ax.set_xscale("log")
     ax.set_xticks(cfg["init_scales"], [f"{x:g}" for x in cfg["init_scales"]])
     ax.minorticks_off()
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("initialization scale")
     ax.set_ylabel("fraction reaching zero loss")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, handlelength=3.5)
     return ax
 
 

@@ -742,3 +742,37 @@ __all__ = [
     "mu", "pl_ratio", "pl_ratio_from_history", "certificate_callback", "distance", "snapshot",
     "JointConstants", "JointCondition", "joint_constants", "sufficient_condition",
 ]
+
+
+def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
+    """Value-only GD (the exact recursion) on an instance of ``make_instance``, with its predicted rate.
+
+    The figure of the interactive cell of the zero-loss chapter: the excess loss ``f_t - f_*`` on a
+    log scale against ``max(|1 - eta alpha|, |1 - eta L|)^(2t) (f_0 - f_*)``, with ``eta = eta_L / L``.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import kernel_color
+
+    m, X, Y = make_instance(kernel, N=N, n=n, D=D, H=H, seed=0)
+    rate = value_rate(m, X)                      # constants; rate.L is L
+    lr = eta_L / rate.L
+    losses, _ = value_recursion(m, X, Y, lr, steps)
+    f_star = value_least_squares(m, X, Y).f_star
+    alpha = rate.alpha if rate.full_rank else rate.alpha_plus
+    q = max(abs(1 - lr * alpha), abs(1 - lr * rate.L)) ** 2
+    t = np.arange(steps + 1)
+    excess = np.where(np.isfinite(losses), np.maximum(losses - f_star, 1e-300), np.nan)
+    predicted = (losses[0] - f_star) * q ** t.astype(float)
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="none")   # fixed margins: faster redraws
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
+    ax.semilogy(t, excess, color=kernel_color(kernel), label="GD: $f_t - f_*$")
+    ax.semilogy(t, predicted, "k--", lw=1.2, label=f"predicted, factor {q:.4f} per step")
+    low = np.nanmin(np.concatenate([excess, predicted])) / 3
+    ax.set_ylim(max(low, 1e-16 * losses[0], 1e-300), 1e3 * losses[0] if q > 1 else 3 * losses[0])
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("$f_t - f_*$")
+    ax.text(0.98, 0.97, f"HD/Nn = {H * D / (N * n):.2f}\nf_*/f_0 = {f_star / losses[0]:.3f}\n"
+            f"alpha/L = {alpha / rate.L:.2e}", transform=ax.transAxes, ha="right", va="top", fontsize=9)
+    ax.legend(loc="lower left")
+    return fig
