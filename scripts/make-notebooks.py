@@ -3,7 +3,7 @@
 
 Colab opens only .ipynb files, so each chapter's MyST source (book/*.md) is converted with
 jupytext. A first code cell is added that, when (and only when) the notebook runs on Colab, clones
-the book's repository, installs its library tdlib and moves into the repository's book/ folder, so
+the book's repository, installs its library tdlib (and the package that ships the tweet data) and moves into the repository's book/ folder, so
 the chapter runs there exactly as in the book. Outputs are not stored: the executed notebook of a
 page is what the download button of the rendered book offers.
 
@@ -83,6 +83,8 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("{folder}"):
         subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", "{url}", "{folder}"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "{folder}"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-r",
+                        "{folder}/requirements-data.txt"], check=True)  # the tweet corpus
     os.chdir("{folder}/{chapter_dir}")'''
 
 

@@ -11,8 +11,12 @@ From the command line (the stored results of the book were made this way; every 
 the command that made it)::
 
     python -m tdlib.experiments curves --task text --kernels softmax gaussian --seeds 0 1 2 \
-        --steps 3000 --out book/data/experiments/text-curves.json
-    python -m tdlib.experiments landscape --task text --out book/data/experiments/text-landscape.npz
+        --steps 2000 --out book/data/experiments/text-curves.json
+    python -m tdlib.experiments landscape --task text --stage1-steps 1000 --steps 1000 \
+        --out book/data/experiments/text-landscape.npz
+
+Runs can be split (say one process per kernel, in parallel) and joined afterwards with
+``python -m tdlib.experiments merge --out joined.json part1.json part2.json``.
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -39,8 +43,8 @@ TASKS = ("text", "pathfinder")
 OPTIMIZERS = ("sgd", "adam")
 # The paper's choice: SGD for text, Adam for Pathfinder; step sizes are ours (tuned on CPU runs).
 DEFAULTS = {
-    "text": dict(optimizer="sgd", lr=0.05, momentum=0.9, steps=3000, eval_every=150),
-    "pathfinder": dict(optimizer="adam", lr=1e-3, momentum=0.0, steps=3000, eval_every=150),
+    "text": dict(optimizer="sgd", lr=0.05, momentum=0.9, steps=2000, eval_every=100),
+    "pathfinder": dict(optimizer="adam", lr=1e-3, momentum=0.0, steps=2500, eval_every=100),
 }
 
 
@@ -66,7 +70,7 @@ class ExperimentConfig:
     n_eval: int | None = None  # evaluate on the first n_eval test samples (None: all)
     max_len: int = 128
     image_size: int = 16
-    path_length: int = 5
+    path_length: int = 3
     n_train: int = 8000
     n_test: int = 1000
     data_seed: int = 0
@@ -440,7 +444,10 @@ def main(argv=None) -> int:
     if a.cmd == "merge":
         docs = [load(f) for f in a.files]
         runs = [r for d in docs for r in d["runs"]]
-        path = save(runs, a.out, command=" && ".join(d["command"] for d in docs))
+        merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+        # the recorded command remakes the parts (in any order, or in parallel) and joins them
+        path = save(runs, a.out, command=" && ".join([d["command"] for d in docs] + [merge]),
+                    extra={"parts": [d["command"] for d in docs]})
         print(f"wrote {path} ({len(runs)} runs)")
         return 0
     cfg = _config_from_args(a)

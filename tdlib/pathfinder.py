@@ -8,11 +8,15 @@ others are shorter distractors. Two marker disks are drawn:
 * label 0 ("disconnected"): one marker sits at an end of each of the two main paths.
 
 Both classes draw the same number of paths of the same lengths, so the total ink is the same in
-distribution; and every disconnected sample is redrawn until its markers are as far apart as those of a
-randomly chosen connected sample, so the distance between the markers carries no
-information about the label either. Difficulty grows with ``path_length`` (segments per main
-path). Images are rendered at 4x resolution and averaged down, then stored as integers
-``0..255`` of shape ``(N, size, size)``; a model reads them as ``size**2`` tokens.
+distribution; and every disconnected sample is redrawn until its markers are as far apart as those
+of a randomly chosen connected sample, so the distance between the markers carries (almost) no
+information about the label either. Three choices keep the task well posed at 16x16 pixels: paths
+are drawn at 60% brightness and the markers at full brightness, so a marker is never mistaken for a
+dash; no two paths come closer than 0.9 pixels plus the stroke width (1.6 pixels at 16x16), so "connected" is never
+ambiguous; and each dash sits in the middle of its segment, so the two ends of a path look alike.
+Difficulty grows with ``path_length`` (segments per main path). Images are rendered at 4x
+resolution and averaged down, then stored as integers ``0..255`` of shape ``(N, size, size)``; a
+model reads them as ``size**2`` tokens.
 
 :func:`pathfinder` caches every generated set as an ``.npz`` file (folder
 ``$TDLIB_CACHE`` or ``~/.cache/tdlib``, or the ``cache_dir`` argument), so only the first call pays.
@@ -29,6 +33,7 @@ from .checks import check_choice, check_int, check_positive
 
 SIZES = (16, 32)
 SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
+GENERATOR_VERSION = 2  # part of the cache file name: bump it whenever the images change
 
 
 def cache_folder(path: str | os.PathLike | None = None) -> Path:
@@ -88,42 +93,64 @@ def _random_path(rng, size, n_segments, seg_len, max_turn, margin, tries=50):
 
 
 def _draw_dashed(canvas, pts, width, dash=0.6):
-    """Draw the first ``dash`` fraction of every segment: a dashed curve."""
+    """Draw the middle ``dash`` fraction of every segment: a dashed curve whose two ends look alike
+    (so a marker on either end covers the same amount of path)."""
+    lo, hi = (1 - dash) / 2, (1 + dash) / 2
     for p0, p1 in zip(pts[:-1], pts[1:]):
-        _stamp_segment(canvas, p0, p0 + dash * (p1 - p0), width)
+        _stamp_segment(canvas, p0 + lo * (p1 - p0), p0 + hi * (p1 - p0), width)
 
 
-def render(paths, markers, size, width, marker_radius):
-    """Render paths (lists of vertices) and marker centres to a ``(size, size)`` uint8 image."""
-    canvas = np.zeros((size * SUPER, size * SUPER), dtype=bool)
+def render(paths, markers, size, width, marker_radius, ink=1.0):
+    """Render paths (lists of vertices) and marker centres to a ``(size, size)`` uint8 image.
+
+    Paths are drawn with brightness ``ink`` (at most 1), markers at full brightness.
+    """
+    S = size * SUPER
+    lines, disks = np.zeros((S, S), dtype=bool), np.zeros((S, S), dtype=bool)
     for pts in paths:
-        _draw_dashed(canvas, pts, width)
+        _draw_dashed(lines, pts, width)
     for m in markers:
-        _stamp_disk(canvas, m, marker_radius)
+        _stamp_disk(disks, m, marker_radius)
+    canvas = np.where(disks, 1.0, ink * lines)
     img = canvas.reshape(size, SUPER, size, SUPER).mean(axis=(1, 3))
     return np.round(255 * img).astype(np.uint8)
+
+
+def _polyline_points(pts, step=0.25):
+    """Points every ``step`` pixels along a polyline (for distances between paths)."""
+    out = [pts[:1]]
+    for p0, p1 in zip(pts[:-1], pts[1:]):
+        k = max(1, int(np.ceil(np.linalg.norm(p1 - p0) / step)))
+        out.append(p0 + np.linspace(0, 1, k + 1)[1:, None] * (p1 - p0))
+    return np.concatenate(out)
+
+
+def gap(path_a, path_b) -> float:
+    """The smallest distance (pixels) between two paths given by their vertices."""
+    a, b = _polyline_points(path_a), _polyline_points(path_b)
+    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min()))
 
 
 def _params(size, path_length):
     s = size / 16  # geometry scales with the image
     return dict(seg_len=2.0 * s, width=0.7 * s, marker_radius=1.3 * s, margin=1.3 * s,
                 max_turn=math.pi / 4, n_distractors=2 if size == 16 else 4,
-                distractor_length=max(2, path_length // 2))
+                distractor_length=max(2, path_length // 2), min_gap=0.7 * s + 0.9, ink=0.6)
 
 
 def sample(label: int, size: int = 16, path_length: int = 6, rng=None, target_distance=None):
     """One image with the given label; returns ``(image, info)``.
 
     ``info`` holds the marker centres, the marker distance and the path vertices. If
-    ``target_distance`` is given, the markers are within half a segment of that distance.
+    ``target_distance`` is given, the markers are within a tenth of a segment of that distance.
     """
     rng = np.random.default_rng(rng)
     P = _params(size, path_length)
     for _ in range(2000):
         a = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
         b = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
-        if a is None or b is None:
-            continue
+        if a is None or b is None or gap(a, b) < P["min_gap"]:
+            continue  # the two main paths must not touch: connectivity stays unambiguous
         if label == 1:
             m0, m1 = a[0], a[-1]
         else:
@@ -131,14 +158,18 @@ def sample(label: int, size: int = 16, path_length: int = 6, rng=None, target_di
         dist = float(np.linalg.norm(m0 - m1))
         if dist < 2.5 * P["marker_radius"]:
             continue  # markers must be two separate disks
-        if target_distance is not None and abs(dist - target_distance) > P["seg_len"] / 2:
+        if target_distance is not None and abs(dist - target_distance) > P["seg_len"] / 10:
             continue
         distractors = []
         for _ in range(P["n_distractors"]):
-            c = _random_path(rng, size, P["distractor_length"], P["seg_len"], P["max_turn"], P["margin"])
-            if c is not None:
-                distractors.append(c)
-        img = render([a, b] + distractors, [m0, m1], size, P["width"], P["marker_radius"])
+            for _ in range(30):  # a distractor keeps the same gap from every path placed so far
+                c = _random_path(rng, size, P["distractor_length"], P["seg_len"], P["max_turn"], P["margin"])
+                if c is not None and all(gap(c, q) >= P["min_gap"] for q in [a, b] + distractors):
+                    distractors.append(c)
+                    break
+        if len(distractors) < P["n_distractors"]:
+            continue  # every image carries all its distractors (no ink cue from missing ones)
+        img = render([a, b] + distractors, [m0, m1], size, P["width"], P["marker_radius"], P["ink"])
         return img, {"markers": np.array([m0, m1]), "distance": dist, "paths": [a, b] + distractors}
     raise RuntimeError(f"pathfinder: could not place paths (size={size}, path_length={path_length}, "
                        f"target_distance={target_distance}); try a shorter path_length")
@@ -149,7 +180,7 @@ def generate(n: int, size: int = 16, path_length: int = 6, seed: int = 0):
     marker_distances float (n,))``, fully determined by ``seed``.
 
     Half the labels are 1, in a shuffled order. Every disconnected sample is drawn with the marker
-    distance of a random connected sample (within half a segment), which removes the distance cue.
+    distance of a random connected sample (within a tenth of a segment), which removes the distance cue.
     """
     n = check_int("n", n, minimum=2)
     size = check_int("size", size)
@@ -181,7 +212,7 @@ def pathfinder(n_train: int, n_test: int, size: int = 16, path_length: int = 6, 
     """
     n_train, n_test = check_int("n_train", n_train, minimum=2), check_int("n_test", n_test, minimum=2)
     folder = cache_folder(cache_dir)
-    path = folder / f"pathfinder-s{size}-L{path_length}-tr{n_train}-te{n_test}-seed{seed}.npz"
+    path = folder / f"pathfinder-v{GENERATOR_VERSION}-s{size}-L{path_length}-tr{n_train}-te{n_test}-seed{seed}.npz"
     if path.exists():
         z = np.load(path)
         arrays = {k: z[k] for k in z.files}

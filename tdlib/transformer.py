@@ -94,7 +94,10 @@ class Classifier(nn.Module):
         self.cfg = cfg.check()
         torch.manual_seed(int(seed))  # the initialisation is a function of the seed only
         self.embed = nn.Embedding(cfg.vocab, cfg.D)
-        self.pos = nn.Parameter(0.02 * torch.randn(cfg.max_len, cfg.D))
+        # positions start on the scale of the token embeddings (N(0, 1)), so that attention can
+        # use where a token is from the first step: images depend on it (a 0.02 scale stalled
+        # Pathfinder at chance for hundreds of steps in our runs)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.D))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln = nn.LayerNorm(cfg.D)
         self.head = nn.Linear(cfg.D, cfg.classes)

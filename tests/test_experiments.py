@@ -111,3 +111,17 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["curves", "--task", "text", "--kernels", "nope", "--out", str(out)])
     assert "kernel" in capsys.readouterr().err
+
+
+def test_merge_records_a_command_that_remakes_the_file(tmp_path):
+    parts = []
+    for k in ("softmax", "gaussian"):
+        run = {"kernel": k, "seconds": 1.5, "curves": {"step": [0], "test_acc": [0.5]}}
+        parts.append(save([run], tmp_path / f"{k}.json", command=f"python -m tdlib.experiments curves --kernels {k}"))
+    out = tmp_path / "joined.json"
+    main(["merge", "--out", str(out)] + [str(p) for p in parts])
+    doc = load(out)
+    assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"] and doc["total_seconds"] == 3.0
+    steps = doc["command"].split(" && ")
+    assert steps[:2] == doc["parts"] and "--kernels gaussian" in steps[1]
+    assert steps[2].startswith("python -m tdlib.experiments merge --out") and str(out) in steps[2]

@@ -88,6 +88,8 @@ def test_colab_cell_on_colab_clones_installs_and_moves_to_the_chapter(tmp_path, 
     exec(compile(gen.colab_cell_source(REPO_URL, BRANCH, "book/x"), "colab-cell", "exec"), {})
     assert calls[0][:2] == ["git", "clone"] and REPO_URL in calls[0] and BRANCH in calls[0]
     assert calls[1][1:4] == ["-m", "pip", "install"]
+    assert calls[2][1:4] == ["-m", "pip", "install"] and calls[2][-1].endswith("/requirements-data.txt")
+    assert "--no-deps" in calls[2] and (ROOT / "requirements-data.txt").is_file()
     assert chdirs and chdirs[0].endswith("/book")
 
 

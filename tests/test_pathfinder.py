@@ -42,7 +42,7 @@ def test_no_trivial_cue(sample16):
 @pytest.mark.parametrize("size", [16, 32])
 def test_both_markers_present_and_label_meaning(label, size):
     rng = np.random.default_rng()
-    img, info = pf.sample(label, size=size, path_length=5 if size == 16 else 9, rng=rng)
+    img, info = pf.sample(label, size=size, path_length=5 if size == 16 else 6, rng=rng)
     assert img.shape == (size, size)
     m = info["markers"]
     assert m.shape == (2, 2) and np.linalg.norm(m[0] - m[1]) > 2 * pf._params(size, 5)["marker_radius"]
@@ -80,3 +80,27 @@ def test_threshold_accuracy_detects_a_real_cue():
     y = np.arange(100) % 2
     assert pf.best_threshold_accuracy(y + 0.1 * np.random.default_rng().random(100), y) == 1.0
     assert pf.best_threshold_accuracy(-y.astype(float), y) == 1.0
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_paths_keep_apart_and_markers_stand_out(size):
+    """No two paths touch (connectivity is unambiguous) and only markers reach full brightness."""
+    rng = np.random.default_rng()
+    P = pf._params(size, 4)
+    for label in (0, 1):
+        img, info = pf.sample(label, size=size, path_length=4, rng=rng)
+        paths = info["paths"]
+        assert len(paths) == 2 + P["n_distractors"]
+        gaps = [pf.gap(p, q) for i, p in enumerate(paths) for q in paths[i + 1:]]
+        assert min(gaps) >= P["min_gap"], f"paths {min(gaps):.2f} px apart, expected >= {P['min_gap']}"
+        ys, xs = np.mgrid[0:size, 0:size] + 0.5
+        far = np.ones((size, size), bool)
+        for cx, cy in info["markers"]:
+            far &= (xs - cx) ** 2 + (ys - cy) ** 2 > (P["marker_radius"] + 1) ** 2
+        assert img[far].max() <= round(255 * P["ink"]), "a path pixel is as bright as a marker"
+
+
+def test_gap_of_two_known_paths():
+    a = np.array([[0.0, 0.0], [4.0, 0.0]])
+    b = np.array([[0.0, 3.0], [2.0, 1.5], [4.0, 3.0]])
+    assert abs(pf.gap(a, b) - 1.5) < 1e-9
