@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Interactive cells: (module, draw function, keyword arguments at the default and a heavy setting).
 DRAWS: list[tuple[str, str, dict]] = [
-    ("tdlib.theory", "draw", {}),
-    ("tdlib.theory", "draw", {"kernel": "softmax", "D": 96, "H": 4, "N": 6, "n": 8}),
+    ("tdlib.zeroloss", "draw", {}),
+    ("tdlib.zeroloss", "draw", {"kernel": "softmax", "D": 96, "H": 4, "N": 6, "n": 8}),
     ("tdlib.counterexample", "draw", {}),
     ("tdlib.counterexample", "draw", {"init": 5.0, "target_query": 2.0}),
     ("tdlib.query", "draw", {}),

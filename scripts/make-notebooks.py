@@ -23,32 +23,11 @@ import jupytext
 import nbformat
 import yaml
 
+from booktoc import is_notebook, toc_pages
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "notebooks"
 COLAB_TAG = "colab-setup"
-
-
-def toc_pages(root: Path = ROOT) -> list[str]:
-    """Every page of _toc.yml (without extension), root first."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                pages.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-
-    for part in toc.get("parts", []) or []:
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return pages
-
-
-def is_notebook_source(path: Path) -> bool:
-    text = path.read_text()
-    return path.suffix == ".md" and "kernelspec:" in text and "{code-cell}" in text
 
 
 def chapters(root: Path = ROOT) -> dict[str, Path]:
@@ -56,7 +35,7 @@ def chapters(root: Path = ROOT) -> dict[str, Path]:
     out = {}
     for page in toc_pages(root):
         src = root / f"{page}.md"
-        if src.exists() and is_notebook_source(src):
+        if src.exists() and is_notebook(src):
             out[page] = src
     return out
 

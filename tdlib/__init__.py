@@ -2,16 +2,18 @@
 
 Core modules, imported with the package: :mod:`tdlib.attention` (kernels and the layer),
 :mod:`tdlib.train` (full-batch GD), :mod:`tdlib.data` (synthetic data), :mod:`tdlib.plotting`
-(the book's figure style), :mod:`tdlib.checks` (input validation), :mod:`tdlib.widgets`.
+(the book's figure style), :mod:`tdlib.checks` (input validation), :mod:`tdlib.widgets`
+(interactive cells), :mod:`tdlib.book` (glued numbers and stored results).
 
-Chapter modules, imported on demand (``from tdlib import theory``): :mod:`tdlib.theory`
-(feature matrix, rates, PL certificates), :mod:`tdlib.counterexample` (certified Softmax local
-minima), :mod:`tdlib.query` (query-only training and its certificates), :mod:`tdlib.phase`
-(phase-diagram sweep, ``python -m tdlib.phase``), :mod:`tdlib.text`, :mod:`tdlib.pathfinder`,
-:mod:`tdlib.transformer`, :mod:`tdlib.experiments` (``python -m tdlib.experiments``),
-:mod:`tdlib.landscape`.
+One module per chapter, imported on demand (``from tdlib import zeroloss``):
+:mod:`tdlib.zeroloss` (*Gradient descent reaches zero loss*), :mod:`tdlib.counterexample`
+(*The Softmax local-minimum counterexample*), :mod:`tdlib.query` and :mod:`tdlib.phase`
+(*Gaussian attention and query-only training*; ``python -m tdlib.phase``), and for the
+experiments :mod:`tdlib.text`, :mod:`tdlib.pathfinder`, :mod:`tdlib.transformer`,
+:mod:`tdlib.experiments` (``python -m tdlib.experiments``) and :mod:`tdlib.landscape`.
 """
 from .attention import (
+    KERNEL_NAMES,
     KERNELS,
     PARAMS,
     AttentionLayer,
@@ -29,7 +31,7 @@ __version__ = "0.1.0"
 use_style()
 
 __all__ = [
-    "KERNELS", "PARAMS", "AttentionLayer", "gaussian_kernel", "make_kernel", "register_kernel",
+    "KERNEL_NAMES", "KERNELS", "PARAMS", "AttentionLayer", "gaussian_kernel", "make_kernel", "register_kernel",
     "softmax_kernel", "random_data", "random_inputs", "teacher_data", "KERNEL_COLORS",
     "kernel_color", "new_axes", "use_style", "DivergenceError", "History", "train",
 ]

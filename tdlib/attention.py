@@ -87,6 +87,11 @@ def softmax_kernel() -> Kernel:
     return softmax
 
 
+def gaussian_width(d: int) -> float:
+    """The default width ``c = 2 sqrt(d)`` of the Gaussian kernel for head dimension ``d``."""
+    return 2 * math.sqrt(d)
+
+
 def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """``||Q_k - K_j||^2`` for all pairs, shape ``(..., n, n)`` (never below zero)."""
     q2 = (Q * Q).sum(-1, keepdim=True)
@@ -106,7 +111,7 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
         check_positive("gaussian kernel c", c)
 
     def gaussian(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        scale = c if c is not None else 2 * math.sqrt(Q.shape[-1])
+        scale = c if c is not None else gaussian_width(Q.shape[-1])
         return torch.exp(-squared_distances(Q, K) / scale)
 
     gaussian.name = "gaussian"
@@ -114,7 +119,12 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
     return gaussian
 
 
+KERNEL_NAMES = ("softmax", "gaussian")
+"""The two kernels the book compares (the registry :data:`KERNELS` may hold more)."""
+
+
 def kernel_name(kernel: Kernel) -> str:
+    """The name a kernel function was registered under (``"custom"`` if it has none)."""
     return getattr(kernel, "name", getattr(kernel, "__name__", "custom"))
 
 

@@ -1,4 +1,5 @@
-"""Query-only training of one attention head, and certified local minima of the Softmax loss.
+"""For the chapter *The Softmax local-minimum counterexample*: the loss of one query, and
+certified local minima of the Softmax loss.
 
 The setting of the chapter *The Softmax local-minimum counterexample*. One attention head has
 ``n`` keys ``k_1..k_n`` (rows of ``keys``, shape ``(n, d)``) and ``n`` value rows ``v_1..v_n``
@@ -31,10 +32,9 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .attention import AttentionLayer, make_kernel
+from .attention import KERNEL_NAMES, AttentionLayer, make_kernel
 from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
 
-KERNEL_NAMES = ("softmax", "gaussian")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ KERNEL_NAMES = ("softmax", "gaussian")
 
 
 @dataclass
-class QueryProblem:
+class PerQueryProblem:
     """A query-only problem: ``keys (n, d)``, ``values (n, d_out)``, ``target (d_out,)``.
 
     ``kernel`` is ``"softmax"`` or ``"gaussian"`` (the layer's kernels, with their default
@@ -90,12 +90,12 @@ class QueryProblem:
     def d_out(self) -> int:
         return self.values.shape[1]
 
-    def with_kernel(self, kernel: str) -> "QueryProblem":
+    def with_kernel(self, kernel: str) -> "PerQueryProblem":
         """The same keys, values and target with another kernel."""
-        return QueryProblem(self.keys, self.values, self.target, kernel)
+        return PerQueryProblem(self.keys, self.values, self.target, kernel)
 
-    def with_target(self, target) -> "QueryProblem":
-        return QueryProblem(self.keys, self.values, target, self.kernel)
+    def with_target(self, target) -> "PerQueryProblem":
+        return PerQueryProblem(self.keys, self.values, target, self.kernel)
 
     def check_q(self, q) -> torch.Tensor:
         """Queries as a float64 tensor of shape ``(..., d)`` (a scalar or 1-d batch if ``d = 1``)."""
@@ -138,7 +138,7 @@ class QueryProblem:
         return torch.autograd.functional.hessian(lambda x: self.loss(x), q).detach()
 
 
-def instance(kernel: str = "softmax", d: int = 1) -> QueryProblem:
+def instance(kernel: str = "softmax", d: int = 1) -> PerQueryProblem:
     """The chapter's instance: keys ``-1, 0, 1``, values ``(-3, 8), (-2, 0), (-1, 8)``, and the
     target ``y = o(-3)``, the Softmax output at the query ``q = -3``.
 
@@ -150,10 +150,10 @@ def instance(kernel: str = "softmax", d: int = 1) -> QueryProblem:
         raise ValueError(f"d: expected 1 or 2, got {d}")
     keys = torch.tensor([[-1.0], [0.0], [1.0]], dtype=torch.float64)
     values = torch.tensor([[-3.0, 8.0], [-2.0, 0.0], [-1.0, 8.0]], dtype=torch.float64)
-    target = QueryProblem(keys, values, torch.zeros(2), "softmax").output(ZERO_LOSS_QUERY)
+    target = PerQueryProblem(keys, values, torch.zeros(2), "softmax").output(ZERO_LOSS_QUERY)
     if d == 2:
         keys = torch.cat([keys, torch.zeros_like(keys)], dim=1)
-    return QueryProblem(keys, values, target, kernel)
+    return PerQueryProblem(keys, values, target, kernel)
 
 
 ZERO_LOSS_QUERY = -3.0
@@ -165,7 +165,7 @@ ZERO_LOSS_QUERY = -3.0
 # ---------------------------------------------------------------------------------------------
 
 
-def closed_form(problem: QueryProblem, s) -> dict:
+def closed_form(problem: PerQueryProblem, s) -> dict:
     """Closed-form ``o, o', o'', g, g', g''`` of a ``d = 1`` Softmax problem at queries ``s``.
 
     ``s`` has shape ``(m,)`` (or is a number). With ``p = softmax(s k)``, ``kbar = p . k``:
@@ -202,7 +202,7 @@ def closed_form(problem: QueryProblem, s) -> dict:
     }
 
 
-def layer(problem: QueryProblem, W_Q=None, seed: int = 0):
+def layer(problem: PerQueryProblem, W_Q=None, seed: int = 0):
     """The query-only problem as a real :class:`tdlib.AttentionLayer`; returns ``(model, X, Y)``.
 
     One sample of ``n`` tokens with ``X = I_n`` (so ``D = n``), ``W^K = keys`` (shape ``(n, d)``),
@@ -377,7 +377,7 @@ def certify(
 # ---------------------------------------------------------------------------------------------
 
 
-def run_gd(problem: QueryProblem, q0, lr: float = 0.05, steps: int = 2000, record_every: int = 0):
+def run_gd(problem: PerQueryProblem, q0, lr: float = 0.05, steps: int = 2000, record_every: int = 0):
     """Gradient descent ``q <- q - lr grad g(q)`` from every row of ``q0`` (shape ``(m, d)``) at once.
 
     Returns ``(q_final (m, d), path)`` where ``path`` has shape ``(steps // record_every + 1, m, d)``
@@ -403,7 +403,7 @@ def run_gd(problem: QueryProblem, q0, lr: float = 0.05, steps: int = 2000, recor
     return q, (torch.stack(path) if record_every else None)
 
 
-def basins(problem: QueryProblem, q0, minima: Sequence, lr: float = 0.05, steps: int = 2000, radius: float = 1e-3):
+def basins(problem: PerQueryProblem, q0, minima: Sequence, lr: float = 0.05, steps: int = 2000, radius: float = 1e-3):
     """Which of ``minima`` (a list of points of shape ``(d,)``) GD from each row of ``q0`` reaches.
 
     Returns an integer array of shape ``(m,)``: index into ``minima``, or ``-1`` if the run ends
@@ -427,7 +427,7 @@ class SearchResult:
     """What :func:`search` found: the ``problem``, its ``certificate`` (``None`` if nothing was
     found), the number of random problems tried and the query ``q_star`` that generated the target."""
 
-    problem: Optional[QueryProblem]
+    problem: Optional[PerQueryProblem]
     certificate: Optional[Certificate]
     tried: int
     q_star: Optional[np.ndarray]
@@ -479,7 +479,7 @@ def search(
         values = scale * torch.randn(n, d_out, generator=gen, dtype=torch.float64)
         q_star = scale * torch.randn(d, generator=gen, dtype=torch.float64)
         q0 = scale * torch.randn(starts, d, generator=gen, dtype=torch.float64)
-        P = QueryProblem(keys, values, torch.zeros(d_out), kernel)
+        P = PerQueryProblem(keys, values, torch.zeros(d_out), kernel)
         P = P.with_target(P.output(q_star).detach())
         try:
             q, _ = run_gd(P, q0, lr=lr, steps=steps)
@@ -505,7 +505,7 @@ def search(
 # ---------------------------------------------------------------------------------------------
 
 
-def gd_1d(problem: QueryProblem, s0: float, lr: float = 0.05, steps: int = 3000):
+def gd_1d(problem: PerQueryProblem, s0: float, lr: float = 0.05, steps: int = 3000):
     """GD on a ``d = 1`` Softmax problem with the closed-form derivative ``g'(s)`` (fast).
 
     Returns the path of queries, shape ``(steps + 1,)``.

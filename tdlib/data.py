@@ -1,4 +1,4 @@
-"""Synthetic data sets for the theory chapters.
+"""Synthetic inputs and targets for the theory chapters (random and teacher-made).
 
 All functions return ``X`` of shape ``(N, n, D)`` and ``Y`` of shape ``(N, n, d_out)`` as float64
 tensors (unless ``dtype`` says otherwise), drawn from ``seed``.

@@ -4,7 +4,7 @@ From Python::
 
     cfg = ExperimentConfig(task="text", kernel="gaussian", seed=0, steps=600)
     result = run(cfg)                        # a dict: config, curves, versions, wall time
-    results = sweep(cfg, kernels=("softmax", "gaussian"), seeds=(0, 1, 2))
+    results = sweep(cfg, kernels=KERNEL_NAMES, seeds=(0, 1, 2))
     save(results, "book/data/experiments/text-curves.json")
 
 From the command line (the stored results of the book were made this way; every file records
@@ -24,9 +24,7 @@ evaluation interval longer than the run, ...) is rejected before any data is loa
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -35,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attention import KERNELS, make_kernel
+from . import book
+from .attention import KERNEL_NAMES, KERNELS, make_kernel
 from .checks import check_choice, check_int, check_positive
-from .transformer import Classifier, ModelConfig
+from .transformer import Architecture, Classifier, ModelConfig
 
 TASKS = ("text", "pathfinder")
 OPTIMIZERS = ("sgd", "adam")
@@ -49,7 +48,7 @@ DEFAULTS = {
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(Architecture):
     """One training run. ``None`` fields take the task's default from :data:`DEFAULTS`.
 
     Data: ``text`` uses the tweet corpus (:func:`tdlib.text.tweets`) with ``max_len`` byte
@@ -59,7 +58,6 @@ class ExperimentConfig:
     """
 
     task: str = "text"
-    kernel: str = "softmax"
     seed: int = 0
     steps: int | None = None
     batch_size: int = 32
@@ -74,11 +72,6 @@ class ExperimentConfig:
     n_train: int = 8000
     n_test: int = 1000
     data_seed: int = 0
-    D: int = 64
-    hidden: int = 128
-    H: int = 2
-    layers: int = 2
-    kernel_options: dict = field(default_factory=dict)
     cache_dir: str | None = None
 
     def resolved(self) -> "ExperimentConfig":
@@ -111,10 +104,11 @@ class ExperimentConfig:
         return cfg
 
     def model_config(self) -> ModelConfig:
+        """The :class:`ModelConfig` of this run's classifier (sequence length from the task)."""
         n = self.image_size ** 2 if self.task == "pathfinder" else self.max_len
-        return ModelConfig(vocab=256, max_len=n, D=self.D, hidden=self.hidden, H=self.H,
-                           layers=self.layers, kernel=self.kernel, kernel_options=dict(self.kernel_options),
-                           pad_id=None if self.task == "pathfinder" else 0)
+        arch = {**self.architecture(), "kernel_options": dict(self.kernel_options)}
+        return ModelConfig(vocab=256, max_len=n, pad_id=None if self.task == "pathfinder" else 0,
+                           **arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,13 +144,6 @@ def load_data(cfg: ExperimentConfig) -> dict:
 # training
 # ---------------------------------------------------------------------------------------------
 
-def versions() -> dict:
-    from . import __version__
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "tdlib": __version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
-
-
 @torch.no_grad()
 def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
@@ -171,6 +158,7 @@ def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
 
 
 def make_optimizer(cfg: ExperimentConfig, params):
+    """The optimizer named by ``cfg.optimizer``: SGD with ``cfg.momentum``, or Adam."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.Adam(params, lr=cfg.lr)
@@ -205,7 +193,7 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
         curves["step"].append(step)
         curves["test_loss"].append(tl)
         curves["test_acc"].append(ta)
-        curves["train_loss"].append(float(np.mean(run_loss)) if run_loss else float("nan"))
+        curves["train_loss"].append(float(np.mean(run_loss)) if run_loss else None)
         run_loss.clear()
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -237,7 +225,7 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
                 bar.set_postfix(test_acc=f"{curves['test_acc'][-1]:.3f}")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     result = {"config": asdict(cfg), "seed": cfg.seed, "kernel": cfg.kernel, "task": cfg.task,
-              "curves": curves, "seconds": seconds, "cpu_seconds": cpu_seconds, "versions": versions(),
+              "curves": curves, "seconds": seconds, "cpu_seconds": cpu_seconds, "versions": book.versions(),
               "n_params": model.n_params(), "n_train": len(xtr), "n_test": len(xte)}
     return model, result
 
@@ -247,7 +235,7 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
     return train_model(cfg, progress=progress)[1]
 
 
-def sweep(cfg: ExperimentConfig, kernels=("softmax", "gaussian"), seeds=(0, 1, 2), progress: bool = True,
+def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress: bool = True,
           log: bool = False):
     """:func:`run` for every kernel and seed (the same data for all); a list of result dicts."""
     for k in kernels:
@@ -293,43 +281,27 @@ def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "",
 
 
 def save(results, path, command: str | None = None, extra: dict | None = None) -> Path:
-    """Write results (a list of run dicts) to JSON with the command that produced them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"command": command or "python -m tdlib.experiments " + " ".join(sys.argv[1:]),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "total_seconds": float(sum(r["seconds"] for r in results)), "runs": results}
+    """Write results (a list of run dicts) to JSON (atomically), with their provenance: the
+    command that produced them and the total wall time of the runs."""
+    command = command or "python -m tdlib.experiments " + " ".join(sys.argv[1:])
+    wall = float(sum(r["seconds"] for r in results))
+    doc = {"provenance": book.provenance(command, wall_seconds=wall), "runs": results}
     doc.update(extra or {})
-    path.write_text(json.dumps(doc, indent=1, default=float))
-    return path
+    return book.save_json(path, doc)
 
 
 def load(path) -> dict:
-    """Read a file written by :func:`save`."""
-    return json.loads(Path(path).read_text())
-
-
-def data_dir(path=None) -> Path:
-    """The folder of the stored results: ``path``, else ``$TDLIB_RESULTS``, else
-    ``book/data/experiments`` in the repository."""
-    import os
-
-    if path is None and os.environ.get("TDLIB_RESULTS"):
-        path = os.environ["TDLIB_RESULTS"]
-    return Path(path) if path is not None else Path(__file__).resolve().parents[1] / "book" / "data" / "experiments"
-
-
-_STORED: dict = {}
+    """Read a file written by :func:`save` (an error names a missing or damaged file)."""
+    return book.load_json(path)
 
 
 def stored(name: str, path=None) -> dict:
-    """A stored result file, e.g. ``stored("text-curves.json")`` (read once, then kept)."""
-    f = data_dir(path) / name
-    if f not in _STORED:
-        if not f.exists():
-            raise FileNotFoundError(f"no stored result {f}; make it with the command in the chapter")
-        _STORED[f] = load(f) if f.suffix == ".json" else dict(np.load(f))
-    return _STORED[f]
+    """A stored result of this module: ``book/data/experiments/<name>`` (see
+    :func:`tdlib.book.stored`), or ``<path>/<name>`` when a folder ``path`` is given."""
+    if path is not None:
+        f = Path(path) / name
+        return book.load_npz(f) if f.suffix == ".npz" else book.load_json(f)
+    return book.stored("experiments", name)
 
 
 def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool = False, path=None):
@@ -359,7 +331,7 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
 # the two-stage protocol and the loss landscape
 # ---------------------------------------------------------------------------------------------
 
-def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=("softmax", "gaussian"),
+def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=KERNEL_NAMES,
               stage1_kernel: str = "softmax", progress: bool = True):
     """Stage 1: train one model with ``stage1_kernel`` for ``stage1_steps``. Stage 2: from that
     same model, continue ``cfg.steps`` steps with each kernel (a fresh optimizer, the same
@@ -399,8 +371,7 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
         out[f"loss_{k}"] = Z
         out[f"origin_{k}"] = loss_fn(model)
         meta["stage2"][k] = res
-    meta["seconds"] = time.perf_counter() - t0
-    meta["versions"] = versions()
+    meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0)
     return out, meta
 
 
@@ -415,6 +386,8 @@ def _config_from_args(a) -> ExperimentConfig:
 
 
 def main(argv=None) -> int:
+    """The command line ``python -m tdlib.experiments {curves,landscape,merge}``; returns the
+    exit status."""
     p = argparse.ArgumentParser(prog="python -m tdlib.experiments", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("curves", "landscape"):
@@ -446,8 +419,8 @@ def main(argv=None) -> int:
         runs = [r for d in docs for r in d["runs"]]
         merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
         # the recorded command remakes the parts (in any order, or in parallel) and joins them
-        path = save(runs, a.out, command=" && ".join([d["command"] for d in docs] + [merge]),
-                    extra={"parts": [d["command"] for d in docs]})
+        parts = [d["provenance"]["command"] for d in docs]
+        path = save(runs, a.out, command=" && ".join(parts + [merge]), extra={"parts": parts})
         print(f"wrote {path} ({len(runs)} runs)")
         return 0
     cfg = _config_from_args(a)
@@ -467,11 +440,12 @@ def main(argv=None) -> int:
         arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
                                      progress=not a.quiet)
         out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        meta["command"] = command
-        np.savez(out, **arrays)
-        out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
-        print(f"wrote {out} and {out.with_suffix('.json')} ({meta['seconds']:.0f} s)")
+        meta["provenance"]["command"] = command
+        # the .json is written last: a pair is complete when its .json names this command
+        book.save_npz(out, arrays)
+        book.save_json(out.with_suffix(".json"), meta)
+        seconds = meta["provenance"]["wall_seconds"]
+        print(f"wrote {out} and {out.with_suffix('.json')} ({seconds:.0f} s)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""How often query-only gradient descent reaches zero loss: a phase diagram over random problems.
+"""For the chapter *Gaussian attention and query-only training*: how often query-only gradient
+descent reaches zero loss, as a phase diagram over random problems.
 
 For every cell of a grid (ratio ``D / (N n)``, head dimension ``d``, initialization scale) and
 every pair (teacher kernel, student kernel), ``instances`` random problems from
@@ -18,9 +19,6 @@ Command line (results and provenance go to ``OUT/results.json``)::
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,8 +28,10 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from . import book
+from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
-from .query import QUERY_KERNELS, jacobians, make_problem, outputs
+from .query import jacobians, make_problem, outputs
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SweepConfig:
         for s in self.init_scales:
             check_positive("init scale", s)
         for k in list(self.teachers) + list(self.students):
-            check_choice("kernel", k, QUERY_KERNELS)
+            check_choice("kernel", k, KERNEL_NAMES)
         return self
 
 
@@ -166,15 +166,8 @@ def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
         "config": asdict(cfg),
         "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
         "results": results,
-        "provenance": {
-            "wall_seconds": time.perf_counter() - start,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "platform": platform.platform(),
-            "threads": torch.get_num_threads(),
-            "success_rule": "final loss <= tol * 1/2 ||Y||^2",
-        },
+        "provenance": book.provenance(wall_seconds=time.perf_counter() - start,
+                                      success_rule="final loss <= tol * 1/2 ||Y||^2"),
     }
 
 
@@ -249,6 +242,7 @@ def plot_scales(result: dict, ratio: float, d: int, ax=None):
 
 
 def main(argv=None) -> int:
+    """The command line ``python -m tdlib.phase --out FOLDER ...``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m tdlib.phase", description=__doc__.split("\n")[0])
     d = SweepConfig()
     p.add_argument("--out", required=True, help="folder for results.json")
@@ -271,10 +265,10 @@ def main(argv=None) -> int:
         p.error(f"bad configuration: {err}")
     torch.set_num_threads(1)
     res = sweep(cfg, progress=not args.quiet)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    print(f"wrote {out / 'results.json'} in {res['provenance']['wall_seconds']:.0f} s")
+    res["provenance"]["command"] = "python -m tdlib.phase " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    path = book.save_json(Path(args.out) / "results.json", res)
+    print(f"wrote {path} in {res['provenance']['wall_seconds']:.0f} s")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Query-only training: the decoupling into per-query problems, Jacobians and certificates.
+"""For the chapter *Gaussian attention and query-only training*: training W_Q alone, the
+decoupling into per-query problems, Jacobians and certificates.
 
 Notation (the book's, one head). Samples ``X_i`` of shape ``(n, D)`` are stacked into
 ``Xs`` of shape ``(N n, D)``; queries ``Q_i = X_i W_Q`` and keys ``K_i = X_i W_K`` have shape
@@ -23,15 +24,14 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .attention import AttentionLayer, make_kernel
+from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
 from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
 
-QUERY_KERNELS = ("softmax", "gaussian")
 
 
 def _kernel_c(kernel: str, d: int, c: Optional[float]) -> float:
     """The Gaussian constant ``c`` (default ``2 sqrt(d)``)."""
-    return float(c) if c is not None else 2 * math.sqrt(d)
+    return float(c) if c is not None else gaussian_width(d)
 
 
 def stack_tokens(X) -> torch.Tensor:
@@ -43,7 +43,7 @@ def stack_tokens(X) -> torch.Tensor:
 
 def scores(Q: torch.Tensor, K: torch.Tensor, kernel: str, c: Optional[float] = None) -> torch.Tensor:
     """Attention matrix ``S`` of shape ``(..., n, n)`` from queries and keys ``(..., n, d)``."""
-    check_choice("kernel", kernel, QUERY_KERNELS)
+    check_choice("kernel", kernel, KERNEL_NAMES)
     opts = {"c": c} if (kernel == "gaussian" and c is not None) else {}
     return make_kernel(kernel, **opts)(Q, K)
 
@@ -55,7 +55,7 @@ def outputs(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
 
 def jacobians(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
     """Per-query Jacobians ``J_k = d o_k / d q_k``, shape ``(..., n, d_out, d)``, in closed form."""
-    check_choice("kernel", kernel, QUERY_KERNELS)
+    check_choice("kernel", kernel, KERNEL_NAMES)
     d = Q.shape[-1]
     if kernel == "gaussian":
         cc = _kernel_c(kernel, d, c)
@@ -94,7 +94,7 @@ class QueryProblem:
     c: Optional[float] = None
 
     def __post_init__(self):
-        check_choice("kernel", self.kernel, QUERY_KERNELS)
+        check_choice("kernel", self.kernel, KERNEL_NAMES)
         self.X = as_tensor("X", self.X, dtype=torch.float64)
         self.Y = as_tensor("Y", self.Y, dtype=torch.float64)
         for name in ("W_K", "W_V", "W_O"):
@@ -231,9 +231,9 @@ def make_problem(N: int = 2, n: int = 3, D: int = 12, d: int = 4, d_out: int = 2
     """
     N, n, D, d, d_out = (check_int(k, v) for k, v in
                          (("N", N), ("n", n), ("D", D), ("d", d), ("d_out", d_out)))
-    check_choice("kernel", kernel, QUERY_KERNELS)
+    check_choice("kernel", kernel, KERNEL_NAMES)
     teacher = teacher or kernel
-    check_choice("teacher", teacher, QUERY_KERNELS)
+    check_choice("teacher", teacher, KERNEL_NAMES)
     w_scale = check_positive("w_scale", w_scale)
     init_scale = check_positive("init_scale", init_scale, strict=False)
     g = torch.Generator().manual_seed(int(seed))
@@ -294,11 +294,7 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
         ex["mu"].append(sigma_X**2 * sJ**2)
         ex["pl_ratio"].append(g2 / (2 * f) if f > 0 else float("inf"))
         ex["dist"].append(float((W - W0).norm()))
-        if f <= tol:
-            hist.stop = "tol"
-            break
-        if t == steps:
-            hist.stop = "steps"
+        if hist.stop_if_done(f, t, steps, tol):
             break
         if adaptive:
             while True:
@@ -377,7 +373,7 @@ def draw(kernel: str = "gaussian", ratio: float = 2.0, d: int = 4, init_scale: f
 
     from .plotting import kernel_color
 
-    check_choice("kernel", kernel, QUERY_KERNELS)
+    check_choice("kernel", kernel, KERNEL_NAMES)
     ratio = check_positive("ratio", ratio)
     d = check_int("d", d)
     D = max(1, int(round(ratio * N * n)))

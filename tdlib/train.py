@@ -1,4 +1,4 @@
-"""Full-batch gradient descent with a constant step size, and the history it records."""
+"""Full-batch gradient descent on the one-layer model, and the history every GD loop records."""
 from __future__ import annotations
 
 import math
@@ -42,7 +42,18 @@ class History:
 
     @property
     def final_loss(self) -> float:
+        """The loss at the last recorded iterate."""
         return self.loss[-1]
+
+    def stop_if_done(self, f: float, t: int, steps: int, tol: float) -> bool:
+        """The stopping rule of every GD loop in tdlib, applied after recording iterate ``t``
+        with loss ``f``: stop with ``"tol"`` once ``f <= tol``, else with ``"steps"`` at
+        ``t == steps``. Returns whether to stop (and records the reason in :attr:`stop`)."""
+        if f <= tol:
+            self.stop = "tol"
+        elif t == steps:
+            self.stop = "steps"
+        return bool(self.stop)
 
     def as_arrays(self) -> Dict[str, np.ndarray]:
         """Everything recorded, as NumPy arrays keyed by name."""
@@ -138,11 +149,7 @@ def train(
             if callback is not None:
                 for key, value in (callback(model, t) or {}).items():
                     hist.extra.setdefault(key, []).append(float(value))
-            if f <= tol:
-                hist.stop = "tol"
-                break
-            if t == steps:
-                hist.stop = "steps"
+            if hist.stop_if_done(f, t, steps, tol):
                 break
             with torch.no_grad():
                 for p, g in zip(trainable, grads):

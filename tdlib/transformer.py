@@ -15,7 +15,7 @@ left out of the mean pooling only. Images have no padding (``pad_id=None``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -25,18 +25,29 @@ from .checks import check_int
 
 
 @dataclass
-class ModelConfig:
-    """Hyper-parameters of :class:`Classifier` (defaults: the paper's configuration)."""
+class Architecture:
+    """The model's size and kernel (defaults: the paper's configuration); the one definition of
+    these fields, shared by :class:`ModelConfig` and :class:`tdlib.experiments.ExperimentConfig`."""
 
-    vocab: int = 256
-    max_len: int = 128
     D: int = 64
     hidden: int = 128
     H: int = 2
     layers: int = 2
-    classes: int = 2
     kernel: str = "softmax"
     kernel_options: dict = field(default_factory=dict)
+
+    def architecture(self) -> dict:
+        """The :class:`Architecture` fields of this configuration, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(Architecture)}
+
+
+@dataclass
+class ModelConfig(Architecture):
+    """Hyper-parameters of :class:`Classifier`: the :class:`Architecture` and the input side."""
+
+    vocab: int = 256
+    max_len: int = 128
+    classes: int = 2
     pad_id: int | None = 0  # token id left out of the mean pooling; None pools every token
 
     def check(self) -> "ModelConfig":
@@ -72,6 +83,8 @@ class MultiHeadKernelAttention(nn.Module):
 
 
 class Block(nn.Module):
+    """One pre-norm Transformer block: ``Z + MHA(LN(Z))``, then ``Z + MLP(LN(Z))``."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.D), nn.LayerNorm(cfg.D)
@@ -132,4 +145,5 @@ class Classifier(nn.Module):
         return self.head(pooled)
 
     def n_params(self) -> int:
+        """The number of trainable numbers in the model."""
         return sum(p.numel() for p in self.parameters())

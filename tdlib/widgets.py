@@ -1,4 +1,4 @@
-"""A small helper for the book's interactive cells.
+"""Interactive cells: ipywidgets controls in front of a pure drawing function.
 
 Every interactive cell is built the same way: a pure function ``draw(**values)`` that makes one
 matplotlib figure from the knob values (fast: under a second on two cores), and

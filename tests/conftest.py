@@ -9,43 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from booktoc import is_notebook, source_of, toc_pages  # noqa: E402  (one reader of _toc.yml)
+
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 def toc_files() -> list[str]:
     """Every page listed in _toc.yml (without extension), root first."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-            for part in e.get("parts", []) or []:
-                walk(part.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
-
-
-def source_of(page: str) -> Path:
-    for ext in (".md", ".ipynb"):
-        p = ROOT / (page + ext)
-        if p.exists():
-            return p
-    raise FileNotFoundError(f"page {page!r} of _toc.yml has no .md or .ipynb source")
-
-
-def is_notebook(path: Path) -> bool:
-    text = path.read_text()
-    return path.suffix == ".ipynb" or ("kernelspec:" in text and "{code-cell}" in text)
+    return toc_pages(ROOT)
 
 
 @pytest.fixture(scope="session")

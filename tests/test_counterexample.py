@@ -79,7 +79,7 @@ def test_proof_ingredients_hold():
 def test_closed_form_matches_autograd_on_random_problems():
     g = torch.Generator().manual_seed(int(torch.randint(0, 10**6, ())))
     for _ in range(3):
-        P = ce.QueryProblem(torch.randn(4, 1, generator=g), 2 * torch.randn(4, 3, generator=g),
+        P = ce.PerQueryProblem(torch.randn(4, 1, generator=g), 2 * torch.randn(4, 3, generator=g),
                             torch.randn(3, generator=g))
         s = 3 * torch.randn(7, generator=g, dtype=torch.float64)
         cf = ce.closed_form(P, s.numpy())
@@ -136,9 +136,9 @@ def test_basins_and_inputs_are_checked():
     lab = ce.basins(P, [[-1.0], [0.0], [0.5], [4.0]], minima=[[-3.0], [2.329057]], lr=0.2, steps=800, radius=1e-2)
     assert lab.tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="values: expected one row per key"):
-        ce.QueryProblem([[0.0], [1.0]], [[1.0, 2.0]], [0.0, 0.0])
+        ce.PerQueryProblem([[0.0], [1.0]], [[1.0, 2.0]], [0.0, 0.0])
     with pytest.raises(ValueError, match="kernel: expected one of"):
-        ce.QueryProblem([[0.0]], [[1.0]], [0.0], kernel="linear")
+        ce.PerQueryProblem([[0.0]], [[1.0]], [0.0], kernel="linear")
     with pytest.raises(ValueError, match="closed_form: expected a Softmax problem with d = 1"):
         ce.closed_form(ce.instance("softmax", d=2), [0.0])
     with pytest.raises(ValueError, match="q: expected queries"):

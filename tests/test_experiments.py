@@ -97,7 +97,7 @@ def test_run_records_and_is_reproducible(tmp_path):
     assert r1["config"]["optimizer"] == "adam" and r1["seconds"] > 0 and "torch" in r1["versions"]
     path = save([r1], tmp_path / "out.json", command="test")
     doc = load(path)
-    assert doc["command"] == "test" and doc["runs"][0]["curves"]["test_acc"] == r1["curves"]["test_acc"]
+    assert doc["provenance"]["command"] == "test" and doc["runs"][0]["curves"]["test_acc"] == r1["curves"]["test_acc"]
 
 
 def test_command_line(tmp_path, capsys):
@@ -107,7 +107,7 @@ def test_command_line(tmp_path, capsys):
           "--seeds", "0", "--cache-dir", str(tmp_path), "--out", str(out), "--quiet"])
     doc = json.loads(out.read_text())
     assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"]
-    assert doc["command"].startswith("python -m tdlib.experiments curves")
+    assert doc["provenance"]["command"].startswith("python -m tdlib.experiments curves")
     with pytest.raises(SystemExit):
         main(["curves", "--task", "text", "--kernels", "nope", "--out", str(out)])
     assert "kernel" in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_merge_records_a_command_that_remakes_the_file(tmp_path):
     out = tmp_path / "joined.json"
     main(["merge", "--out", str(out)] + [str(p) for p in parts])
     doc = load(out)
-    assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"] and doc["total_seconds"] == 3.0
-    steps = doc["command"].split(" && ")
+    assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"] and doc["provenance"]["wall_seconds"] == 3.0
+    steps = doc["provenance"]["command"].split(" && ")
     assert steps[:2] == doc["parts"] and "--kernels gaussian" in steps[1]
     assert steps[2].startswith("python -m tdlib.experiments merge --out") and str(out) in steps[2]

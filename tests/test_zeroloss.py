@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tdlib
-from tdlib import theory as th
+from tdlib import zeroloss as th
 
 KERNELS = ["softmax", "gaussian"]
 

@@ -1,4 +1,5 @@
-"""Certificates for the chapter *Gradient descent reaches zero loss*.
+"""For the chapter *Gradient descent reaches zero loss*: the feature matrix, value-only rates
+and the certificates of joint training.
 
 Notation (the book's). Data ``X`` of shape ``(N, n, D)``, targets ``Y`` of shape ``(N, n, d_out)``;
 the layer ``T(X_i) = sum_h S_h(X_i) X_i W^V_h W^O_h`` with ``H`` heads; the loss
@@ -27,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .attention import PARAMS, AttentionLayer
+from .attention import KERNEL_NAMES, PARAMS, AttentionLayer, gaussian_width
 from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
 
 F64 = torch.float64
@@ -590,7 +591,7 @@ class JointCondition:
 
 def _kernel_kind(model) -> tuple:
     name = model.kernel_name
-    if name not in ("softmax", "gaussian"):
+    if name not in KERNEL_NAMES:
         raise ValueError(
             f"sufficient_condition: explicit constants are derived for the 'softmax' and 'gaussian' "
             f"kernels only, got kernel {name!r}"
@@ -599,7 +600,7 @@ def _kernel_kind(model) -> tuple:
     if name == "gaussian":
         c = getattr(model.kernel, "c", None)
         if c is None:
-            c = 2 * math.sqrt(model.d)
+            c = gaussian_width(model.d)
     return name, c
 
 
@@ -740,7 +741,7 @@ __all__ = [
     "rank", "shared_output", "output_singular_values", "stacked_values", "residual", "value_operator",
     "ValueRate", "value_rate", "value_recursion", "projection_loss", "LeastSquares", "value_least_squares",
     "mu", "pl_ratio", "pl_ratio_from_history", "certificate_callback", "distance", "snapshot",
-    "JointConstants", "JointCondition", "joint_constants", "sufficient_condition",
+    "JointConstants", "JointCondition", "joint_constants", "sufficient_condition", "draw",
 ]
 
 
