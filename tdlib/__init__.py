@@ -23,7 +23,7 @@ from .attention import (
     softmax_kernel,
 )
 from .data import random_data, random_inputs, teacher_data
-from .plotting import KERNEL_COLORS, kernel_color, new_axes, use_style
+from .plotting import KERNEL_COLORS, KERNEL_STYLES, kernel_color, kernel_style, new_axes, use_style
 from .train import DivergenceError, History, train
 
 __version__ = "0.1.0"
@@ -32,6 +32,6 @@ use_style()
 
 __all__ = [
     "KERNEL_NAMES", "KERNELS", "PARAMS", "AttentionLayer", "gaussian_kernel", "make_kernel", "register_kernel",
-    "softmax_kernel", "random_data", "random_inputs", "teacher_data", "KERNEL_COLORS",
-    "kernel_color", "new_axes", "use_style", "DivergenceError", "History", "train",
+    "softmax_kernel", "random_data", "random_inputs", "teacher_data", "KERNEL_COLORS", "KERNEL_STYLES",
+    "kernel_color", "kernel_style", "new_axes", "use_style", "DivergenceError", "History", "train",
 ]

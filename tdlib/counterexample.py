@@ -555,7 +555,7 @@ def draw(init: float = 1.0, target_query: float = ZERO_LOSS_QUERY, lr: float = 0
     start = closed_form(P, path[0])
     y = P.target.numpy()
     col = kernel_color("softmax")
-    axes = new_axes(ncols=2, width=8.6, height=3.4)
+    axes = new_axes(ncols=2, height=3.4)
     ax = axes[0]
     ax.plot(cf["o"][:, 0], cf["o"][:, 1], color=col, label="output curve $o(s)$")
     ax.plot(*P.values.numpy().T, "s", color="#666666", ms=5, label="value rows $v_j$")
@@ -565,13 +565,14 @@ def draw(init: float = 1.0, target_query: float = ZERO_LOSS_QUERY, lr: float = 0
     ax.set_xlabel("output coordinate 1")
     ax.set_ylabel("output coordinate 2")
     ax.xaxis.set_major_locator(plt.MaxNLocator(5))
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left")
     ax = axes[1]
     ax.plot(grid, cf["g"], color=col)
-    ax.plot(path, closed_form(P, path)["g"], ".", color="#7570b3", ms=2)
+    ax.plot(path, closed_form(P, path)["g"], ".", color="#009E73", ms=2)
     ax.plot(path[0], start["g"][0], "o", mfc="white", color=col, ms=7)
     ax.plot(path[-1], end["g"][0], "o", color=col, ms=7)
     ax.set_xlabel("query $s$")
     ax.set_ylabel("loss $g(s)$")
-    ax.text(0.03, 0.95, f"end: s = {path[-1]:.3f}, g = {end['g'][0]:.3g}", transform=ax.transAxes, va="top", fontsize=9)
+    ax.text(0.03, 0.95, f"end: s = {path[-1]:.3f}\ng = {end['g'][0]:.3g}", transform=ax.transAxes,
+            va="top")
     return plt.gcf()

@@ -262,17 +262,89 @@ def summarize(results, key: str = "test_acc") -> dict:
     return out
 
 
-def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "", linestyle="-"):
-    """Mean over seeds (line) and min-max over seeds (band) of ``key`` for every kernel."""
+def accuracy_se(n_test: int, p: float = 0.5) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n_test`` test examples (binomial):
+    ``sqrt(p (1 - p) / n_test)``; at ``p = 1/2`` it is the noise of a coin-flipping model."""
+    if not isinstance(n_test, (int, np.integer)) or n_test < 1:
+        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"p: expected an accuracy in [0, 1], got {p!r}")
+    return math.sqrt(p * (1 - p) / n_test)
+
+
+def seed_ranges(summary: dict) -> dict:
+    """Per kernel of a :func:`summarize` result: ``(min, max)`` over seeds of the final value."""
+    return {k: (float(v["min"][-1]), float(v["max"][-1])) for k, v in summary.items()}
+
+
+def separation_chance(n_a: int, n_b: int) -> float:
+    """Chance that every one of ``n_a`` runs ends above every one of ``n_b`` others, in a given
+    order, when all ``n_a + n_b`` final values are exchangeable (the kernels do not matter):
+    ``1 / C(n_a + n_b, n_a)`` -- the p-value of a one-sided permutation test of complete
+    separation (ties have probability 0)."""
+    for name, v in (("n_a", n_a), ("n_b", n_b)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    return 1.0 / math.comb(n_a + n_b, n_a)
+
+
+def verdict(a, b, name_a: str, name_b: str) -> str:
+    """How two kernels' final values over seeds compare, from their ``(lo, hi)`` ranges."""
+    for name, r in (("a", a), ("b", b)):
+        if len(r) != 2 or r[0] > r[1]:
+            raise ValueError(f"{name}: expected a range (lo, hi) with lo <= hi, got {r!r}")
+    if a[0] > b[1]:
+        return f"every {name_a} seed ends above every {name_b} seed"
+    if b[0] > a[1]:
+        return f"every {name_b} seed ends above every {name_a} seed"
+    return "the ranges over seeds overlap"
+
+
+def verdict_reading(a, b, n_a: int, n_b: int) -> str:
+    """What a :func:`verdict` is worth as evidence, in one sentence that follows it: overlapping
+    ranges say nothing about which kernel is better; a complete separation of few seeds is
+    weak evidence, quantified by :func:`separation_chance` (either order)."""
+    if a[0] > b[1] or b[0] > a[1]:
+        p = 2 * separation_chance(n_a, n_b)
+        return (f"with {n_a} and {n_b} seeds, a separation in one order or the other happens by "
+                f"chance with probability {p:.2f} when the kernel makes no difference, so it is "
+                f"weak evidence, not proof, that the kernels differ")
+    return (f"with {n_a} and {n_b} seeds, a gap between means that the ranges over seeds cover "
+            f"is not evidence for either kernel")
+
+
+def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 3.0) -> dict:
+    """Per kernel of a :func:`summarize` result of test accuracy: the mean over seeds of the
+    first evaluated step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z``
+    standard errors). A seed that never leaves chance counts as its last step, and the result
+    is then a lower bound."""
+    if not se > 0:
+        raise ValueError(f"se: expected a positive standard error, got {se!r}")
+    out = {}
+    for k, v in summary.items():
+        steps = []
+        for run in v["runs"]:
+            above = np.asarray(run) > level + z * se
+            steps.append(v["step"][int(np.argmax(above))] if above.any() else v["step"][-1])
+        out[k] = float(np.mean(steps))
+    return out
+
+
+def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "", linestyle=None):
+    """Mean over seeds (line) and min-max over seeds (band) of ``key`` for every kernel, in the
+    kernel's style (``linestyle`` overrides the kernel's line style)."""
     import matplotlib.pyplot as plt
 
-    from .plotting import kernel_color
+    from .plotting import kernel_color, kernel_style
 
     ax = ax or plt.gca()
     for k, s in summarize(results, key).items():
         c = kernel_color(k)
         n = len(s["runs"])
-        ax.plot(s["step"], s["mean"], color=c, linestyle=linestyle, label=f"{k}{label_suffix} ({n} seeds)")
+        style = kernel_style(k, line=linestyle is None)
+        if linestyle is not None:
+            style["linestyle"] = linestyle
+        ax.plot(s["step"], s["mean"], **style, label=f"{k}{label_suffix} ({n} seeds)")
         ax.fill_between(s["step"], s["min"], s["max"], color=c, alpha=0.2, linewidth=0)
     ax.set_xlabel("training step")
     ax.set_ylabel({"test_acc": "test accuracy", "test_loss": "test loss",
@@ -310,12 +382,12 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
     interactive cell.)"""
     import matplotlib.pyplot as plt
 
-    from .plotting import kernel_color
+    from .plotting import WIDTH, kernel_color
 
     check_choice("task", task, TASKS)
     check_choice("quantity", quantity, ("test_acc", "test_loss", "train_loss"))
     runs = stored(f"{task}-curves.json", path)["runs"]
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
     plot_curves(runs, quantity, ax=ax)
     if show_seeds:
         for r in runs:

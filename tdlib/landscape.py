@@ -110,7 +110,9 @@ def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", le
     hi = max(float(v.max()) for v in logs.values()) if vmax is None else float(np.log10(vmax))
     lv = np.linspace(lo, hi, levels)
     A, B = np.meshgrid(coords, coords, indexing="ij")
-    fig = fig or plt.figure(figsize=(4.2 * len(names) + 0.8, 3.8))
+    from .plotting import WIDTH
+
+    fig = fig or plt.figure(figsize=(WIDTH, 3.4 if len(names) > 1 else 3.8))
     axes = []
     for i, k in enumerate(names):
         Z = np.clip(logs[k], lo, hi)

@@ -239,8 +239,10 @@ def show(images, labels, ncols: int = 6, axes=None):
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(images)
     nrows = math.ceil(n / ncols)
+    from .plotting import SMALL, WIDTH
+
     if axes is None:
-        _, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.45 * nrows))
+        _, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, WIDTH / ncols * 1.15 * nrows))
     axes = np.atleast_1d(axes).ravel()
     for ax, img, lab in zip(axes, images, labels):
         side = int(round(math.sqrt(img.size)))
@@ -248,7 +250,7 @@ def show(images, labels, ncols: int = 6, axes=None):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
-        ax.set_xlabel("connected" if lab == 1 else "not connected", fontsize=8)
+        ax.set_xlabel("connected" if lab == 1 else "not\nconnected", fontsize=SMALL)
     for ax in axes[n:]:
         ax.axis("off")
     return axes

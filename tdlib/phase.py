@@ -185,6 +185,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
     per (teacher, student), at one initialization scale (default: the middle one)."""
     import matplotlib.pyplot as plt
 
+    from .plotting import SMALL, WIDTH
+
     cfg = result["config"]
     scales = cfg["init_scales"]
     s = scales[len(scales) // 2] if init_scale is None else init_scale
@@ -195,7 +197,7 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
     if axes is None:
         ncol = len(cfg["students"])
         nrow = len(cfg["teachers"])
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol + 0.8, 2.5 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow), squeeze=False)
         axes = axes.ravel()
     for ax, (t, st) in zip(axes, pairs):
         F = success_fraction(result, t, st)[:, :, c].T        # rows: d, columns: ratio
@@ -205,10 +207,10 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
         ax.set_yticks(range(len(cfg["ds"])), [str(d) for d in cfg["ds"]])
         ax.set_xlabel("$D/(Nn)$")
         ax.set_ylabel("head dimension $d$")
-        ax.text(0.02, 1.02, f"{t} targets, {st} student", transform=ax.transAxes, fontsize=9)
+        ax.text(0.02, 1.02, f"{t} targets, {st} student", transform=ax.transAxes)
         for i in range(F.shape[0]):
             for j in range(F.shape[1]):
-                ax.text(j, i, f"{F[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{F[i, j]:.1f}", ha="center", va="center", fontsize=SMALL,
                         color="white" if F[i, j] < 0.6 else "black")
     plt.colorbar(im, ax=list(axes), shrink=0.8, label="fraction reaching zero loss")
     return axes
@@ -216,9 +218,9 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
 
 def plot_scales(result: dict, ratio: float, d: int, ax=None):
     """Success fraction against the initialization scale at one ``(ratio, d)`` cell, one line per
-    (teacher, student): colour = student kernel; solid line with discs = Gaussian teacher, dashed
-    line with squares = Softmax teacher."""
-    from .plotting import kernel_color, new_axes
+    (teacher, student): colour and marker fill = student kernel (open markers: Softmax student);
+    solid line with discs = Gaussian teacher, dashed line with squares = Softmax teacher."""
+    from .plotting import kernel_style, new_axes
 
     cfg = result["config"]
     if ratio not in cfg["ratios"] or d not in cfg["ds"]:
@@ -229,15 +231,17 @@ def plot_scales(result: dict, ratio: float, d: int, ax=None):
         for s in cfg["students"]:
             F = success_fraction(result, t, s)[a, b, :]
             gauss_t = t == "gaussian"  # targets: solid line and discs vs dashed line and squares
-            ax.plot(cfg["init_scales"], F, marker="o" if gauss_t else "s", color=kernel_color(s),
-                    ls="-" if gauss_t else "--", label=f"{t} targets, {s} student")
+            ax.plot(cfg["init_scales"], F, **kernel_style(s, line=False, marker=False),
+                    marker="o" if gauss_t else "s", ls="-" if gauss_t else "--",
+                    mfc="white" if s == "softmax" else None,
+                    label=f"{t} targets, {s} student")
     ax.set_xscale("log")
     ax.set_xticks(cfg["init_scales"], [f"{x:g}" for x in cfg["init_scales"]])
     ax.minorticks_off()
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("initialization scale")
     ax.set_ylabel("fraction reaching zero loss")
-    ax.legend(fontsize=8, handlelength=3.5)
+    ax.legend(handlelength=3.5)
     return ax
 
 

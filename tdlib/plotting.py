@@ -1,22 +1,45 @@
 """One plotting style for every figure of the book.
 
-Figures have an opaque white face so they read the same on the light and the dark page theme;
-axis labels are lower case and figures carry captions in the text rather than titles.
+Figures are drawn at the width they are shown: the book's text column is about 688 px wide on a
+1280 px screen, so the default figure is :data:`WIDTH` inches at :data:`DPI` dots per inch
+(688 px), and every text in a figure is at least :data:`SMALL` points, which at that size is at
+least as large as the small print of the page (14 px). Figures have an opaque white face so they
+read the same on the light and the dark page theme; axis labels are lower case and figures carry
+captions in the text rather than titles.
+
+Each kernel has a colour *and* a line style and marker (:func:`kernel_style`), chosen so that the
+two kernels stay distinct in grey scale and for colour-blind readers: Okabe and Ito's blue and
+orange differ in luminance and keep their difference under a deuteranopia simulation
+(``tests/test_plotting.py`` checks it on a rendered figure).
 """
 from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-KERNEL_COLORS = {"softmax": "#d95f02", "gaussian": "#1b9e77"}
-"""Colour of each kernel in every figure (colour-blind safe pair); other kernels cycle."""
+#: Width of the text column in inches at :data:`DPI` (688 px).
+WIDTH = 6.88
+#: Dots per inch of every figure: one figure inch is 100 px on the page.
+DPI = 100
+#: Smallest font size (points) of any text in a figure: 10.5 pt = 14.6 px at :data:`DPI`.
+SMALL = 10.5
 
-PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+KERNEL_STYLES = {
+    "softmax": {"color": "#E69F00", "linestyle": (0, (5, 2)), "marker": "s"},
+    "gaussian": {"color": "#0072B2", "linestyle": "-", "marker": "o"},
+}
+"""Colour, line style and marker of each kernel in every figure (Okabe-Ito orange and blue)."""
+
+KERNEL_COLORS = {k: v["color"] for k, v in KERNEL_STYLES.items()}
+"""Colour of each kernel (see :data:`KERNEL_STYLES`); other kernels cycle."""
+
+# Okabe-Ito's colour-blind-safe palette (black left out: it is the text colour)
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#666666"]
 
 STYLE = {
-    "figure.figsize": (6.0, 3.6),
-    "figure.dpi": 110,
-    "savefig.dpi": 110,
+    "figure.figsize": (WIDTH, 3.2),
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
     "figure.facecolor": "white",
     "axes.facecolor": "white",
     "savefig.facecolor": "white",
@@ -31,11 +54,17 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.prop_cycle": mpl.cycler(color=PALETTE),
-    "font.size": 10,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
+    "font.size": 11,
+    "axes.labelsize": 11,
+    "axes.titlesize": 11,
+    "xtick.labelsize": SMALL,
+    "ytick.labelsize": SMALL,
+    "legend.fontsize": SMALL,
+    "legend.title_fontsize": SMALL,
+    "figure.titlesize": 11,
     "legend.frameon": False,
     "lines.linewidth": 1.8,
+    "lines.markersize": 5,
     "image.cmap": "viridis",
     "figure.constrained_layout.use": True,
 }
@@ -51,10 +80,32 @@ def kernel_color(name: str) -> str | None:
     return KERNEL_COLORS.get(name)
 
 
+def kernel_style(name: str, *, line: bool = True, marker: bool = True, markevery=0.1) -> dict:
+    """Keyword arguments for ``ax.plot`` that draw kernel ``name`` in the book's style.
+
+    ``line=False`` leaves the line style to the caller (e.g. a dotted bound in the kernel's
+    colour); ``marker=False`` drops the marker; markers sit every ``markevery`` (a fraction of
+    the axes diagonal, as matplotlib reads a float) so dense curves stay legible, or at every
+    point with ``markevery=None``. An unknown
+    kernel gets no keywords at all (matplotlib's cycle decides).
+    """
+    style = KERNEL_STYLES.get(name)
+    if style is None:
+        return {}
+    out = {"color": style["color"]}
+    if line:
+        out["linestyle"] = style["linestyle"]
+    if marker:
+        out["marker"] = style["marker"]
+        if markevery is not None:          # None: a marker at every point (scatter-like data)
+            out["markevery"] = markevery
+    return out
+
+
 def new_axes(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None, **kw):
-    """A figure with a grid of axes; returns one axes or an array of them."""
-    w = width or STYLE["figure.figsize"][0] * (1 if ncols == 1 else 0.55 * ncols)
-    h = height or STYLE["figure.figsize"][1] * (1 if nrows == 1 else 0.8 * nrows)
+    """A figure with a grid of axes, as wide as the text column; returns one axes or an array."""
+    w = width or WIDTH
+    h = height or STYLE["figure.figsize"][1] * (1 if nrows == 1 else 0.85 * nrows)
     _, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=True, **kw)
     return axes
 
@@ -67,9 +118,9 @@ def heatmap(ax, M, title_label: str | None = None, vmin=None, vmax=None, cmap="v
     im = ax.imshow(M, vmin=vmin, vmax=vmax, cmap=cmap)
     ax.grid(False)
     ax.set_xlabel("key token $j$")
-    ax.set_ylabel("query token $k$")
+    ax.set_ylabel("query token $\\ell$")
     if title_label:
-        ax.set_title(title_label, fontsize=10)
+        ax.set_title(title_label)
     if colorbar:
         plt.colorbar(im, ax=ax, shrink=0.8)
     return im

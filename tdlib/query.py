@@ -371,7 +371,7 @@ def draw(kernel: str = "gaussian", ratio: float = 2.0, d: int = 4, init_scale: f
     """
     import matplotlib.pyplot as plt
 
-    from .plotting import kernel_color
+    from .plotting import WIDTH, kernel_style
 
     check_choice("kernel", kernel, KERNEL_NAMES)
     ratio = check_positive("ratio", ratio)
@@ -381,28 +381,30 @@ def draw(kernel: str = "gaussian", ratio: float = 2.0, d: int = 4, init_scale: f
     lr = 1.0 / float(torch.linalg.matrix_norm(prob.Xs, 2)) ** 2
     f0 = prob.loss(W0)
     hist, _ = run(prob, W0, lr=lr, steps=steps, tol=1e-12 * f0, adaptive=True)
-    col = kernel_color(kernel)
+    style = kernel_style(kernel)
     # a fixed layout: constrained layout costs more than the run itself on a busy machine
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), layout="none")
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.95, wspace=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.4), layout="none")
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.15, top=0.80, wspace=0.38)
     t = np.arange(len(hist.loss))
-    axes[0].semilogy(t, np.maximum(hist.loss, 1e-300), color=col, label="loss $f_t$")
+    axes[0].semilogy(t, np.maximum(hist.loss, 1e-300), **style, label="loss $f_t$")
     axes[0].set_xlabel("step $t$")
     axes[0].set_ylabel("training loss")
     pl = np.asarray(hist.extra["pl_ratio"])
     mu = np.asarray(hist.extra["mu"])
-    axes[1].semilogy(t, np.maximum(pl, 1e-300), color=col, label=r"$\|\nabla f\|^2 / 2f$")
+    axes[1].semilogy(t, np.maximum(pl, 1e-300), **style, label=r"$\|\nabla f\|^2 / 2f$")
     if (mu > 0).any():
         axes[1].semilogy(t, np.where(mu > 0, mu, np.nan), color="#444444", ls="--",
                          label=r"$\mu_t=\sigma_X^2\sigma_J^2$")
     else:
         why = "D < Nn" if D < N * n else "d < d_out"
-        axes[1].text(0.02, 0.05, f"$\\mu_t = 0$ ({why}): no certificate", transform=axes[1].transAxes, fontsize=9)
+        axes[1].text(0.02, 0.05, f"$\\mu_t = 0$ ({why}):\nno certificate",
+                     transform=axes[1].transAxes)
     axes[1].set_xlabel("step $t$")
-    axes[1].set_ylabel("pl ratio and its lower bound")
-    axes[1].legend(loc="lower left")
-    axes[0].text(0.98, 0.95, f"D={D}, Nn={N * n}, d={d}\nfinal loss {hist.final_loss:.1e}",
-                 transform=axes[0].transAxes, ha="right", va="top", fontsize=9)
+    axes[1].set_ylabel("pl ratio, lower bound")
+    # the legend sits above the axes, where it cannot hide the mu_t line
+    axes[1].legend(loc="lower left", bbox_to_anchor=(-0.05, 1.0), ncol=1, borderaxespad=0.2)
+    axes[0].text(0.0, 1.03, f"D={D}, Nn={N * n}, d={d}\nfinal loss {hist.final_loss:.1e}",
+                 transform=axes[0].transAxes, ha="left", va="bottom")
     return hist
 
 
@@ -480,11 +482,11 @@ def theorem_instance(seed: int, N: int = 2, n: int = 3, D: int = 12, d: int = 6,
 
 def plot_certificate(hist, cert, ax=None):
     """Loss of a certified run against the theorem's bound ``(1 - eta mu)^t f_0`` (log scale)."""
-    from .plotting import kernel_color, new_axes
+    from .plotting import kernel_style, new_axes
 
     ax = ax if ax is not None else new_axes()
     t = np.arange(len(hist.loss))
-    ax.semilogy(t, np.maximum(hist.loss, 1e-300), color=kernel_color("gaussian"), label="loss $f_t$")
+    ax.semilogy(t, np.maximum(hist.loss, 1e-300), **kernel_style("gaussian"), label="loss $f_t$")
     ax.semilogy(t, cert["f0"] * (1 - cert["eta"] * cert["mu"]) ** t, color="#444444", ls="--",
                 label=r"bound $(1-\eta\mu)^t f_0$")
     ax.set_xlabel("step $t$")
@@ -498,17 +500,17 @@ def plot_side_by_side(hists: Dict[str, object], floor: float):
     with the Softmax loss floor of :func:`softmax_loss_floor` as a dotted line."""
     import matplotlib.pyplot as plt
 
-    from .plotting import kernel_color
+    from .plotting import WIDTH, kernel_color, kernel_style
 
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2))
     for k, h in hists.items():
         t = np.arange(len(h.loss))
-        axes[0].semilogy(t, np.maximum(h.loss, 1e-300), color=kernel_color(k), label=k)
-        axes[1].semilogy(t, np.maximum(h.extra["sigma_J"], 1e-300), color=kernel_color(k), label=k)
+        axes[0].semilogy(t, np.maximum(h.loss, 1e-300), **kernel_style(k), label=k)
+        axes[1].semilogy(t, np.maximum(h.extra["sigma_J"], 1e-300), **kernel_style(k), label=k)
     axes[0].axhline(floor, color=kernel_color("softmax"), ls=":", lw=1.2, label="softmax floor")
     axes[0].set_xlabel("step $t$")
     axes[0].set_ylabel("training loss")
     axes[0].legend()
     axes[1].set_xlabel("step $t$")
-    axes[1].set_ylabel(r"smallest $\sigma_{\min}(J_{ik})$")
+    axes[1].set_ylabel(r"smallest $\sigma_{\min}(J_{i\ell})$")
     return axes

@@ -64,10 +64,11 @@ class History:
 
     def plot(self, ax=None, label: str | None = None, **kwargs):
         """Loss against step on a log scale; returns the axes."""
-        from .plotting import kernel_color, new_axes
+        from .plotting import kernel_style, new_axes
 
         ax = ax if ax is not None else new_axes()
-        kwargs.setdefault("color", kernel_color(self.kernel))
+        for key, value in kernel_style(self.kernel).items():
+            kwargs.setdefault(key, value)
         ax.semilogy(np.arange(len(self.loss)), np.maximum(self.loss, 1e-300), label=label, **kwargs)
         ax.set_xlabel("step $t$")
         ax.set_ylabel("training loss $f(\\theta_t)$")

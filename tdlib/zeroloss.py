@@ -753,7 +753,7 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
     """
     import matplotlib.pyplot as plt
 
-    from .plotting import kernel_color
+    from .plotting import WIDTH, kernel_style
 
     m, X, Y = make_instance(kernel, N=N, n=n, D=D, H=H, seed=0)
     rate = value_rate(m, X)                      # constants; rate.L is L
@@ -765,15 +765,15 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
     t = np.arange(steps + 1)
     excess = np.where(np.isfinite(losses), np.maximum(losses - f_star, 1e-300), np.nan)
     predicted = (losses[0] - f_star) * q ** t.astype(float)
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="none")   # fixed margins: faster redraws
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
-    ax.semilogy(t, excess, color=kernel_color(kernel), label="GD: $f_t - f_*$")
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="none")   # fixed margins: faster redraws
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.15, top=0.95)
+    ax.semilogy(t, excess, **kernel_style(kernel), label="GD: $f_t - f_*$")
     ax.semilogy(t, predicted, "k--", lw=1.2, label=f"predicted, factor {q:.4f} per step")
     low = np.nanmin(np.concatenate([excess, predicted])) / 3
     ax.set_ylim(max(low, 1e-16 * losses[0], 1e-300), 1e3 * losses[0] if q > 1 else 3 * losses[0])
     ax.set_xlabel("step $t$")
     ax.set_ylabel("$f_t - f_*$")
     ax.text(0.98, 0.97, f"HD/Nn = {H * D / (N * n):.2f}\nf_*/f_0 = {f_star / losses[0]:.3f}\n"
-            f"alpha/L = {alpha / rate.L:.2e}", transform=ax.transAxes, ha="right", va="top", fontsize=9)
+            f"alpha/L = {alpha / rate.L:.2e}", transform=ax.transAxes, ha="right", va="top")
     ax.legend(loc="lower left")
     return fig

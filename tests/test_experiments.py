@@ -125,3 +125,75 @@ def test_merge_records_a_command_that_remakes_the_file(tmp_path):
     steps = doc["provenance"]["command"].split(" && ")
     assert steps[:2] == doc["parts"] and "--kernels gaussian" in steps[1]
     assert steps[2].startswith("python -m tdlib.experiments merge --out") and str(out) in steps[2]
+
+
+# ------------------------------------------------------------------ statistics of the chapter
+def _summary(final_by_kernel, steps=(0, 10, 20)):
+    import numpy as np
+
+    from tdlib import experiments as ex
+
+    runs = []
+    for k, finals in final_by_kernel.items():
+        for s, f in enumerate(finals):
+            runs.append({"kernel": k, "seed": s,
+                         "curves": {"step": list(steps), "test_acc": [0.5, (0.5 + f) / 2, f]}})
+    return ex.summarize(runs, "test_acc")
+
+
+def test_verdict_and_reading():
+    import pytest
+
+    from tdlib import experiments as ex
+
+    s = _summary({"gaussian": [0.8, 0.82, 0.85], "softmax": [0.7, 0.72, 0.75]})
+    r = ex.seed_ranges(s)
+    assert r["gaussian"] == (0.8, 0.85)
+    assert ex.verdict(r["gaussian"], r["softmax"], "Gaussian", "Softmax") == \
+        "every Gaussian seed ends above every Softmax seed"
+    assert ex.verdict(r["softmax"], r["gaussian"], "Softmax", "Gaussian") == \
+        "every Gaussian seed ends above every Softmax seed"
+    assert "weak evidence" in ex.verdict_reading(r["gaussian"], r["softmax"], 3, 3)
+    assert "0.10" in ex.verdict_reading(r["gaussian"], r["softmax"], 3, 3)
+    s2 = _summary({"gaussian": [0.7, 0.8], "softmax": [0.75, 0.78]})
+    r2 = ex.seed_ranges(s2)
+    assert ex.verdict(r2["gaussian"], r2["softmax"], "G", "S") == "the ranges over seeds overlap"
+    assert "not evidence" in ex.verdict_reading(r2["gaussian"], r2["softmax"], 2, 2)
+    with pytest.raises(ValueError, match="range"):
+        ex.verdict((0.9, 0.1), (0.1, 0.2), "a", "b")
+
+
+def test_separation_chance_matches_permutations():
+    import itertools
+
+    import pytest
+
+    from tdlib import experiments as ex
+
+    # all orderings of 3 + 2 exchangeable values: count those where the first 3 beat the last 2
+    hits = total = 0
+    for perm in itertools.permutations(range(5)):
+        total += 1
+        hits += min(perm[:3]) > max(perm[3:])
+    assert ex.separation_chance(3, 2) == pytest.approx(hits / total)
+    assert ex.separation_chance(3, 3) == pytest.approx(1 / 20)
+    with pytest.raises(ValueError, match="n_a"):
+        ex.separation_chance(0, 3)
+
+
+def test_accuracy_se_and_leave_chance():
+    import pytest
+
+    from tdlib import experiments as ex
+
+    assert ex.accuracy_se(400) == pytest.approx(0.025)
+    with pytest.raises(ValueError, match="n_test"):
+        ex.accuracy_se(0)
+    se = ex.accuracy_se(400)
+    s = _summary({"gaussian": [0.9, 0.9], "softmax": [0.56, 0.7]})
+    # gaussian: (0.5+0.9)/2 = 0.7 > 0.575 at step 10; softmax seed 0 leaves at step 20
+    # (0.53 < 0.575, 0.56 < 0.575 -> never: counted as the last step 20), seed 1 at step 10
+    leave = ex.leave_chance_steps(s, se)
+    assert leave == {"gaussian": 10.0, "softmax": 15.0}
+    with pytest.raises(ValueError, match="se"):
+        ex.leave_chance_steps(s, 0.0)
