@@ -11,6 +11,8 @@
 * **No duplicate scripts.** sphinx-thebe 0.3.1 registers its inline configuration twice under
   Sphinx 7.4 (a page error: "Identifier 'THEBE_JS_URL' has already been declared"); identical
   script entries are dropped per page.
+* **Reading.** ``book.css`` makes a wide display equation or table scroll inside its own box
+  instead of widening the page (on a phone) and keeps figures within the column.
 * **Colab.** Colab opens only ``.ipynb`` files: the Colab launch button of every chapter points to
   the notebook generated from the chapter by ``scripts/make-notebooks.py`` (folder ``notebooks/``).
 """
@@ -67,6 +69,7 @@ def _colab_to_ipynb(app, pagename, templatename, context, doctree):
 def setup(app):
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
+    app.add_css_file("book.css", priority=900)
     app.connect("html-page-context", _colab_to_ipynb, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=990)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

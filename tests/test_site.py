@@ -1,0 +1,209 @@
+"""Site metadata and house rules that can be read from the sources, without building the book.
+
+* CITATION.cff is valid YAML with the keys the Citation File Format requires;
+* one version everywhere: pyproject.toml, tdlib.__version__, CITATION.cff, the changelog and
+  the site footer;
+* a real author line, a licence page and file, a how-to-cite page, all in the table of contents;
+* one proof style: in every chapter the first proof is open and every later proof sits in a
+  ``{dropdown}`` (collapsed);
+* one meaning per symbol: the notation page against the chapters.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from conftest import ROOT, source_of, toc_files
+
+CHAPTERS = [p for p in toc_files() if source_of(p).suffix == ".md"]
+
+
+def _text(page: str) -> str:
+    return source_of(page).read_text()
+
+
+def _prose(text: str) -> str:
+    """The text outside code cells."""
+    return re.sub(r"```\{code-cell\}.*?\n```", "", text, flags=re.S)
+
+
+def _math(text: str) -> list[str]:
+    """Every math segment ($...$ and $$...$$) outside code cells."""
+    prose = _prose(text)
+    out = re.findall(r"\$\$(.+?)\$\$", prose, flags=re.S)
+    prose = re.sub(r"\$\$(.+?)\$\$", " ", prose, flags=re.S)
+    out += re.findall(r"\$([^$\n]+)\$", prose)
+    return out
+
+
+# ------------------------------------------------------------------------------ citation, version
+def test_citation_cff_is_valid():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    for key in ("cff-version", "message", "title", "authors", "version", "license",
+                "date-released"):
+        assert key in cff, f"CITATION.cff: missing required key {key!r}"
+    assert str(cff["cff-version"]).startswith("1.2"), cff["cff-version"]
+    assert cff["authors"] and all("name" in a or "family-names" in a for a in cff["authors"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(cff["date-released"]))
+    for ref in cff.get("references", []):
+        assert {"type", "title", "authors"} <= set(ref), ref
+
+
+def test_one_version_everywhere():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    import tdlib
+
+    assert tdlib.__version__ == version
+    assert str(yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"]) == version
+    footer = yaml.safe_load((ROOT / "_config.yml").read_text())["html"]["extra_footer"]
+    assert f"Version {version}" in footer, footer
+    first = re.search(r"^## (\S+)", (ROOT / "book" / "changelog.md").read_text(), flags=re.M)
+    assert first and first.group(1) == version, "the changelog's newest entry is not the version"
+    assert f"version = {{{version}}}" in (ROOT / "book" / "cite.md").read_text()
+
+
+def test_author_licence_and_cite_pages():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["author"] and "authors of this book" not in config["author"].lower()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "CC BY 4.0" in (ROOT / "LICENSE").read_text()
+    pages = toc_files()
+    for page in ("book/license", "book/cite", "book/changelog"):
+        assert page in pages, f"{page} is not in _toc.yml"
+    cite = (ROOT / "book" / "cite.md").read_text()
+    assert "@software" in cite and "song2024unraveling" in cite
+
+
+# ------------------------------------------------------------------------------ proof style
+def _proofs(text: str):
+    """(line number, inside a dropdown?) for every prf:proof of a chapter."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if re.match(r"^[`:]{3,}\{prf:proof\}", line):
+            k = i - 1
+            while k >= 0 and not lines[k].strip():
+                k -= 1
+            out.append((i + 1, bool(re.match(r"^[`:]{4,}\{dropdown\} Proof", lines[k]))))
+    return out
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_one_proof_style(page):
+    """The first proof of a chapter is open; every later proof is collapsed, wrapped as
+    ````{dropdown} Proof of the theorem / lemma / proposition ... ````."""
+    proofs = _proofs(_text(page))
+    if not proofs:
+        pytest.skip("no proofs")
+    line, collapsed = proofs[0]
+    assert not collapsed, f"{page}:{line}: the first proof of a chapter stays open"
+    wrong = [line for line, collapsed in proofs[1:] if not collapsed]
+    assert not wrong, (f"{page}: proofs after the first must sit in a '{{dropdown}} Proof of ...' "
+                       f"directly around the prf:proof (lines {wrong})")
+
+
+# ------------------------------------------------------------------------------ symbols
+# Meanings the book retired so that each symbol keeps one (see the notation page): each pattern
+# is a use of a symbol in its old second meaning, searched in the math of every chapter.
+RETIRED = {
+    r"\\(alpha|beta)_[a-z]|\\operatorname\{diag\}\(\\(alpha|beta)":
+        "alpha/beta are the rate constant and gradient bound; Gaussian weights are phi/psi",
+    r"(?<![\\a-zA-Z])q_k(?![a-zA-Z])|_\{[a-z]?k\}|_\{kj\}|\\sum_\{k=1\}":
+        "k_j is a key vector; the query token index is \\ell",
+    r"\\in B\b|^B = \\\{|\\\|W - W_0\\\|_F \\le R\\\}\$? ?and":
+        "B is the feature matrix; balls are \\mathbb B",
+    r"\\mathcal N\(0, y\^2\)|^y = 0\.|y\^2\\chi":
+        "y is a target; the target scale is \\tau",
+    r"^L = \d+$": "L is a smoothness constant, not a count of blocks",
+}
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_retired_meanings_are_gone(page):
+    bad = []
+    for seg in _math(_text(page)):
+        for pattern, why in RETIRED.items():
+            if re.search(pattern, seg.strip()):
+                bad.append(f"${seg.strip()[:60]}$ ({why})")
+    assert not bad, f"{page}: symbols used in a retired meaning:\n  " + "\n  ".join(bad)
+
+
+def _notation_rows():
+    """(symbols cell, meaning, code cell, see cell) of every table row of the notation page."""
+    rows = []
+    for line in (ROOT / "book" / "notation.md").read_text().splitlines():
+        if line.startswith("| $"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows.append(cells)
+    return rows
+
+
+def _symbols(cell: str) -> list[str]:
+    return [s.strip() for s in re.findall(r"\$([^$]+)\$", cell)]
+
+
+def test_notation_rows_are_used_in_the_chapters():
+    """Every symbol of the notation table appears in the math of some chapter (no stale rows)."""
+    corpus = "\n".join(" ".join(_math(_text(p))) for p in CHAPTERS if p != "book/notation")
+    def squash(s):  # spacing and braces around one-letter arguments do not matter
+        return re.sub(r"\{(\w)\}", r"\1", re.sub(r"\s+", "", s))
+
+    corpus = squash(corpus)
+    missing = []
+    for cells in _notation_rows():
+        for sym in _symbols(cells[0]):
+            # symbols the table writes as a pattern (a ratio, a function of theta) are skipped
+            if any(t in sym for t in ("\\lVert", "(\\theta^*", "(s)")):
+                continue
+            if squash(sym) not in corpus:
+                missing.append(sym)
+    assert not missing, f"symbols of the notation page that no chapter uses: {missing}"
+
+
+def test_no_symbol_has_two_rows_with_different_meanings():
+    """A symbol may appear in two rows only when the later row says it keeps the earlier role."""
+    seen = {}
+    clashes = []
+    for cells in _notation_rows():
+        for sym in _symbols(cells[0]):
+            if sym in seen and "role" not in cells[1]:
+                clashes.append(f"${sym}$: '{seen[sym][:50]}' and '{cells[1][:50]}'")
+            seen.setdefault(sym, cells[1])
+    assert not clashes, "one symbol, two meanings on the notation page:\n  " + "\n  ".join(clashes)
+
+
+ALIASES = {"th": "tdlib.zeroloss", "ce": "tdlib.counterexample", "query": "tdlib.query",
+           "experiments": "tdlib.experiments", "landscape": "tdlib.landscape", "tdlib": "tdlib"}
+# argument names that stand for a specific object: they must match the parameter's name
+TYPED = {"model", "X", "Y", "W_O", "W_Q", "B"}
+
+
+def test_notation_code_column_matches_tdlib():
+    """Every `alias.name(...)` of the code column exists, and its arguments fit the signature
+    (e.g. a function of ``W_O`` is not documented as taking ``model``)."""
+    problems = []
+    for cells in _notation_rows():
+        for code in re.findall(r"`([^`]+)`", cells[2]):
+            for m in re.finditer(r"\b(\w+)\.(\w+)(?:\(([^()]*)\))?", code):
+                alias, name, args = m.groups()
+                if alias not in ALIASES:
+                    continue
+                obj = getattr(importlib.import_module(ALIASES[alias]), name, None)
+                if obj is None:
+                    problems.append(f"{alias}.{name} does not exist")
+                    continue
+                if args is None or not callable(obj):
+                    continue
+                params = list(inspect.signature(obj).parameters)
+                given = [a.strip() for a in args.split(",") if a.strip()]
+                if len(given) > len(params):
+                    problems.append(f"{code}: {len(given)} arguments, signature {params}")
+                for a, p in zip(given, params):
+                    if a in TYPED and a != p:
+                        problems.append(f"{code}: argument {a!r} where the function takes {p!r}")
+    assert not problems, "notation page vs tdlib:\n  " + "\n  ".join(problems)
