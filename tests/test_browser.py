@@ -10,8 +10,23 @@ reader sees on a laptop without internet. For every page, on the light and the d
 * every image loaded (``naturalWidth > 0``), theorem/proof/exercise boxes present where the source
   has them, solution toggles open and close;
 * every link to a local page resolves (the file exists and so does its ``#anchor``);
-* interactive cells show their static content: the widget output holds a rendered figure;
+* interactive cells show their figure offline (the widget output holds a rendered figure), and
+  the cell before one does not show the same figure again;
 * a full-page screenshot in test-artifacts/screenshots/<page>-<theme>.png.
+
+Then, with **every** dropdown, proof, solution and hidden cell opened:
+
+* no text outside math still holds ``$`` or a TeX command (a ``$$`` block without blank lines
+  around it, for example, leaves both in the text);
+* at 1280 px, no display equation is wider than its container, and every figure of a cell output
+  is drawn at the width it is shown (not scaled down by more than 5%);
+* at 390 px (a phone), display math does not make the page scroll sideways (an equation may
+  scroll inside its own box: ``_ext/static/book.css``).
+
+Code and printed output wider than the text column at 1280 px are collected on the same visit and
+checked by :func:`test_code_and_output_fit_the_column`, which reports them but only fails once
+``ENFORCE_CODE_WIDTH`` is true (or the environment variable ``BOOK_ENFORCE_CODE_WIDTH=1`` is
+set): chapter code is reformatted to 88 characters in one mechanical pass first.
 
 If Chromium is missing the test is skipped, unless the environment variable CI is set.
 """
@@ -41,6 +56,12 @@ THEMES = ("light", "dark")
 SHOTS = ARTIFACTS / "screenshots"
 # Messages that are not errors of the page (Chromium's own noise in headless mode).
 IGNORED_CONSOLE = ()
+# Code and output wider than the column fail the test only when this is true (see the docstring).
+ENFORCE_CODE_WIDTH = os.environ.get("BOOK_ENFORCE_CODE_WIDTH") == "1"
+PHONE = {"width": 390, "height": 844}
+# What test_page_in_browser measured on each page (page, theme) -> offenders, for the code test.
+CODE_WIDTH: dict = {}
+TIMES: dict = {}
 
 
 def chromium_path() -> str | None:
@@ -150,10 +171,117 @@ _PAGE_FACTS_JS = r"""
           i => i.complete && i.naturalWidth > 0).length : 0;
       const out = v.parentElement;
       return {rendered: out.querySelectorAll(".jupyter-widgets").length, figures: loaded(out),
-              staticBefore: prev ? loaded(prev.querySelector(".cell_output")) : 0};
+              figureBefore: prev ? loaded(prev.querySelector(".cell_output")) : 0};
     }),
     links: [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href")),
   };
+}
+"""
+
+
+_OPEN_ALL_JS = r"""
+async () => {
+  let opened = 0;
+  for (let round = 0; round < 8; round++) {
+    let n = 0;
+    for (const d of document.querySelectorAll("details:not([open])")) { d.open = true; n++; }
+    // sphinx-togglebutton: collapsed admonitions, dropdowns, proofs and solutions
+    for (const b of document.querySelectorAll("button.toggle-button.toggle-button-hidden")) {
+      b.click(); n++;
+    }
+    opened += n;
+    if (!n) break;
+    await new Promise(r => setTimeout(r, 150));
+  }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  return {opened: opened,
+          stillClosed: document.querySelectorAll(
+              "details:not([open]), button.toggle-button.toggle-button-hidden").length};
+}
+"""
+
+# TeX source of the display equation that a MathJax container renders
+_MATH_SOURCE_JS = r"""
+  const sourceOf = c => {
+    try {
+      for (const item of MathJax.startup.document.math)
+        if (item.typesetRoot === c) return item.math.trim().slice(0, 70);
+    } catch (e) {}
+    return (c.closest("div.math") || c).getAttribute("id") || "(display math)";
+  };
+"""
+
+_READING_JS = r"""
+() => {
+""" + _MATH_SOURCE_JS + r"""
+  const root = document.querySelector("main") || document.body;
+  const skip = "pre, code, script, style, mjx-container, .highlight, textarea, .cell_output, " +
+               ".output, .widget-label, .jupyter-widgets, .bd-sidebar-secondary";
+  const tex = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (!n.parentElement || n.parentElement.closest(skip)) continue;
+    const t = n.textContent;
+    const m = t.match(/\$|\\[a-zA-Z]{2,}|\\[()\[\]{}]/);
+    if (m) {
+      const at = Math.max(0, m.index - 30);
+      tex.push(t.slice(at, at + 70).replace(/\s+/g, " ").trim());
+    }
+  }
+  const wideMath = [];
+  for (const c of document.querySelectorAll('mjx-container[display="true"]')) {
+    const box = c.closest("div.math") || c.parentElement;
+    const inner = c.firstElementChild;
+    const w = Math.max(c.scrollWidth, inner ? inner.getBoundingClientRect().width : 0);
+    const room = Math.min(c.clientWidth || 1e9, box.clientWidth || 1e9);
+    if (w > room + 1) wideMath.push([sourceOf(c), Math.round(w), Math.round(room)]);
+  }
+  const scaledFigures = [];
+  for (const img of root.querySelectorAll(".cell_output img, .output img")) {
+    const w = img.getBoundingClientRect().width;
+    if (img.naturalWidth && w && img.naturalWidth > 1.05 * w)
+      scaledFigures.push([(img.getAttribute("src") || "").split("/").pop().slice(0, 40),
+                          img.naturalWidth, Math.round(w)]);
+  }
+  const wideCode = [];
+  for (const pre of root.querySelectorAll(".cell_input pre, .cell_output pre, .output pre")) {
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      const kind = pre.closest(".cell_input") ? "code" : "output";
+      const lines = pre.textContent.split("\n");
+      const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), "");
+      wideCode.push([kind, pre.scrollWidth, pre.clientWidth, longest.trim().slice(0, 60),
+                     longest.length]);
+    }
+  }
+  return {tex, wideMath, scaledFigures, wideCode};
+}
+"""
+
+_PHONE_JS = r"""
+() => {
+""" + _MATH_SOURCE_JS + r"""
+  const iw = window.innerWidth;
+  const math = [];
+  for (const c of document.querySelectorAll('mjx-container[display="true"]')) {
+    const r = c.getBoundingClientRect();
+    if (r.width && r.right > iw + 1) math.push([sourceOf(c), Math.round(r.right)]);
+  }
+  // which other elements stick out (for the log): the outermost ones not inside a scroll box
+  const others = [];
+  const root = document.querySelector("main") || document.body;
+  for (const el of root.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect();
+    if (!(r.width && r.right > iw + 1)) continue;
+    let p = el.parentElement, clipped = false;
+    while (p && p !== document.body) {
+      const ox = getComputedStyle(p).overflowX;
+      if (ox === "auto" || ox === "scroll" || ox === "hidden") { clipped = true; break; }
+      if (p.getBoundingClientRect().right > iw + 1) { clipped = true; break; }  // parent reported
+      p = p.parentElement;
+    }
+    if (!clipped) others.push(el.tagName.toLowerCase() + "." + [...el.classList].slice(0, 2).join("."));
+  }
+  return {pageWidth: document.documentElement.scrollWidth, math, others};
 }
 """
 
@@ -264,16 +392,16 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
             problems.append(f"{want['exercise']} exercises in the source, {facts['exercises']} rendered")
         if facts["solutions"] < want["solution"]:
             problems.append(f"{want['solution']} solutions in the source, {facts['solutions']} rendered")
-        # widgets: the static figure inside the interactive cell must show without a kernel,
-        # and the cell before it shows the same figure as a plain image
+        # widgets: the figure inside the interactive cell must show without a kernel, and the
+        # cell before it must not show the same figure a second time
         if want["widgets"] and not facts["widgets"]:
             problems.append("the source has an interactive cell but the page has no widget output")
         for i, w in enumerate(facts["widgets"]):
             if w["rendered"] == 0 or w["figures"] == 0:
                 problems.append(f"interactive cell {i} not rendered offline "
                                 f"({w['rendered']} widgets, {w['figures']} figures inside)")
-            if w["staticBefore"] == 0:
-                problems.append(f"interactive cell {i} is not preceded by a cell with a static figure")
+            if w["figureBefore"]:
+                problems.append(f"interactive cell {i} repeats the figure of the cell before it")
         # links
         problems += [f"broken link: {b}" for b in _check_links(site_dir, page_name, facts["links"])]
         # the page as a reader first sees it (before any click)
@@ -281,10 +409,78 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
         # solution toggles
         if want["solution"]:
             problems += _toggle_solutions(page)
+        # every dropdown, proof, solution and hidden cell open: what a thorough reader sees
+        opened = page.evaluate(_OPEN_ALL_JS)
+        if opened["stillClosed"]:
+            problems.append(f"{opened['stillClosed']} toggles could not be opened")
+        reading = page.evaluate(_READING_JS)
+        problems += [f"TeX left in the text: {s!r}" for s in reading["tex"][:8]]
+        problems += [f"display math wider than its box at 1280 px ({w} > {c} px): {s!r}"
+                     for s, w, c in reading["wideMath"][:8]]
+        problems += [f"figure drawn {n} px wide, shown at {w} px: {s}"
+                     for s, n, w in reading["scaledFigures"][:8]]
+        CODE_WIDTH[(page_name, theme)] = reading["wideCode"]
+        # a phone: display math must not make the page scroll sideways
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(300)
+        phone = page.evaluate(_PHONE_JS)
+        problems += [f"at 390 px display math reaches {r} px, beyond the screen: {s!r}"
+                     for s, r in phone["math"][:8]]
+        if phone["pageWidth"] > PHONE["width"] + 1 and phone["math"]:
+            problems.append(f"at 390 px the page is {phone['pageWidth']} px wide")
+        if phone["pageWidth"] > PHONE["width"] + 1:
+            print(f"{page_name} [{theme}] at 390 px: page {phone['pageWidth']} px wide because of "
+                  f"{phone['others'][:3]}")
         problems += events
         problems += [f"request to the internet (blocked): {u}" for u in external]
     finally:
         context.close()
-    print(f"{page_name} [{theme}]: {time.perf_counter() - start:.1f} s, "
-          f"{facts['mathjax']} math elements, {len(facts['imgs'])} images")
+    TIMES[(page_name, theme)] = time.perf_counter() - start
+    print(f"{page_name} [{theme}]: {TIMES[(page_name, theme)]:.1f} s, "
+          f"{facts['mathjax']} math elements, {len(facts['imgs'])} images, "
+          f"{opened['opened']} toggles opened")
     assert not problems, f"{page_name} [{theme}]:\n  " + "\n  ".join(problems)
+
+
+def _format_code_offenders(found: dict) -> list[str]:
+    lines = []
+    for (page, theme), items in sorted(found.items()):
+        if theme != "light":
+            continue  # the column is the same in both themes
+        for kind, scroll, client, snippet, n in items:
+            lines.append(f"{page}: {kind} {scroll} px in a {client} px column "
+                         f"(longest line {n} chars): {snippet!r}")
+    return lines
+
+
+def test_code_and_output_fit_the_column(browser, site_url):
+    """Code cells and printed output fit the text column at 1280 px (no sideways scrolling).
+
+    Reads what :func:`test_page_in_browser` measured; pages it did not visit are opened here.
+    Fails only when ``ENFORCE_CODE_WIDTH`` is on; until then it lists the offenders and xfails.
+    """
+    for page_name in PAGES:
+        if (page_name, "light") in CODE_WIDTH:
+            continue
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site_url)
+                      else r.abort())
+        page = context.new_page()
+        try:
+            page.goto(site_url + page_name + ".html", wait_until="load")
+            _wait_until_settled(page)
+            page.evaluate(_OPEN_ALL_JS)
+            CODE_WIDTH[(page_name, "light")] = page.evaluate(_READING_JS)["wideCode"]
+        finally:
+            context.close()
+    offenders = _format_code_offenders(CODE_WIDTH)
+    report = ARTIFACTS / "code-width-offenders.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(offenders) + "\n")
+    print(f"{len(offenders)} code or output blocks wider than the column (list in {report})")
+    for line in offenders:
+        print("  " + line)
+    if offenders and not ENFORCE_CODE_WIDTH:
+        pytest.xfail(f"{len(offenders)} code/output blocks wider than the column; enforced once "
+                     f"chapter code is reformatted (ENFORCE_CODE_WIDTH)")
+    assert not offenders, "code or output wider than the column:\n  " + "\n  ".join(offenders)
