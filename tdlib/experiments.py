@@ -89,7 +89,7 @@ class ExperimentConfig(Architecture):
         check_int("seed", cfg.seed, minimum=0)
         check_int("data_seed", cfg.data_seed, minimum=0)
         check_positive("lr", cfg.lr)
-        if not 0 <= cfg.momentum < 1:
+        if not check_positive("momentum", cfg.momentum, strict=False) < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {cfg.momentum}")
         if cfg.eval_every > cfg.steps:
             raise ValueError(f"eval_every: expected at most steps={cfg.steps}, got {cfg.eval_every}")

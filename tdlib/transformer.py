@@ -151,8 +151,14 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens: expected a torch.long tensor of shape (B, n), got "
+                            f"{type(tokens).__name__}")
         if tokens.ndim != 2:
             raise ValueError(f"tokens: expected shape (B, n), got {tuple(tokens.shape)}")
+        if tokens.shape[1] == 0:
+            raise ValueError(f"tokens: expected at least one token per sequence, got shape "
+                             f"{tuple(tokens.shape)}")
         if tokens.shape[1] > self.cfg.max_len:
             raise ValueError(f"tokens: at most max_len={self.cfg.max_len} tokens, got {tokens.shape[1]}")
         if tokens.dtype != torch.long:
