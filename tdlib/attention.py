@@ -22,6 +22,8 @@ from .checks import as_tensor, check_choice, check_finite, check_int, check_posi
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+_BUILTIN = frozenset({"softmax", "gaussian"})
+
 KERNELS: Dict[str, Callable[..., Kernel]] = {}
 """Registry: kernel name -> factory. ``KERNELS[name](**options)`` returns a kernel function."""
 
@@ -34,13 +36,14 @@ def register_kernel(name: str, factory: Callable[..., Kernel] | None = None, *, 
 
     >>> register_kernel("linear", lambda Q, K: Q @ K.transpose(-1, -2) / Q.shape[-1])  # doctest: +SKIP
 
-    A name that is already registered (such as ``"softmax"``) is only replaced with
+    The built-in kernels (``"softmax"``, ``"gaussian"``) are only replaced with
     ``replace=True``: every later model built with that name would silently change otherwise.
+    A kernel of your own can be registered again under its name (re-running a notebook cell).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"kernel name: expected a non-empty string, got {name!r}")
-    if name in KERNELS and not replace:
-        raise ValueError(f"kernel name: {name!r} is already registered; pass replace=True to "
+    if name in _BUILTIN and name in KERNELS and not replace:
+        raise ValueError(f"kernel name: {name!r} is a built-in kernel; pass replace=True to "
                          f"replace it, or choose another name")
 
     def add(f):

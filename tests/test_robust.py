@@ -127,13 +127,21 @@ def test_a_kernel_of_the_wrong_shape_is_named(custom_kernel):
 
 def test_register_kernel_keeps_builtins(custom_kernel):
     before = KERNELS["softmax"]
-    with pytest.raises(ValueError, match="'softmax' is already registered.*replace=True"):
-        register_kernel("softmax", lambda Q, K: Q @ K.transpose(-1, -2))
+    for builtin in ("softmax", "gaussian"):
+        with pytest.raises(ValueError, match=f"'{builtin}' is a built-in kernel.*replace=True"):
+            register_kernel(builtin, lambda Q, K: Q @ K.transpose(-1, -2))
     assert KERNELS["softmax"] is before
+    try:
+        f = lambda Q, K: torch.softmax(Q @ K.transpose(-1, -2), -1)  # noqa: E731
+        register_kernel("softmax", f, replace=True)
+        assert KERNELS["softmax"]() is f
+    finally:
+        KERNELS["softmax"] = before
+    # a kernel of one's own may be registered again (re-running a notebook cell)
     name = custom_kernel("robust-twice", lambda Q, K: Q @ K.transpose(-1, -2))
-    f = lambda Q, K: 2 * Q @ K.transpose(-1, -2)  # noqa: E731
-    register_kernel(name, f, replace=True)
-    assert KERNELS[name]() is f
+    g = lambda Q, K: 2 * Q @ K.transpose(-1, -2)  # noqa: E731
+    register_kernel(name, g)
+    assert KERNELS[name]() is g
 
 
 def test_random_inputs_rejects_integer_dtypes_and_bad_seeds():
