@@ -80,9 +80,17 @@ def make_kernel(name: Union[str, Kernel], **options) -> Kernel:
         if options:
             raise TypeError("make_kernel: options are only accepted with a kernel name")
         return name
-    if name not in KERNELS:
+    if not isinstance(name, str) or name not in KERNELS:
         known = ", ".join(sorted(KERNELS))
-        raise ValueError(f"unknown kernel {name!r}; known kernels: {known}")
+        raise ValueError(f"kernel: expected a kernel function or one of {known}, got {name!r}")
+    try:
+        import inspect
+
+        inspect.signature(KERNELS[name]).bind(**options)
+    except TypeError as err:
+        raise TypeError(f"kernel_options: kernel {name!r} does not accept {options} ({err})") from None
+    except ValueError:  # no signature to check against
+        pass
     return KERNELS[name](**options)
 
 
@@ -129,7 +137,8 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
 
     ``c`` defaults to ``2 sqrt(d)`` (the choice of the common long-range-arena implementation;
     other write-ups use ``sqrt(d)``). Entries lie in ``(0, 1]``, with 1 exactly when the query
-    equals the key.
+    equals the key. Distances are computed stably (see :func:`squared_distances` for the
+    accuracy): large queries and keys that lie close together keep accurate weights.
     """
     if c is not None:
         check_positive("gaussian kernel c", c)

@@ -16,7 +16,9 @@ the command that made it)::
         --out book/data/experiments/text-landscape.npz
 
 Runs can be split (say one process per kernel, in parallel) and joined afterwards with
-``python -m tdlib.experiments merge --out joined.json part1.json part2.json``.
+``python -m tdlib.experiments merge --out joined.json part1.json part2.json`` (a run that
+appears twice is refused). ``python -m tdlib.experiments check`` validates every stored result
+file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.book check``).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -82,6 +84,8 @@ class ExperimentConfig(Architecture):
         check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
         if cfg.kernel not in KERNELS:
             raise ValueError(f"kernel: expected one of {', '.join(sorted(KERNELS))}, got {cfg.kernel!r}")
+        if not isinstance(cfg.kernel_options, dict):
+            raise TypeError(f"kernel_options: expected a dict, got {cfg.kernel_options!r}")
         make_kernel(cfg.kernel, **cfg.kernel_options)
         for k in ("steps", "batch_size", "eval_every", "max_len", "image_size", "path_length",
                   "n_train", "n_test", "D", "hidden", "H", "layers"):

@@ -122,6 +122,13 @@ def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", le
     import matplotlib.pyplot as plt
 
     names = list(surfaces)
+    for k, v in surfaces.items():
+        v = np.asarray(v, dtype=float)
+        if v.shape != (len(coords), len(coords)) or not (np.isfinite(v).all() and (v > 0).all()):
+            raise ValueError(f"surfaces[{k!r}]: expected positive finite losses of shape "
+                             f"{(len(coords), len(coords))} (one per grid point), got shape "
+                             f"{v.shape} with range [{np.nanmin(v) if v.size else 'empty'}, "
+                             f"{np.nanmax(v) if v.size else 'empty'}]")
     logs = {k: np.log10(np.asarray(v)) for k, v in surfaces.items()}
     lo = min(float(v.min()) for v in logs.values())
     hi = max(float(v.max()) for v in logs.values()) if vmax is None else float(np.log10(vmax))
