@@ -132,17 +132,73 @@ def save_json(path, doc) -> Path:
     have no JSON form: they are rejected with the path in the message.
     """
     path = Path(path)
+    text = _json_text(path, doc)
+    return _atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _json_text(path: Path, doc) -> str:
     try:
-        text = json.dumps(_plain(doc), indent=1, allow_nan=False)
+        return json.dumps(_plain(doc), indent=1, allow_nan=False)
     except ValueError as err:
         raise ValueError(f"{path}: the result holds an infinite number, which JSON cannot "
                          f"store ({err})") from None
-    return _atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def save_npz(path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write arrays to a ``.npz`` file atomically."""
     return _atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_pair(npz_path, arrays: Mapping[str, np.ndarray], json_path, doc: dict):
+    """Write a ``.npz`` of arrays and the ``.json`` that describes it as one result.
+
+    The ``.json`` records the SHA-256 of the ``.npz`` under ``"npz_sha256"``; both are written
+    to temporary files first and moved into place only when both are complete (the ``.json``
+    last), so a crash leaves either the old pair or, in the short moment between the two moves,
+    a pair whose checksum disagrees, which :func:`check_stored` reports."""
+    import io
+
+    npz_path, json_path = Path(npz_path), Path(json_path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    blob = buf.getvalue()
+    import hashlib
+
+    doc = dict(doc, npz_sha256=hashlib.sha256(blob).hexdigest())
+    text = _json_text(json_path, doc)
+    for path in (npz_path, json_path):
+        check_writable(path)
+    _atomic_write(npz_path, lambda fh: fh.write(blob))
+    _atomic_write(json_path, lambda fh: fh.write(text.encode()))
+    return npz_path, json_path
+
+
+def check_writable(path) -> Path:
+    """Make sure a result can be written to ``path`` (its folder is created if needed) before
+    any work is spent on it; raises an error naming the path otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {path}: expected a file name, got a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise PermissionError(f"--out {path}: cannot write there ({err.strerror or err})") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(f"--out {path}: the existing file is read-only")
+    return path
 
 
 def _read(path, reader, kind: str):
@@ -158,9 +214,14 @@ def _read(path, reader, kind: str):
                          f"{err}); remake it with the command recorded in the chapter") from None
 
 
+def _strict(constant):
+    raise ValueError(f"{constant} is not JSON (a missing number is stored as null)")
+
+
 def load_json(path) -> dict:
-    """Read a JSON result file; a missing or damaged file raises an error that names it."""
-    return _read(path, lambda p: json.loads(p.read_text()), "JSON")
+    """Read a JSON result file; a missing or damaged file (including one holding ``NaN`` or
+    ``Infinity``, which are not JSON) raises an error that names it."""
+    return _read(path, lambda p: json.loads(p.read_text(), parse_constant=_strict), "JSON")
 
 
 def _npz_arrays(path: Path) -> dict:
@@ -187,3 +248,105 @@ def stored(*parts: str) -> dict:
         _STORED[key] = load_npz(f) if f.suffix == ".npz" else load_json(f)
     return _STORED[key]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking every stored result
+# ---------------------------------------------------------------------------------------------
+
+def _check_runs(doc: dict) -> list:
+    """Problems of a curves file (a ``"runs"`` list): duplicate runs, curves of unequal length,
+    missing or impossible accuracies."""
+    problems, seen = [], set()
+    for i, r in enumerate(doc["runs"]):
+        key = (r.get("task"), r.get("kernel"), r.get("seed"))
+        if key in seen:
+            problems.append(f"run {i} ({key[0]}/{key[1]}/seed {key[2]}) appears twice")
+        seen.add(key)
+        curves = r.get("curves") or {}
+        lengths = {k: len(v) for k, v in curves.items()}
+        if len(set(lengths.values())) > 1:
+            problems.append(f"run {i}: curves of unequal lengths {lengths}")
+        for k in ("test_acc", "test_loss"):
+            v = curves.get(k)
+            if v is None or any(x is None or not math.isfinite(x) for x in v):
+                problems.append(f"run {i} ({key[1]}/seed {key[2]}): {k} missing or not finite")
+        if any(x is not None and not 0 <= x <= 1 for x in curves.get("test_acc") or []):
+            problems.append(f"run {i}: test_acc outside [0, 1]")
+    return problems
+
+
+def check_file(path) -> list:
+    """The problems of one stored result file (an empty list when it is sound): unreadable or
+    non-strict JSON, no provenance, a ``.npz`` without its ``.json`` or with a checksum that
+    differs from the one recorded there, non-finite arrays, duplicate or incomplete runs."""
+    path = Path(path)
+    try:
+        doc = load_npz(path) if path.suffix == ".npz" else load_json(path)
+    except (ValueError, FileNotFoundError) as err:
+        return [str(err)]
+    problems = []
+    if path.suffix == ".npz":
+        for k, v in doc.items():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                problems.append(f"array {k!r} holds NaN or Inf")
+        meta_path = path.with_suffix(".json")
+        if not meta_path.exists():
+            problems.append(f"its description {meta_path.name} is missing")
+        else:
+            try:
+                meta = load_json(meta_path)
+            except ValueError:
+                meta = {}  # reported for the .json itself
+            want = meta.get("npz_sha256")
+            if want is not None and want != _sha256(path):
+                problems.append(f"its checksum differs from the one in {meta_path.name} "
+                                f"(a pair written half-way)")
+        return problems
+    if not isinstance(doc, dict):
+        return [f"expected a JSON object, got {type(doc).__name__}"]
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict) or not prov.get("command"):
+        problems.append("no provenance with the command that makes it")
+    if isinstance(doc.get("runs"), list):
+        problems += _check_runs(doc)
+    return problems
+
+
+def check_stored(root=None) -> dict:
+    """``{file: problems}`` for every ``.json`` and ``.npz`` under ``root`` (default: the
+    stored results, :func:`data_path`); a sound file maps to an empty list."""
+    root = Path(root) if root is not None else data_path()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder of stored results at {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".json", ".npz") and p.is_file()
+                   and not p.name.startswith("."))
+    return {p: check_file(p) for p in files}
+
+
+def main(argv=None) -> int:
+    """``python -m tdlib.book check [FOLDER]``: validate every stored result file and name
+    the bad ones; the exit status is 1 if any is bad."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tdlib.book",
+                                description="Tools for the stored results of the book.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="validate every stored result file")
+    c.add_argument("folder", nargs="?", default=None, help="default: book/data")
+    a = p.parse_args(argv)
+    try:
+        report = check_stored(a.folder)
+    except FileNotFoundError as err:
+        p.error(str(err))
+    bad = {f: probs for f, probs in report.items() if probs}
+    for f, probs in report.items():
+        print(f"{'BAD' if probs else 'ok '} {f}")
+        for pr in probs:
+            print(f"    {pr}")
+    print(f"{len(report)} stored result files checked, {len(bad)} bad")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -16,7 +16,9 @@ the command that made it)::
         --out book/data/experiments/text-landscape.npz
 
 Runs can be split (say one process per kernel, in parallel) and joined afterwards with
-``python -m tdlib.experiments merge --out joined.json part1.json part2.json``.
+``python -m tdlib.experiments merge --out joined.json part1.json part2.json`` (a run that
+appears twice is refused). ``python -m tdlib.experiments check`` validates every stored result
+file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.book check``).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -82,6 +84,8 @@ class ExperimentConfig(Architecture):
         check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
         if cfg.kernel not in KERNELS:
             raise ValueError(f"kernel: expected one of {', '.join(sorted(KERNELS))}, got {cfg.kernel!r}")
+        if not isinstance(cfg.kernel_options, dict):
+            raise TypeError(f"kernel_options: expected a dict, got {cfg.kernel_options!r}")
         make_kernel(cfg.kernel, **cfg.kernel_options)
         for k in ("steps", "batch_size", "eval_every", "max_len", "image_size", "path_length",
                   "n_train", "n_test", "D", "hidden", "H", "layers"):
@@ -89,7 +93,7 @@ class ExperimentConfig(Architecture):
         check_int("seed", cfg.seed, minimum=0)
         check_int("data_seed", cfg.data_seed, minimum=0)
         check_positive("lr", cfg.lr)
-        if not 0 <= cfg.momentum < 1:
+        if not check_positive("momentum", cfg.momentum, strict=False) < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {cfg.momentum}")
         if cfg.eval_every > cfg.steps:
             raise ValueError(f"eval_every: expected at most steps={cfg.steps}, got {cfg.eval_every}")
@@ -98,7 +102,10 @@ class ExperimentConfig(Architecture):
         if cfg.D % cfg.H:
             raise ValueError(f"D must be divisible by H, got D={cfg.D}, H={cfg.H}")
         if cfg.task == "pathfinder":
+            from .pathfinder import check_geometry
+
             check_choice("image_size", cfg.image_size, (16, 32))
+            check_geometry(cfg.image_size, cfg.path_length, cfg.data_seed)
             if cfg.batch_size > cfg.n_train:
                 raise ValueError(f"batch_size: expected at most n_train={cfg.n_train}, got {cfg.batch_size}")
         return cfg
@@ -235,11 +242,37 @@ def run(cfg: ExperimentConfig, progress: bool = True) -> dict:
     return train_model(cfg, progress=progress)[1]
 
 
+def _distinct(name: str, values, check) -> list:
+    """``values`` as a non-empty list of distinct items, each passed through ``check``."""
+    if isinstance(values, (str, int)):
+        values = [values]
+    values = [check(v) for v in values]
+    if not values:
+        raise ValueError(f"{name}: expected at least one value, got none")
+    dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if dup:
+        raise ValueError(f"{name}: expected distinct values (a repeated one would be counted "
+                         f"twice in the mean and the band), got {values} with "
+                         f"{', '.join(map(str, dup))} repeated")
+    return values
+
+
+def check_sweep(cfg: ExperimentConfig, kernels, seeds):
+    """Validate a sweep (every kernel's configuration, distinct kernels, distinct seeds >= 0)
+    before any data is loaded or any model trained; returns ``(kernels, seeds)`` as lists."""
+    kernels = _distinct("kernels", kernels, lambda k: k)
+    seeds = _distinct("seeds", seeds, lambda s: check_int("seed", s, minimum=0))
+    for k in kernels:
+        replace(cfg, kernel=k).resolved()
+    return kernels, seeds
+
+
 def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress: bool = True,
           log: bool = False):
-    """:func:`run` for every kernel and seed (the same data for all); a list of result dicts."""
-    for k in kernels:
-        replace(cfg, kernel=k).resolved()  # fail fast on any bad kernel before training
+    """:func:`run` for every kernel and seed (the same data for all); a list of result dicts.
+
+    Every kernel and seed is checked before the first run starts."""
+    kernels, seeds = check_sweep(cfg, kernels, seeds)
     results = []
     for k in kernels:
         for s in seeds:
@@ -251,12 +284,58 @@ def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress
     return results
 
 
+def check_runs(results) -> list:
+    """Validate a list of run dicts: each run once (task, kernel, seed), one task. Returns the
+    list; raises an error naming the offending run otherwise."""
+    if not isinstance(results, (list, tuple)) or not results:
+        raise ValueError(f"results: expected a non-empty list of runs, got {results!r:.80}")
+    seen = {}
+    for i, r in enumerate(results):
+        try:
+            key = (r.get("task"), r["kernel"], r.get("seed"))
+            r["curves"]["step"]
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"results[{i}]: expected a run dict with a kernel and curves, "
+                             f"got {r!r:.80}") from None
+        if key in seen and key[2] is not None:
+            raise ValueError(f"results: run {key[0]}/{key[1]}/seed {key[2]} appears twice "
+                             f"(entries {seen[key]} and {i}); each seed must count once")
+        seen[key] = i
+    tasks = {k[0] for k in seen if k[0] is not None}
+    if len(tasks) > 1:
+        raise ValueError(f"results: expected runs of one task, got {sorted(tasks)}")
+    return list(results)
+
+
 def summarize(results, key: str = "test_acc") -> dict:
-    """Per kernel: ``steps`` and the mean, min and max over seeds of the curve ``key``."""
+    """Per kernel: ``steps`` and the mean, min and max over seeds of the curve ``key``.
+
+    A missing value (``None``/NaN) in ``key`` is an error naming the run, except the training
+    loss at step 0 (no step has been taken), which stays NaN; runs of one kernel must share
+    their evaluation steps, and each (kernel, seed) must appear once."""
+    results = check_runs(results)
     out = {}
     for k in dict.fromkeys(r["kernel"] for r in results):
-        curves = np.array([r["curves"][key] for r in results if r["kernel"] == k], dtype=float)
-        steps = np.array(next(r for r in results if r["kernel"] == k)["curves"]["step"])
+        runs = [r for r in results if r["kernel"] == k]
+        steps = np.array(runs[0]["curves"]["step"])
+        rows = []
+        for r in runs:
+            name = f"{r['task']}/{k}/seed {r['seed']}"
+            if key not in r["curves"]:
+                raise KeyError(f"key: run {name} has no curve {key!r} "
+                               f"(it has {', '.join(r['curves'])})")
+            if not np.array_equal(np.array(r["curves"]["step"]), steps):
+                raise ValueError(f"run {name}: evaluated at other steps than seed "
+                                 f"{runs[0]['seed']}; the mean over seeds needs the same steps")
+            row = np.array([np.nan if v is None else v for v in r["curves"][key]], dtype=float)
+            bad = np.flatnonzero(~np.isfinite(row))
+            if key == "train_loss":  # no training loss before the first step
+                bad = bad[steps[bad] != 0]
+            if len(bad):
+                raise ValueError(f"run {name}: {key} is missing or not finite at step "
+                                 f"{int(steps[bad[0]])}; its mean over seeds would be NaN")
+            rows.append(row)
+        curves = np.array(rows)
         out[k] = {"step": steps, "mean": curves.mean(0), "min": curves.min(0), "max": curves.max(0),
                   "std": curves.std(0), "runs": curves}
     return out
@@ -355,6 +434,7 @@ def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "",
 def save(results, path, command: str | None = None, extra: dict | None = None) -> Path:
     """Write results (a list of run dicts) to JSON (atomically), with their provenance: the
     command that produced them and the total wall time of the runs."""
+    results = check_runs(results)
     command = command or "python -m tdlib.experiments " + " ".join(sys.argv[1:])
     wall = float(sum(r["seconds"] for r in results))
     doc = {"provenance": book.provenance(command, wall_seconds=wall), "runs": results}
@@ -422,6 +502,15 @@ def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=KERNEL_NAMES,
     return out, r1
 
 
+def check_landscape(grid, span, n_loss, direction_seed=0):
+    """Validate the landscape grid before any training: at least 3 points per side (the trained
+    weights are the centre), a positive finite ``span``, ``n_loss >= 1``, a seed >= 0."""
+    grid = check_int("grid", grid, minimum=3)
+    span = check_positive("span", span)
+    return grid, span, check_int("n_loss", n_loss), check_int("direction_seed", direction_seed,
+                                                               minimum=0)
+
+
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
                   n_loss: int = 512, direction_seed: int = 0, progress: bool = True) -> dict:
     """Two-stage training, then the training loss on a ``grid x grid`` square of side ``2 span``
@@ -429,6 +518,8 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
     draw for both kernels). Returns arrays ready for :func:`numpy.savez` plus metadata."""
     from .landscape import loss_fn_for, random_directions, surface
 
+    grid, span, n_loss, direction_seed = check_landscape(grid, span, n_loss, direction_seed)
+    check_int("stage1_steps", stage1_steps)
     t0 = time.perf_counter()
     runs, r1 = two_stage(cfg, stage1_steps, progress=progress)
     data = load_data(cfg)
@@ -458,8 +549,8 @@ def _config_from_args(a) -> ExperimentConfig:
 
 
 def main(argv=None) -> int:
-    """The command line ``python -m tdlib.experiments {curves,landscape,merge}``; returns the
-    exit status."""
+    """The command line ``python -m tdlib.experiments {curves,landscape,merge,check}``; returns
+    the exit status. Every argument (and the output path) is checked before any work."""
     p = argparse.ArgumentParser(prog="python -m tdlib.experiments", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("curves", "landscape"):
@@ -485,10 +576,25 @@ def main(argv=None) -> int:
     mg = sub.add_parser("merge", help="join several curve files (e.g. runs made in parallel) into one")
     mg.add_argument("--out", required=True)
     mg.add_argument("files", nargs="+")
+    ck = sub.add_parser("check", help="validate every stored result file and name the bad ones")
+    ck.add_argument("folder", nargs="?", default=None, help="default: book/data")
     a = p.parse_args(argv)
+    if a.cmd == "check":
+        return book.main(["check"] + ([a.folder] if a.folder else []))
+    if a.cmd in ("curves", "landscape", "merge"):
+        try:
+            book.check_writable(a.out)
+        except OSError as err:
+            p.error(str(err))
     if a.cmd == "merge":
-        docs = [load(f) for f in a.files]
-        runs = [r for d in docs for r in d["runs"]]
+        same = sorted({f for f in a.files if [Path(g).resolve() for g in a.files].count(Path(f).resolve()) > 1})
+        if same:
+            p.error(f"files: {', '.join(same)} given more than once; each run must count once")
+        try:
+            docs = [load(f) for f in a.files]
+            runs = check_runs([r for d in docs for r in d["runs"]])
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            p.error(str(err))
         merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
         # the recorded command remakes the parts (in any order, or in parallel) and joins them
         parts = [d["provenance"]["command"] for d in docs]
@@ -500,9 +606,15 @@ def main(argv=None) -> int:
     try:
         cfg.resolved()
         if a.cmd == "curves":
-            for k in a.kernels:
-                replace(cfg, kernel=k).resolved()
-    except (ValueError, TypeError) as err:
+            check_sweep(cfg, a.kernels, a.seeds)
+        else:
+            check_landscape(a.grid, a.span, a.n_loss)
+            check_int("stage1_steps", a.stage1_steps)
+            if Path(a.out).suffix != ".npz":
+                raise ValueError(f"--out: expected a .npz file (its .json is written beside "
+                                 f"it), got {a.out}")
+            book.check_writable(Path(a.out).with_suffix(".json"))
+    except (ValueError, TypeError, OSError) as err:
         p.error(str(err))
     if a.cmd == "curves":
         results = sweep(cfg, kernels=a.kernels, seeds=a.seeds, progress=not a.quiet, log=True)
@@ -513,9 +625,8 @@ def main(argv=None) -> int:
                                      progress=not a.quiet)
         out = Path(a.out)
         meta["provenance"]["command"] = command
-        # the .json is written last: a pair is complete when its .json names this command
-        book.save_npz(out, arrays)
-        book.save_json(out.with_suffix(".json"), meta)
+        # one pair: the .json records the checksum of its .npz and is moved into place last
+        book.save_pair(out, arrays, out.with_suffix(".json"), meta)
         seconds = meta["provenance"]["wall_seconds"]
         print(f"wrote {out} and {out.with_suffix('.json')} ({seconds:.0f} s)")
     return 0

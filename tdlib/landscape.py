@@ -50,7 +50,7 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
     The raw Gaussian draw depends only on ``seed`` and the parameter shapes, so two models with
     the same architecture get the same draw (each then normalized against its own weights).
     """
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     dirs = []
     for _ in range(check_int("k", k)):
         raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()}
@@ -75,6 +75,19 @@ def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[
     return f
 
 
+def _coords(name: str, values) -> np.ndarray:
+    """A non-empty 1-d array of finite grid coordinates, or an error naming ``name``."""
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a 1-d list of numbers, got {values!r:.80}") from None
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-d list of numbers, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite numbers, got {a.tolist()!r:.80}")
+    return a
+
+
 @torch.no_grad()
 def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float], d1: Direction,
             d2: Direction, alphas, betas) -> np.ndarray:
@@ -84,7 +97,7 @@ def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float],
         if set(d) != set(params):
             raise KeyError("directions must have one entry per model parameter")
     theta = {n: p.detach().clone() for n, p in params.items()}
-    alphas, betas = np.asarray(alphas, dtype=float), np.asarray(betas, dtype=float)
+    alphas, betas = _coords("alphas", alphas), _coords("betas", betas)
     F = np.empty((len(alphas), len(betas)))
     try:
         for i, a in enumerate(alphas):
@@ -92,6 +105,10 @@ def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float],
                 for n, p in params.items():
                     p.copy_(theta[n] + a * d1[n] + b * d2[n])
                 F[i, j] = loss_fn(model)
+                if not np.isfinite(F[i, j]):
+                    raise FloatingPointError(
+                        f"loss_fn: returned {F[i, j]} at (a, b) = ({a:g}, {b:g}); the loss "
+                        f"overflows that far from the trained weights - use a smaller span")
     finally:
         for n, p in params.items():
             p.copy_(theta[n])
@@ -105,6 +122,13 @@ def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", le
     import matplotlib.pyplot as plt
 
     names = list(surfaces)
+    for k, v in surfaces.items():
+        v = np.asarray(v, dtype=float)
+        if v.shape != (len(coords), len(coords)) or not (np.isfinite(v).all() and (v > 0).all()):
+            raise ValueError(f"surfaces[{k!r}]: expected positive finite losses of shape "
+                             f"{(len(coords), len(coords))} (one per grid point), got shape "
+                             f"{v.shape} with range [{np.nanmin(v) if v.size else 'empty'}, "
+                             f"{np.nanmax(v) if v.size else 'empty'}]")
     logs = {k: np.log10(np.asarray(v)) for k, v in surfaces.items()}
     lo = min(float(v.min()) for v in logs.values())
     hi = max(float(v.max()) for v in logs.values()) if vmax is None else float(np.log10(vmax))

@@ -34,6 +34,10 @@ from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
 
 
+MAX_D = 4096
+"""The largest embedding dimension a sweep accepts (memory grows with instances * N n D)."""
+
+
 @dataclass
 class SweepConfig:
     """The grid and the training budget of a sweep (all lists are axes of the grid)."""
@@ -63,9 +67,12 @@ class SweepConfig:
             if not list(getattr(self, name)):
                 raise ValueError(f"{name}: expected a non-empty list, got {getattr(self, name)!r}")
         for r in self.ratios:
-            check_positive("ratio D/(N n)", r)
+            check_positive("ratios (D/(N n))", r)
             if round(r * self.N * self.n) < 1:
-                raise ValueError(f"ratio {r}: gives D = round({r} * {self.N * self.n}) < 1")
+                raise ValueError(f"ratios: {r} gives D = round({r} * {self.N * self.n}) < 1")
+            if round(r * self.N * self.n) > MAX_D:
+                raise ValueError(f"ratios: {r:g} gives D = round({r:g} * {self.N * self.n}) = "
+                                 f"{round(r * self.N * self.n)}; expected D <= {MAX_D}")
         for d in self.ds:
             check_int("head dimension d", d)
         for s in self.init_scales:
@@ -265,7 +272,8 @@ def main(argv=None) -> int:
                       instances=args.instances, steps=args.steps, tol=args.tol, seed=args.seed)
     try:
         cfg.validate()
-    except (ValueError, TypeError) as err:
+        book.check_writable(Path(args.out) / "results.json")
+    except (ValueError, TypeError, OSError) as err:
         p.error(f"bad configuration: {err}")
     torch.set_num_threads(1)
     res = sweep(cfg, progress=not args.quiet)

@@ -39,6 +39,10 @@ def encode(texts, max_len: int = 128) -> np.ndarray:
     max_len = check_int("max_len", max_len)
     if isinstance(texts, str):
         raise TypeError("encode: expected a list of strings, got a single string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"encode: expected a list of strings, got {type(t).__name__} at index {i}")
     out = np.zeros((len(texts), max_len), dtype=np.int64)
     for i, t in enumerate(texts):
         b = t.encode("utf-8", errors="replace").replace(b"\x00", b"")[:max_len]
@@ -94,6 +98,8 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
     test_fraction = check_positive("test_fraction", test_fraction)
     if not test_fraction < 1:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
+    max_len = check_int("max_len", max_len)
+    seed = check_int("seed", seed, minimum=0)
     p = corpus_path(path)
     seen, texts, labels = set(), [], []
     with open(p, encoding="latin-1", newline="") as fh:  # the file is latin-1, not UTF-8
@@ -108,7 +114,12 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
             seen.add(t)
             texts.append(t)
             labels.append(lab)
-    labels = np.array(labels)
+    labels = np.array(labels, dtype=np.int64)
+    n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
+    if min(n_pos, n_neg) < 2:
+        raise ValueError(f"{p}: expected at least 2 distinct positive and 2 distinct negative "
+                         f"tweets (a train and a test set with both classes), found {n_pos} "
+                         f"positive and {n_neg} negative")
     if balance:
         rng = np.random.default_rng(int(seed) + 1)
         pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -116,6 +127,13 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
         keep = np.sort(np.concatenate([rng.choice(pos, m, replace=False), rng.choice(neg, m, replace=False)]))
         texts, labels = [texts[i] for i in keep], labels[keep]
     out = _split(texts, labels, test_fraction, seed, max_len)
+    for part in ("train", "test"):
+        y = out[f"y_{part}"]
+        if len(np.unique(y)) < 2:
+            raise ValueError(
+                f"{p}: the {part} set holds {len(y)} tweets of {len(np.unique(y))} class(es) "
+                f"with test_fraction={test_fraction} and seed={seed}; expected both classes in "
+                f"each set - use a larger corpus or another test_fraction")
     out["source"] = str(p)
     return out
 
@@ -123,10 +141,18 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
 def imdb_folder(root: str | os.PathLike, max_len: int = 512, limit: int | None = None, seed: int = 0):
     """The IMDb reviews from the folder layout ``root/{train,test}/{pos,neg}/*.txt``.
 
-    ``root`` is the ``aclImdb`` folder. The official train/test split is kept; ``limit`` keeps at
-    most that many reviews per split (a random balanced subset drawn from ``seed``).
+    ``root`` is the ``aclImdb`` folder. The official train/test split is kept; ``limit`` (an
+    even number) keeps that many reviews per split, ``limit / 2`` of each class (a random
+    subset drawn from ``seed``); a class with fewer reviews is an error.
     """
     root = Path(root)
+    max_len = check_int("max_len", max_len)
+    seed = check_int("seed", seed, minimum=0)
+    if limit is not None:
+        limit = check_int("limit", limit, minimum=2)
+        if limit % 2:
+            raise ValueError(f"limit: expected an even number (limit / 2 reviews of each class), "
+                             f"got {limit}")
     rows = {}
     for split in ("train", "test"):
         texts, labels = [], []
@@ -143,9 +169,12 @@ def imdb_folder(root: str | os.PathLike, max_len: int = 512, limit: int | None =
         labels = np.array(labels, dtype=np.int64)
         idx = np.random.default_rng(int(seed)).permutation(len(texts))
         if limit is not None:
-            limit = check_int("limit", limit, minimum=2)
             pos, neg = idx[labels[idx] == 1], idx[labels[idx] == 0]
-            idx = np.concatenate([pos[: limit // 2], neg[: limit - limit // 2]])
+            if min(len(pos), len(neg)) < limit // 2:
+                raise ValueError(
+                    f"limit: expected at most twice the smaller class, got {limit} but "
+                    f"{root / split} holds {len(pos)} positive and {len(neg)} negative reviews")
+            idx = np.concatenate([pos[: limit // 2], neg[: limit // 2]])
             idx = np.random.default_rng(int(seed)).permutation(idx)
         rows[split] = ([texts[i] for i in idx], labels[idx])
     (ttr, ytr), (tte, yte) = rows["train"], rows["test"]

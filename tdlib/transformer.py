@@ -56,8 +56,30 @@ class ModelConfig(Architecture):
         check_int("classes", self.classes, minimum=2)
         if self.D % self.H:
             raise ValueError(f"D must be divisible by H (head dimension D/H), got D={self.D}, H={self.H}")
-        make_kernel(self.kernel, **self.kernel_options)  # fails fast on unknown kernels
+        if self.pad_id is not None:
+            check_int("pad_id", self.pad_id, minimum=0)
+        checked_kernel(self.kernel, self.kernel_options, self.H, self.D // self.H)  # fails fast
         return self
+
+
+def checked_kernel(kernel, kernel_options, H: int, d: int):
+    """``make_kernel(kernel, **kernel_options)``, tried once on small random queries and keys
+    so that a kernel returning the wrong shape or non-finite numbers is named at once (and
+    not deep inside a matrix product during training)."""
+    if kernel_options is not None and not isinstance(kernel_options, dict):
+        raise TypeError(f"kernel_options: expected a dict, got {kernel_options!r}")
+    f = make_kernel(kernel, **dict(kernel_options or {}))
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 1, H, 3, d, generator=g)
+    S = f(q, k)
+    name = kernel if isinstance(kernel, str) else getattr(kernel, "name", "custom")
+    if not isinstance(S, torch.Tensor) or tuple(S.shape) != (1, H, 3, 3):
+        got = tuple(S.shape) if isinstance(S, torch.Tensor) else type(S).__name__
+        raise ValueError(f"kernel {name!r}: expected kernel(Q, K) to return shape (B, H, n, n) "
+                         f"= (1, {H}, 3, 3) for Q, K of shape (1, {H}, 3, {d}), got {got}")
+    if not bool(torch.isfinite(S).all()):
+        raise ValueError(f"kernel {name!r}: returned NaN/Inf for small random queries and keys")
+    return f
 
 
 class MultiHeadKernelAttention(nn.Module):
@@ -72,7 +94,7 @@ class MultiHeadKernelAttention(nn.Module):
 
     def set_kernel(self, kernel: str, kernel_options=None):
         """Swap the attention kernel (the weights stay): the second stage of the two-stage protocol."""
-        self.kernel = make_kernel(kernel, **dict(kernel_options or {}))
+        self.kernel = checked_kernel(kernel, kernel_options, self.H, self.d)
         self.kernel_label = kernel if isinstance(kernel, str) else getattr(kernel, "name", "custom")
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:  # Z: (B, n, D)
@@ -105,15 +127,20 @@ class Classifier(nn.Module):
         if overrides:
             cfg = ModelConfig(**{**asdict(cfg), **overrides})
         self.cfg = cfg.check()
-        torch.manual_seed(int(seed))  # the initialisation is a function of the seed only
-        self.embed = nn.Embedding(cfg.vocab, cfg.D)
-        # positions start on the scale of the token embeddings (N(0, 1)), so that attention can
-        # use where a token is from the first step: images depend on it (a 0.02 scale stalled
-        # Pathfinder at chance for hundreds of steps in our runs)
-        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.D))
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln = nn.LayerNorm(cfg.D)
-        self.head = nn.Linear(cfg.D, cfg.classes)
+        seed = check_int("seed", seed, minimum=0)
+        # The initialisation is a function of the seed only. It is drawn from torch's global
+        # generator seeded with ``seed`` (the draws of every stored run), inside fork_rng so
+        # that the caller's own random state is left exactly as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = nn.Embedding(cfg.vocab, cfg.D)
+            # positions start on the scale of the token embeddings (N(0, 1)), so that attention
+            # can use where a token is from the first step: images depend on it (a 0.02 scale
+            # stalled Pathfinder at chance for hundreds of steps in our runs)
+            self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.D))
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+            self.ln = nn.LayerNorm(cfg.D)
+            self.head = nn.Linear(cfg.D, cfg.classes)
 
     def set_kernel(self, kernel: str, kernel_options=None) -> "Classifier":
         """Use another attention kernel in every block, keeping all weights."""
@@ -124,8 +151,14 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens: expected a torch.long tensor of shape (B, n), got "
+                            f"{type(tokens).__name__}")
         if tokens.ndim != 2:
             raise ValueError(f"tokens: expected shape (B, n), got {tuple(tokens.shape)}")
+        if tokens.shape[1] == 0:
+            raise ValueError(f"tokens: expected at least one token per sequence, got shape "
+                             f"{tuple(tokens.shape)}")
         if tokens.shape[1] > self.cfg.max_len:
             raise ValueError(f"tokens: at most max_len={self.cfg.max_len} tokens, got {tokens.shape[1]}")
         if tokens.dtype != torch.long:
