@@ -124,6 +124,8 @@ def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     relative ``eps`` only when it is not far below the spread ``R^2``, as for any method
     based on one matrix product. The gradient is that of the exact formula (the shift cancels).
     """
+    batch = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2])  # e.g. many queries, one K
+    Q, K = Q.expand(*batch, *Q.shape[-2:]), K.expand(*batch, *K.shape[-2:])
     centre = torch.cat([Q, K], dim=-2).mean(dim=-2, keepdim=True)
     Q, K = Q - centre, K - centre
     q2 = (Q * Q).sum(-1, keepdim=True)

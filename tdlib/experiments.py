@@ -320,7 +320,7 @@ def summarize(results, key: str = "test_acc") -> dict:
         steps = np.array(runs[0]["curves"]["step"])
         rows = []
         for r in runs:
-            name = f"{r['task']}/{k}/seed {r['seed']}"
+            name = f"{r.get('task', 'run')}/{k}/seed {r.get('seed')}"
             if key not in r["curves"]:
                 raise KeyError(f"key: run {name} has no curve {key!r} "
                                f"(it has {', '.join(r['curves'])})")

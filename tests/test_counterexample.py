@@ -145,17 +145,13 @@ def test_basins_and_inputs_are_checked():
         ce.instance(d=2).output(torch.zeros(3))
 
 
-def test_draw_is_fast():
-    import time
-
+def test_draw_renders():
+    # its speed is measured by benchmarks/run.py, not asserted here
     import matplotlib
     import matplotlib.pyplot as plt
 
     matplotlib.use("Agg")
-    ce.draw()
-    plt.close("all")
-    t = time.perf_counter()
     fig = ce.draw(init=-0.5, target_query=-2.0)
     fig.canvas.draw()
+    assert fig.axes
     plt.close("all")
-    assert time.perf_counter() - t < 2.0   # < 1 s on an idle machine; generous under load
