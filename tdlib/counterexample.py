@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .attention import KERNEL_NAMES, AttentionLayer, make_kernel
+from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
 from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
 
 
@@ -130,6 +130,24 @@ class PerQueryProblem:
         (gq,) = torch.autograd.grad(self.loss(q).sum(), q)
         return gq.detach()
 
+    def grad_closed_form(self, q) -> torch.Tensor:
+        """``grad g(q)`` in closed form, shape ``(..., d)`` (no autograd: fast).
+
+        With ``a_j = v_j . (o - y)``: Softmax ``(E_p[a k] - E_p[a] E_p[k]) / sqrt(d)``;
+        Gaussian ``-(2/c) sum_j S_j a_j (q - k_j)`` with ``c = gaussian_width(d)``.
+        """
+        q = self.check_q(q)
+        S = self._weights(q)
+        a = (S @ self.values - self.target) @ self.values.T          # (..., n)
+        if self.kernel == "softmax":
+            Sa = S * a
+            mean_k = S @ self.keys
+            grad = Sa @ self.keys - Sa.sum(-1, keepdim=True) * mean_k
+            return grad / math.sqrt(self.d)
+        c = gaussian_width(self.d)
+        Sa = S * a
+        return -(2 / c) * (Sa.sum(-1, keepdim=True) * q - Sa @ self.keys)
+
     def hessian(self, q) -> torch.Tensor:
         """``Hess g(q)`` by autograd for a single query, shape ``(d, d)``."""
         q = self.check_q(q)
@@ -138,21 +156,48 @@ class PerQueryProblem:
         return torch.autograd.functional.hessian(lambda x: self.loss(x), q).detach()
 
 
-def instance(kernel: str = "softmax", d: int = 1) -> PerQueryProblem:
+LAYOUTS = ("line", "lifted", "rhombus")
+
+
+def instance(kernel: str = "softmax", d: int = 1,
+             layout: str = "line") -> PerQueryProblem:
     """The chapter's instance: keys ``-1, 0, 1``, values ``(-3, 8), (-2, 0), (-1, 8)``, and the
     target ``y = o(-3)``, the Softmax output at the query ``q = -3``.
 
-    ``d = 2`` embeds the keys as ``(k, 0)`` in the plane (same Softmax curve, traversed at
-    ``q_1 = sqrt(2) s``): the setting of the side-by-side comparison with the Gaussian kernel.
+    ``d = 2`` places the keys in the plane, by ``layout``:
+
+    * ``"line"``: ``(k, 0)``, on a line (``W^K`` of rank one; same Softmax curve,
+      traversed at ``q_1 = sqrt(2) s``): the side-by-side comparison with the Gaussian
+      kernel;
+    * ``"lifted"``: the middle key moved off the line to ``(0, 1)`` (affinely
+      independent keys);
+    * ``"rhombus"``: four keys ``(-1, 0), (0, 1), (1, 0), (0, -1)``, no three on a line,
+      the two keys off the axis both carrying the middle value ``(-2, 0)``.
+
+    For ``d = 2`` the target is the Softmax output at the query ``(-3 sqrt 2, 0)``
+    (scores ``3, 0, -3`` on the keys of the axis), the same ``y`` as for ``d = 1``
+    except for the rhombus.
     """
     check_int("d", d)
     if d not in (1, 2):
         raise ValueError(f"d: expected 1 or 2, got {d}")
+    check_choice("layout", layout, LAYOUTS)
+    if d == 1 and layout != "line":
+        raise ValueError(f"layout: {layout!r} needs d=2, got d=1")
     keys = torch.tensor([[-1.0], [0.0], [1.0]], dtype=torch.float64)
     values = torch.tensor([[-3.0, 8.0], [-2.0, 0.0], [-1.0, 8.0]], dtype=torch.float64)
-    target = PerQueryProblem(keys, values, torch.zeros(2), "softmax").output(ZERO_LOSS_QUERY)
-    if d == 2:
-        keys = torch.cat([keys, torch.zeros_like(keys)], dim=1)
+    if d == 1:
+        maker = PerQueryProblem(keys, values, torch.zeros(2), "softmax")
+        return PerQueryProblem(keys, values, maker.output(ZERO_LOSS_QUERY), kernel)
+    keys = torch.cat([keys, torch.zeros_like(keys)], dim=1)
+    if layout == "lifted":
+        keys[1, 1] = 1.0
+    elif layout == "rhombus":
+        keys = torch.cat([keys, torch.tensor([[0.0, -1.0]], dtype=torch.float64)])
+        keys[1, 1] = 1.0
+        values = torch.cat([values, values[1:2]])
+    q0 = torch.tensor([ZERO_LOSS_QUERY * math.sqrt(2), 0.0], dtype=torch.float64)
+    target = PerQueryProblem(keys, values, torch.zeros(2), "softmax").output(q0)
     return PerQueryProblem(keys, values, target, kernel)
 
 
@@ -267,8 +312,14 @@ class Certificate:
     ``grad_norm`` is ``||grad f||`` at ``point`` after Newton refinement, ``eigenvalues`` the
     Hessian's eigenvalues there, ``loss`` the loss there; ``zero_point`` a point of (numerically)
     zero loss ``zero_loss``; ``barrier`` the largest loss along the straight segment from
-    ``zero_point`` to ``point`` minus ``loss`` (for one scalar query the segment is the only way
-    between the two points, so this is *the* barrier; otherwise an upper bound on it).
+    ``zero_point`` to ``point`` minus ``loss``: the largest of ``segment_points``
+    equally spaced values, refined by Newton's method on the derivative along the
+    segment from that grid maximum (``barrier_point`` is where, ``barrier_slope`` the
+    derivative left there; the refinement is kept only if it stays between the
+    neighbouring grid points and raises the value). For one scalar query the segment is
+    the only way between the two points, so when the loss has a single local maximum on
+    it this is the barrier to float64 accuracy; otherwise the segment gives an upper
+    bound on the lowest pass.
     ``is_instance`` says whether all conditions hold and ``reasons`` lists those that fail.
     """
 
@@ -282,6 +333,8 @@ class Certificate:
     newton_iterations: int
     thresholds: dict = field(default_factory=dict)
     reasons: List[str] = field(default_factory=list)
+    barrier_point: Optional[np.ndarray] = None
+    barrier_slope: float = math.nan
 
     @property
     def is_instance(self) -> bool:
@@ -299,7 +352,8 @@ class Certificate:
             f"  loss there            {self.loss:.6f}   (need > {self.thresholds.get('loss', 0):.0e})",
             f"  zero-loss point       {fmt(self.zero_point) if self.zero_point is not None else 'none'}",
             f"  loss at that point    {self.zero_loss:.3e}   (need < {self.thresholds.get('zero', 0):.0e})",
-            f"  barrier               {self.barrier:.6f}",
+            f"  barrier               {self.barrier:.6f}   "
+            f"(segment maximum, slope left {self.barrier_slope:.1e})",
             "  verdict               " + ("CERTIFIED: a strict local minimum with positive loss, "
                                           "while zero loss is attained elsewhere" if self.is_instance
                                           else "NOT an instance: " + "; ".join(self.reasons)),
@@ -364,12 +418,51 @@ def certify(
             reasons.append(f"the loss {zl:.3e} at the zero-loss point is not below {zero_tol:.0e}")
         ts = torch.linspace(0, 1, segment_points, dtype=torch.float64)
         seg = torch.stack([f(zp_t + t * (x - zp_t)) for t in ts])
-        barrier = float(seg.max()) - loss
+        i = int(seg.argmax())
+        t_b, top, slope = _refine_segment_max(f, zp_t, x, ts, i, float(seg[i]))
+        barrier = top - loss
+        b_point = (zp_t + t_b * (x - zp_t)).detach().numpy()
     return Certificate(
         point=x.numpy(), loss=loss, grad_norm=gn, eigenvalues=eig, zero_point=zp, zero_loss=zl,
         barrier=barrier, newton_iterations=iters,
+        barrier_point=None if zero_point is None else b_point,
+        barrier_slope=math.nan if zero_point is None else slope,
         thresholds={"grad": grad_tol, "eig": eig_tol, "loss": loss_tol, "zero": zero_tol}, reasons=reasons,
     )
+
+
+def _refine_segment_max(f, a, b, ts, i, grid_max, iters: int = 30):
+    """Newton's method on ``h'(t)``, ``h(t) = f(a + t (b - a))``, from ``ts[i]``.
+
+    Returns ``(t, h(t), |h'(t)|)``; falls back to the grid point if Newton leaves the
+    two neighbouring grid cells or does not raise ``h`` (e.g. a maximum at an end).
+    """
+    def h(t):
+        return f(a + t * (b - a))
+
+    def derivs(t):
+        t = torch.tensor(float(t), dtype=torch.float64)
+        d1 = torch.autograd.functional.jacobian(h, t)
+        d2 = torch.autograd.functional.hessian(h, t)
+        return float(d1), float(d2)
+
+    lo, hi = float(ts[max(i - 1, 0)]), float(ts[min(i + 1, len(ts) - 1)])
+    t = float(ts[i])
+    for _ in range(iters):
+        d1, d2 = derivs(t)
+        if d2 >= 0 or not math.isfinite(d1):   # not concave: no interior maximum here
+            break
+        step = d1 / d2
+        t_new = t - step
+        if not lo <= t_new <= hi:
+            break
+        t = t_new
+        if abs(step) < 1e-15:
+            break
+    value = float(h(torch.tensor(t, dtype=torch.float64)))
+    if not value >= grid_max:
+        t, value = float(ts[i]), grid_max
+    return t, value, abs(derivs(t)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +475,8 @@ def run_gd(problem: PerQueryProblem, q0, lr: float = 0.05, steps: int = 2000, re
 
     Returns ``(q_final (m, d), path)`` where ``path`` has shape ``(steps // record_every + 1, m, d)``
     (``None`` if ``record_every == 0``). float64; the gradient is the closed form of
-    :func:`closed_form` for a ``d = 1`` Softmax problem and autograd otherwise.
+    :func:`closed_form` for a ``d = 1`` Softmax problem and
+    :meth:`PerQueryProblem.grad_closed_form` otherwise.
     """
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
@@ -395,7 +489,7 @@ def run_gd(problem: PerQueryProblem, q0, lr: float = 0.05, steps: int = 2000, re
         if fast:
             q = q - lr * torch.from_numpy(closed_form(problem, q[:, 0].numpy())["g1"])[:, None]
         else:
-            q = q - lr * problem.grad(q)
+            q = q - lr * problem.grad_closed_form(q)
         if not torch.isfinite(q).all():
             raise FloatingPointError(f"run_gd: the iterates became non-finite at step {t}; lr={lr:g} is too large")
         if record_every and t % record_every == 0:

@@ -736,7 +736,32 @@ def sufficient_condition(model: AttentionLayer, X, Y, grid: int = 100) -> JointC
     return JointCondition(holds=False, r_max=r_max, constants=k, reasons=reasons, **base)
 
 
+def residual_limit(model: AttentionLayer, X, Y, grid: int = 400) -> float:
+    """The largest initial residual ``sqrt(2 f_0) = ||R_0||_F`` allowing (C1)-(C2).
+
+    (C1) does not involve ``Y``, and (C2) reads ``sqrt(2 f_0) <= mu r / (2 beta(r))``
+    with ``beta(r)`` independent of ``Y`` too. So the condition holds at the current
+    weights for every target whose initial residual norm is below
+    ``max_{0 < r <= r_max} mu r / (2 beta(r))`` and for none above it; this returns that
+    maximum over ``grid`` radii (``r_max`` included), a lower bound on the exact one.
+    With ``W^V_0 = 0`` the residual is ``-Y``, so targets ``c Y`` pass exactly when
+    ``c ||Y||_F`` is below the returned value. Returns 0 when ``lambda_0 = 0`` or (C1)
+    leaves no radius.
+    """
+    grid = check_int("grid", grid, minimum=2)
+    cond = sufficient_condition(model, X, Y)
+    if cond.r_max <= 0 or cond.mu <= 0:
+        return 0.0
+    pre = _precompute(model, X, Y)
+    best = 0.0
+    for r in cond.r_max * np.geomspace(1e-6, 1.0, grid):
+        k = joint_constants(model, X, Y, float(r), _pre=pre)
+        best = max(best, cond.mu * float(r) / (2 * k.beta))
+    return best
+
+
 __all__ = [
+    "residual_limit",
     "make_instance", "feature_blocks", "feature_matrix", "gram_eigenvalues", "lambda_min", "lambda_max", "lambda_plus",
     "rank", "shared_output", "output_singular_values", "stacked_values", "residual", "value_operator",
     "ValueRate", "value_rate", "value_recursion", "projection_loss", "LeastSquares", "value_least_squares",

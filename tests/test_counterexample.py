@@ -155,3 +155,46 @@ def test_draw_renders():
     fig.canvas.draw()
     assert fig.axes
     plt.close("all")
+
+
+def test_closed_form_gradient_matches_autograd():
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    for kernel in ("softmax", "gaussian"):
+        for d in (1, 2, 3):
+            K, V = torch.randn(4, d, generator=gen), torch.randn(4, 2, generator=gen)
+            P = ce.PerQueryProblem(K, V, torch.randn(2, generator=gen), kernel)
+            q = 2 * torch.randn(7, d, generator=gen, dtype=torch.float64)
+            closed = P.grad_closed_form(q)
+            assert torch.allclose(P.grad(q), closed, rtol=1e-10, atol=1e-13)
+
+
+def test_barrier_is_refined_to_a_stationary_point_of_the_segment():
+    P = ce.instance()
+    cert = ce.certify(lambda x: P.loss(x), [2.0], zero_point=[-3.0], segment_points=51)
+    s_b = float(cert.barrier_point[0])
+    cf = ce.closed_form(P, [s_b, float(cert.point[0])])
+    assert abs(cf["g1"][0]) < 1e-12 and cf["g2"][0] < 0          # a local maximum of g
+    assert abs(cert.barrier - (cf["g"][0] - cf["g"][1])) < 1e-12
+    grid = ce.certify(lambda x: P.loss(x), [2.0], zero_point=[-3.0],
+                      segment_points=2001)
+    assert abs(grid.barrier - cert.barrier) < 1e-12     # independent of the grid
+
+
+def test_layouts_in_the_plane():
+    line, lifted, rh = (ce.instance("softmax", d=2, layout=k)
+                        for k in ("line", "lifted", "rhombus"))
+    assert torch.allclose(line.target, ce.instance().target, atol=1e-14)
+    assert torch.allclose(lifted.target, ce.instance().target, atol=1e-14)
+    K = rh.keys.numpy()
+    for i, j, k in [(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)]:   # no three collinear
+        assert abs(np.linalg.det(np.c_[K[[i, j, k]], np.ones(3)])) > 0.5
+    zero = [-3 * math.sqrt(2), 0.0]
+    cert = ce.certify(lambda x: rh.loss(x), [3.7, 0.05], zero_point=zero)
+    assert cert.is_instance and cert.loss > 1
+    gauss = rh.with_kernel("gaussian")
+    q, _ = ce.run_gd(gauss, [[math.sqrt(2), 1.0]], lr=0.05, steps=1500)
+    assert float(gauss.loss(q)) < 1e-20
+    with pytest.raises(ValueError, match="layout"):
+        ce.instance("softmax", d=1, layout="rhombus")
+    with pytest.raises(ValueError, match="layout"):
+        ce.instance("softmax", d=2, layout="square")

@@ -292,3 +292,14 @@ def test_bad_inputs_are_explained():
         th.projection_loss(th.feature_matrix(m, X), torch.zeros(5, 1))
     with pytest.raises(ValueError, match="pl=True needs the targets Y"):
         th.certificate_callback(X, pl=True)
+
+
+def test_residual_limit_separates_passing_and_failing_targets():
+    seed = int(torch.randint(0, 10**6, ()))
+    for kernel in ("gaussian", "softmax"):
+        m, X, Y = th.make_instance(kernel, N=2, n=3, D=384, y_scale=1.0, seed=seed)
+        lim = th.residual_limit(m, X, Y)
+        assert lim > 0, f"seed {seed}"
+        for c, holds in ((0.98, True), (1.02, False)):
+            cond = th.sufficient_condition(m, X, Y * (c * lim / float(Y.norm())))
+            assert cond.holds == holds, (kernel, seed, c)
