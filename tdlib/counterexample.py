@@ -113,7 +113,8 @@ class PerQueryProblem:
         return self._weights(q)
 
     def _weights(self, q: torch.Tensor) -> torch.Tensor:
-        return make_kernel(self.kernel)(q[..., None, :], self.keys)[..., 0, :]
+        keys = self.keys.expand(q.shape[:-1] + self.keys.shape)   # same batch axes as q
+        return make_kernel(self.kernel)(q[..., None, :], keys)[..., 0, :]
 
     def output(self, q) -> torch.Tensor:
         """``o(q) = sum_j S_j(q) v_j``, shape ``(..., d_out)``."""
