@@ -5,12 +5,19 @@ For every cell of a grid (ratio ``D / (N n)``, head dimension ``d``, initializat
 every pair (teacher kernel, student kernel), ``instances`` random problems from
 :func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone, all instances of a
 cell at once. A run *succeeds* when its final loss is at most ``tol`` times ``1/2 ||Y||^2`` (the
-loss of the zero output).
+loss of the zero output). Because that count depends on the step budget, every run also gets a
+*label* from :func:`tdlib.separation.classify`, read off its losses at steps ``T/4``, ``T/2``,
+``T`` and its PL ratios ``||grad f||^2 / (2 f)`` at ``T/2`` and ``T``: ``converged`` (numerically
+zero), ``linear`` (the PL ratio is not decaying), ``power law`` (sublinear, still falling towards
+zero) or ``stalling`` (the decrease dies out at a positive loss). Each run is labelled a second
+time from steps ``T/8``, ``T/4``, ``T/2`` (half the budget) to count how often the label changes.
 
-Step size: each instance starts with ``eta = 1 / sigma_max(Xs)^2``; a step that would raise the
-loss is not taken and ``eta`` is halved, a step that lowers it is taken and ``eta`` grows by the
-factor ``grow`` (1.1). Every run is therefore monotone gradient descent with a safeguarded step;
-plain constant-step GD reaches the same points, only more slowly.
+Step size: each instance starts with ``eta = 1 / sigma_max(Xs)^2``; at every iteration a step
+that would raise the loss is not taken and ``eta`` is halved (the iteration is spent), a step that
+lowers it is taken and ``eta`` grows by the factor ``grow`` (1.1). Every run is therefore monotone
+gradient descent with a safeguarded step; :func:`tdlib.query.run` with ``adaptive=True`` follows
+the same rule. Constant-step GD can be much slower (on a Softmax plateau the growing step makes
+progress that a fixed step does not).
 
 Command line (results and provenance go to ``OUT/results.json``)::
 
@@ -32,7 +39,11 @@ from . import book
 from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
+from .separation import LABELS, classify
 
+
+LABEL_RULE = ("tdlib.separation.classify: losses at steps T/4, T/2, T and PL ratios averaged "
+              "over steps [0.45 T, 0.5 T] and [0.9 T, T]")
 
 MAX_D = 4096
 """The largest embedding dimension a sweep accepts (memory grows with instances * N n D)."""
@@ -93,9 +104,11 @@ def _batch(cfg: SweepConfig, D: int, d: int, init_scale: float, teacher: str, st
     return X, K, U, Y, W0
 
 
-def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1):
-    """Monotone GD on ``W_Q`` for a batch of problems; returns the final losses ``(B,)`` and
-    ``1/2 ||Y||^2`` per instance. Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
+def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks=()):
+    """Monotone GD on ``W_Q`` for a batch of problems; returns the final losses ``(B,)``,
+    ``1/2 ||Y||^2`` per instance, and the losses and PL ratios ``||grad f||^2 / (2 f)`` after each
+    step count in ``marks`` (two arrays of shape ``(B, len(marks))``). ``grow = 1`` gives
+    constant-step GD with the halving safeguard only. Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
     ``U, Y (B, N, n, d_out)``, ``W0 (B, D, d)``."""
     B, N, n, D = X.shape
     Xs = X.reshape(B, N * n, D)
@@ -111,7 +124,11 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1):
 
     W = W0.clone()
     f, g = loss_and_grad(W)
-    for _ in range(steps):
+    marks = [int(m) for m in marks]
+    wanted = set(marks)
+    pl = lambda f, g: (g * g).sum((1, 2)) / (2 * f)
+    seen = {0: (f.clone(), pl(f, g))} if 0 in wanted else {}
+    for t in range(1, steps + 1):
         W_new = W - lr[:, None, None] * g
         f_new, g_new = loss_and_grad(W_new)
         ok = torch.isfinite(f_new) & (f_new <= f)
@@ -119,27 +136,43 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1):
         f = torch.where(ok, f_new, f)
         g = torch.where(ok[:, None, None], g_new, g)
         lr = torch.where(ok, lr * grow, lr / 2)
-    return f, 0.5 * (Y * Y).sum((1, 2, 3))
+        if t in wanted:
+            seen[t] = (f.clone(), pl(f, g))
+    empty = torch.zeros(B, 0, dtype=f.dtype)
+    at = torch.stack([seen[m][0] for m in marks], 1) if marks else empty
+    pl_at = torch.stack([seen[m][1] for m in marks], 1) if marks else empty
+    return f, 0.5 * (Y * Y).sum((1, 2, 3)), at, pl_at
 
 
-def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str) -> np.ndarray:
-    """Final loss / (1/2 ||Y||^2) of every instance of grid cell ``(a, b, c)``."""
+def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str, half: bool = False):
+    """Final loss / (1/2 ||Y||^2) of every instance of grid cell ``(a, b, c)``, and the label of
+    every run (:func:`tdlib.separation.classify` at steps ``T/4``, ``T/2``, ``T``)."""
     D = int(round(cfg.ratios[a] * cfg.N * cfg.n))
     # the same problems (data, teacher, init) for both students of a teacher
     seeds = cfg.seed + 1_000_003 * (a * 97 + b * 13 + c) + np.arange(cfg.instances)
     X, K, U, Y, W0 = _batch(cfg, D, cfg.ds[b], cfg.init_scales[c], teacher, student, seeds)
-    f, fref = batched_gd(X, K, U, Y, W0, student, cfg.steps)
-    return (f / fref).numpy()
+    T = cfg.steps
+    f, fref, at, pl = batched_gd(X, K, U, Y, W0, student, T, marks=(T // 8, T // 4, T // 2, T))
+    labels = [classify(a4, a2, aT, fr, p2, pT)
+              for (_, a4, a2, aT), (_, _, p2, pT), fr in zip(at.tolist(), pl.tolist(), fref.tolist())]
+    if not half:
+        return (f / fref).numpy(), labels
+    # the same runs judged at half the budget: how often does doubling it change a label?
+    early = [classify(a8, a4, a2, fr, p4, p2)
+             for (a8, a4, a2, _), (_, p4, p2, _), fr in zip(at.tolist(), pl.tolist(), fref.tolist())]
+    return (f / fref).numpy(), labels, early
 
 
 def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, init_scale: float) -> int:
-    """Recompute one cell of a stored sweep from its configuration; returns the success count."""
+    """Recompute one cell of a stored sweep from its configuration; returns a dict with the
+    success count and the count of every label."""
     cfg = SweepConfig(**result["config"]).validate()
     for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds), ("init_scale", init_scale, cfg.init_scales)):
         if value not in axis:
             raise ValueError(f"{name}: expected one of {axis} (the stored grid), got {value}")
-    rel = _cell(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), cfg.init_scales.index(init_scale), teacher, student)
-    return int((rel <= cfg.tol).sum())
+    rel, labels = _cell(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), cfg.init_scales.index(init_scale),
+                        teacher, student)
+    return {"success": int((rel <= cfg.tol).sum()), **{k: labels.count(k) for k in LABELS}}
 
 
 def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
@@ -156,25 +189,33 @@ def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
         for student in cfg.students:
             succ = np.zeros(shape, dtype=int)
             med = np.zeros(shape)
+            counts = {k: np.zeros(shape, dtype=int) for k in LABELS}
+            changed = np.zeros(shape, dtype=int)
             for a, ratio in enumerate(cfg.ratios):
                 D = int(round(ratio * cfg.N * cfg.n))
                 for b, d in enumerate(cfg.ds):
                     for c, s in enumerate(cfg.init_scales):
-                        rel = _cell(cfg, a, b, c, teacher, student)
+                        rel, labels, early = _cell(cfg, a, b, c, teacher, student, half=True)
+                        changed[a, b, c] = sum(x != y for x, y in zip(labels, early))
                         succ[a, b, c] = int((rel <= cfg.tol).sum())
+                        for k in LABELS:
+                            counts[k][a, b, c] = labels.count(k)
                         med[a, b, c] = float(np.median(rel))
                         done += 1
                         if progress:
                             print(f"[{done}/{total}] teacher={teacher} student={student} D={D} d={d} "
                                   f"scale={s}: {succ[a, b, c]}/{cfg.instances} succeed "
                                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-            results[f"{teacher}->{student}"] = {"success": succ.tolist(), "median_rel_loss": med.tolist()}
+            results[f"{teacher}->{student}"] = {"success": succ.tolist(), "median_rel_loss": med.tolist(),
+                                                "labels": {k: v.tolist() for k, v in counts.items()},
+                                                "label_changed_from_half_budget": changed.tolist()}
     return {
         "config": asdict(cfg),
         "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
         "results": results,
         "provenance": book.provenance(wall_seconds=time.perf_counter() - start,
-                                      success_rule="final loss <= tol * 1/2 ||Y||^2"),
+                                      success_rule="final loss <= tol * 1/2 ||Y||^2",
+                                      label_rule=LABEL_RULE),
     }
 
 
@@ -187,9 +228,27 @@ def success_fraction(result: dict, teacher: str, student: str) -> np.ndarray:
     return np.asarray(result["results"][key]["success"]) / result["config"]["instances"]
 
 
-def plot(result: dict, init_scale: Optional[float] = None, axes=None):
-    """Heat maps of the success fraction against ``D/(N n)`` (columns) and ``d`` (rows), one panel
-    per (teacher, student), at one initialization scale (default: the middle one)."""
+def label_fraction(result: dict, teacher: str, student: str, labels=("converged", "linear")) -> np.ndarray:
+    """Fraction of runs whose label is one of ``labels``, array ``[ratio, d, init_scale]``."""
+    key = f"{teacher}->{student}"
+    if key not in result["results"]:
+        raise ValueError(f"no results for teacher {teacher!r} and student {student!r}; "
+                         f"available: {sorted(result['results'])}")
+    stored = result["results"][key].get("labels")
+    if stored is None:
+        raise ValueError("result: this sweep stores no labels (it predates them); rerun it")
+    for k in labels:
+        if k not in stored:
+            raise ValueError(f"labels: expected names from {sorted(stored)}, got {k!r}")
+    return sum(np.asarray(stored[k]) for k in labels) / result["config"]["instances"]
+
+
+def plot(result: dict, init_scale: Optional[float] = None, axes=None,
+         labels: Optional[tuple] = None, what: Optional[str] = None):
+    """Heat maps against ``D/(N n)`` (columns) and ``d`` (rows), one panel per (teacher, student),
+    at one initialization scale (default: the middle one): the success fraction, or with
+    ``labels`` the fraction of runs with one of those labels (``what`` names it on the colour
+    bar)."""
     import matplotlib.pyplot as plt
 
     from .plotting import SMALL, WIDTH
@@ -207,7 +266,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
         fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow), squeeze=False)
         axes = axes.ravel()
     for ax, (t, st) in zip(axes, pairs):
-        F = success_fraction(result, t, st)[:, :, c].T        # rows: d, columns: ratio
+        F = (success_fraction(result, t, st) if labels is None
+             else label_fraction(result, t, st, labels))[:, :, c].T   # rows: d, columns: ratio
         im = ax.imshow(F, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         ax.grid(False)
         ax.set_xticks(range(len(cfg["ratios"])), [f"{r:g}" for r in cfg["ratios"]])
@@ -219,7 +279,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None):
             for j in range(F.shape[1]):
                 ax.text(j, i, f"{F[i, j]:.1f}", ha="center", va="center", fontsize=SMALL,
                         color="white" if F[i, j] < 0.6 else "black")
-    plt.colorbar(im, ax=list(axes), shrink=0.8, label="fraction reaching zero loss")
+    what = what or ("fraction reaching zero loss" if labels is None else "fraction " + " or ".join(labels))
+    plt.colorbar(im, ax=list(axes), shrink=0.8, label=what)
     return axes
 
 

@@ -223,8 +223,9 @@ def make_problem(N: int = 2, n: int = 3, D: int = 12, d: int = 4, d_out: int = 2
                  init_scale: float = 1.0, seed: int = 0):
     """A random query-only problem with a teacher: ``(problem, W_Q_star, W_Q0)``.
 
-    Tokens have i.i.d. ``N(0, 1)`` entries; ``W_K, W_V, W_O`` and the teacher's ``W_Q_star`` have
-    i.i.d. ``N(0, w_scale^2 / fan_in)`` entries; targets are the outputs of the teacher layer of
+    Tokens have i.i.d. ``N(0, 1)`` entries; ``W_K``, ``W_V`` (``d_v = D``) and the teacher's
+    ``W_Q_star`` have i.i.d. ``N(0, w_scale^2 / D)`` entries and ``W_O`` has i.i.d. ``N(0, 1 / D)``
+    entries (``w_scale`` does not touch ``W_O``); targets are the outputs of the teacher layer of
     kernel ``teacher`` (default: ``kernel``) with the same ``W_K, W_V, W_O``, so zero loss is
     attainable for the student of the same kernel. The student starts at ``W_Q0`` with
     ``N(0, init_scale^2 / D)`` entries, drawn independently of everything else.
@@ -256,9 +257,12 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
     ``pl_ratio = ||grad f||^2 / (2 f)`` and ``dist = ||W_t - W_0||_F``. The run stops early when
     ``f <= tol``, and with ``stop == "diverged"`` if the loss becomes non-finite.
 
-    ``adaptive=True`` uses the safeguarded step of the phase diagram (:mod:`tdlib.phase`): a step
-    that would raise the loss is replaced by one of half the size, a step that lowers it lets the
-    next one grow by 10%; ``history.extra["lr"]`` then records the step actually taken.
+    ``adaptive=True`` uses the safeguarded step of the phase diagram (:func:`tdlib.phase.batched_gd`,
+    the same rule): at every iteration a step that would raise the loss (or make it non-finite) is
+    not taken and the step size is halved -- the iteration is spent, ``W`` stays, and the history
+    records the same loss again -- while a step that lowers the loss is taken and the next step
+    size grows by 10%. ``history.extra["lr"]`` records the step size tried at each iteration and
+    ``history.extra["accepted"]`` whether it was taken.
     """
     import time
 
@@ -274,7 +278,7 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
     sigma_X = float(sx[-1]) if Xs.shape[0] <= problem.D else 0.0
     hist = History(lr=lr, trainable=("W_Q",), kernel=problem.kernel)
     hist.grad_norm = {"W_Q": []}
-    ex = {k: [] for k in ("sigma_J", "mu", "pl_ratio", "dist", "lr")}
+    ex = {k: [] for k in ("sigma_J", "mu", "pl_ratio", "dist", "lr", "accepted")}
     start = time.perf_counter()
     for t in range(steps + 1):
         Qt = problem.X @ W
@@ -296,21 +300,20 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
         ex["dist"].append(float((W - W0).norm()))
         if hist.stop_if_done(f, t, steps, tol):
             break
+        ex["lr"].append(lr)
         if adaptive:
-            while True:
-                W_new = W - lr * g
-                r_new = outputs(problem.X @ W_new, K, U, problem.kernel, problem.c) - Y
-                f_new = 0.5 * float((r_new * r_new).sum())
-                if math.isfinite(f_new) and f_new <= f:
-                    break
+            W_new = W - lr * g
+            r_new = outputs(problem.X @ W_new, K, U, problem.kernel, problem.c) - Y
+            f_new = 0.5 * float((r_new * r_new).sum())
+            ok = math.isfinite(f_new) and f_new <= f
+            ex["accepted"].append(ok)
+            if ok:
+                W = W_new
+                lr *= 1.1
+            else:
                 lr /= 2
-                if lr < 1e-300:  # pragma: no cover - only at an exact stationary point
-                    break
-            ex["lr"].append(lr)
-            W = W_new
-            lr *= 1.1
         else:
-            ex["lr"].append(lr)
+            ex["accepted"].append(True)
             W = W - lr * g
     ex["lr"].append(float("nan"))
     hist.extra = ex

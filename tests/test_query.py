@@ -68,6 +68,28 @@ def test_gaussian_jacobian_constant_and_rank():
     assert float(query.smallest_singular_values(torch.ones(2, 1, dtype=torch.float64))) == 0
 
 
+def test_adaptive_run_is_the_phase_diagram_rule():
+    """query.run(adaptive=True) and phase.batched_gd take exactly the same steps."""
+    seed = fresh_seed()
+    p, _, W0 = query.make_problem(N=2, n=3, D=12, d=4, d_out=2, kernel="softmax", seed=seed)
+    lr = 1 / float(torch.linalg.matrix_norm(p.Xs, 2)) ** 2
+    hist, _ = query.run(p, W0, lr=lr, steps=120, adaptive=True)
+    one = lambda x: x[None]
+    f, _, at, pl = phase.batched_gd(one(p.X), one(p.K), one(p.U), one(p.Y), one(W0), "softmax", 120,
+                                    marks=(0, 30, 120))
+    assert np.allclose([hist.loss[0], hist.loss[30], hist.loss[120]], at[0].numpy(), rtol=1e-12), seed
+    assert np.allclose(hist.extra["pl_ratio"][120], float(pl[0, 2]), rtol=1e-9), seed
+    # rejected steps are spent iterations: the loss is repeated, never increased
+    assert np.all(np.diff(hist.loss) <= 0) and len(hist.loss) == 121
+    assert all(a <= b for a, b in zip(hist.loss[1:], hist.loss[:-1]))
+
+
+def test_make_problem_w_scale_leaves_W_O():
+    a = query.make_problem(seed=3, w_scale=1.0)[0]
+    b = query.make_problem(seed=3, w_scale=2.0)[0]
+    assert torch.equal(a.W_O, b.W_O) and torch.allclose(b.W_K, 2 * a.W_K)
+
+
 def test_run_equals_tdlib_train():
     p, _, W0 = query.make_problem(N=2, n=3, D=8, d=3, d_out=2, kernel="gaussian", seed=5)
     hist, W = query.run(p, W0, lr=0.02, steps=40)
@@ -166,8 +188,21 @@ def test_tiny_sweep_end_to_end(tmp_path):
     for pair in ("softmax->softmax", "softmax->gaussian", "gaussian->softmax", "gaussian->gaussian"):
         F = phase.success_fraction(res, *pair.split("->"))
         assert F.shape == (2, 1, 1) and ((0 <= F) & (F <= 1)).all()
-    # one stored cell recomputed from the stored configuration gives the stored count
-    count = phase.rerun_cell(res, "gaussian", "softmax", ratio=2.0, d=2, init_scale=1.0)
-    assert count == round(phase.success_fraction(res, "gaussian", "softmax")[1, 0, 0] * 3)
+    # every run has exactly one label, and halving the budget is recorded per cell
+    for pair, r in res["results"].items():
+        total = sum(np.asarray(v) for v in r["labels"].values())
+        assert (total == 3).all(), pair
+        changed = np.asarray(r["label_changed_from_half_budget"])
+        assert ((0 <= changed) & (changed <= 3)).all()
+    L = phase.label_fraction(res, "gaussian", "gaussian", ("converged", "linear"))
+    assert L.shape == (2, 1, 1) and ((0 <= L) & (L <= 1)).all()
+    with pytest.raises(ValueError, match="labels: expected names"):
+        phase.label_fraction(res, "gaussian", "gaussian", ("fast",))
+    assert res["provenance"]["command"].startswith("python -m tdlib.phase --out")
+    # one stored cell recomputed from the stored configuration gives the stored counts
+    live = phase.rerun_cell(res, "gaussian", "softmax", ratio=2.0, d=2, init_scale=1.0)
+    assert live["success"] == round(phase.success_fraction(res, "gaussian", "softmax")[1, 0, 0] * 3)
+    stored = res["results"]["gaussian->softmax"]["labels"]
+    assert all(live[k] == stored[k][1][0][0] for k in stored)
     with pytest.raises(ValueError, match="stored grid"):
         phase.rerun_cell(res, "gaussian", "softmax", ratio=5.0, d=2, init_scale=1.0)
