@@ -7,7 +7,7 @@ every pair (teacher kernel, student kernel), ``instances`` random problems from
 cell at once. A run *succeeds* when its final loss is at most ``tol`` times ``1/2 ||Y||^2`` (the
 loss of the zero output). Because that count depends on the step budget, every run also gets a
 *label* from :func:`tdlib.separation.classify`, read off its losses at steps ``T/4``, ``T/2``,
-``T`` and its PL ratios ``||grad f||^2 / (2 f)`` at ``T/2`` and ``T``: ``converged`` (numerically
+``T`` and its PL ratios ``||grad f||^2 / (2 f)`` averaged over windows ending at ``T/2`` and ``T``: ``converged`` (numerically
 zero), ``linear`` (the PL ratio is not decaying), ``power law`` (sublinear, still falling towards
 zero) or ``stalling`` (the decrease dies out at a positive loss). Each run is labelled a second
 time from steps ``T/8``, ``T/4``, ``T/2`` (half the budget) to count how often the label changes.
@@ -39,7 +39,7 @@ from . import book
 from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
-from .separation import LABELS, classify
+from .separation import LABELS, classify, pl_windows
 
 
 LABEL_RULE = ("tdlib.separation.classify: losses at steps T/4, T/2, T and PL ratios averaged "
@@ -104,10 +104,12 @@ def _batch(cfg: SweepConfig, D: int, d: int, init_scale: float, teacher: str, st
     return X, K, U, Y, W0
 
 
-def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks=()):
+def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks=(), windows=()):
     """Monotone GD on ``W_Q`` for a batch of problems; returns the final losses ``(B,)``,
     ``1/2 ||Y||^2`` per instance, and the losses and PL ratios ``||grad f||^2 / (2 f)`` after each
-    step count in ``marks`` (two arrays of shape ``(B, len(marks))``). ``grow = 1`` gives
+    step count in ``marks`` (two arrays of shape ``(B, len(marks))``). With ``windows`` (pairs
+    ``(a, b)`` of step counts) a fifth value holds the geometric mean of the PL ratio over the
+    iterates ``a..b`` of each window, shape ``(B, len(windows))``. ``grow = 1`` gives
     constant-step GD with the halving safeguard only. Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
     ``U, Y (B, N, n, d_out)``, ``W0 (B, D, d)``."""
     B, N, n, D = X.shape
@@ -128,6 +130,15 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks
     wanted = set(marks)
     pl = lambda f, g: (g * g).sum((1, 2)) / (2 * f)
     seen = {0: (f.clone(), pl(f, g))} if 0 in wanted else {}
+    windows = [(int(a), int(b)) for a, b in windows]
+    logs = torch.zeros(B, len(windows), dtype=f.dtype)
+
+    def collect(t, f, g):
+        for w, (a, b) in enumerate(windows):
+            if a <= t <= b:
+                logs[:, w] += torch.log(torch.clamp(pl(f, g), min=1e-300))
+
+    collect(0, f, g)
     for t in range(1, steps + 1):
         W_new = W - lr[:, None, None] * g
         f_new, g_new = loss_and_grad(W_new)
@@ -138,10 +149,16 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks
         lr = torch.where(ok, lr * grow, lr / 2)
         if t in wanted:
             seen[t] = (f.clone(), pl(f, g))
+        if windows:
+            collect(t, f, g)
     empty = torch.zeros(B, 0, dtype=f.dtype)
     at = torch.stack([seen[m][0] for m in marks], 1) if marks else empty
     pl_at = torch.stack([seen[m][1] for m in marks], 1) if marks else empty
-    return f, 0.5 * (Y * Y).sum((1, 2, 3)), at, pl_at
+    fref = 0.5 * (Y * Y).sum((1, 2, 3))
+    if not windows:
+        return f, fref, at, pl_at
+    sizes = torch.tensor([b - a + 1 for a, b in windows], dtype=f.dtype)
+    return f, fref, at, pl_at, torch.exp(logs / sizes)
 
 
 def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str, half: bool = False):
@@ -152,14 +169,15 @@ def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str, 
     seeds = cfg.seed + 1_000_003 * (a * 97 + b * 13 + c) + np.arange(cfg.instances)
     X, K, U, Y, W0 = _batch(cfg, D, cfg.ds[b], cfg.init_scales[c], teacher, student, seeds)
     T = cfg.steps
-    f, fref, at, pl = batched_gd(X, K, U, Y, W0, student, T, marks=(T // 8, T // 4, T // 2, T))
+    f, fref, at, _, pw = batched_gd(X, K, U, Y, W0, student, T, marks=(T // 8, T // 4, T // 2, T),
+                                    windows=pl_windows(T))
     labels = [classify(a4, a2, aT, fr, p2, pT)
-              for (_, a4, a2, aT), (_, _, p2, pT), fr in zip(at.tolist(), pl.tolist(), fref.tolist())]
+              for (_, a4, a2, aT), (_, p2, pT), fr in zip(at.tolist(), pw.tolist(), fref.tolist())]
     if not half:
         return (f / fref).numpy(), labels
     # the same runs judged at half the budget: how often does doubling it change a label?
     early = [classify(a8, a4, a2, fr, p4, p2)
-             for (a8, a4, a2, _), (_, p4, p2, _), fr in zip(at.tolist(), pl.tolist(), fref.tolist())]
+             for (a8, a4, a2, _), (p4, p2, _), fr in zip(at.tolist(), pw.tolist(), fref.tolist())]
     return (f / fref).numpy(), labels, early
 
 

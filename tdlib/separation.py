@@ -271,7 +271,9 @@ LABELS = ("converged", "linear", "power law", "stalling")
 def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
              pl_half: float, pl_end: float, zero_tol: float = 1e-10) -> str:
     """Label a monotone run from its losses at steps ``T/4``, ``T/2``, ``T`` and its PL ratios
-    ``||grad f||^2 / (2 f)`` at steps ``T/2`` and ``T``.
+    ``||grad f||^2 / (2 f)`` averaged (geometric mean) over the windows ``[0.45 T, 0.5 T]``
+    (``pl_half``) and ``[0.9 T, T]`` (``pl_end``); the averages smooth out the zig-zag of
+    single iterates (see :func:`pl_windows`).
 
     Two scale-free numbers decide. ``kappa = pl_end / pl_half`` says whether a PL inequality
     holds along the tail: it is about 1 for a linear rate, about 1/2 for a power law
@@ -301,18 +303,34 @@ def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
     return "power law" if r0 > 0 and r1 >= r0 / math.sqrt(2) else "stalling"
 
 
+def pl_windows(T: int):
+    """The step windows whose mean log PL ratio :func:`classify` compares: ``[0.225 T, 0.25 T]``,
+    ``[0.45 T, 0.5 T]`` and ``[0.9 T, T]`` (the first two serve a run judged at half the
+    budget)."""
+    T = check_int("T", T, minimum=8)
+    return [(int(0.225 * T), T // 4), (int(0.45 * T), T // 2), (int(0.9 * T), T)]
+
+
+def _window_mean(pl: np.ndarray, a: int, b: int) -> float:
+    x = np.asarray(pl[a:b + 1], dtype=float)
+    if np.any(x <= 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(x))))
+
+
 def classify_curve(losses, pl=None, zero_tol: float = 1e-10, f_ref: Optional[float] = None) -> str:
     """:func:`classify` on a whole curve ``losses[0..T]``. ``pl`` (the PL ratios along the run)
     defaults to the relative decrease ``(f_t - f_{t+1}) / f_t``, which is ``2 eta`` times the PL
     ratio to first order for constant-step gradient descent; ``f_ref`` defaults to ``losses[0]``."""
     f = np.asarray(losses, dtype=float)
     T = len(f) - 1
-    if T < 4:
-        raise ValueError(f"losses: expected at least 5 values, got {len(f)}")
+    if T < 8:
+        raise ValueError(f"losses: expected at least 9 values, got {len(f)}")
     if pl is None:
         pl = np.append(np.maximum(f[:-1] - f[1:], 0) / np.where(f[:-1] > 0, f[:-1], 1), 0.0)
-        half, end = pl[T // 2], pl[T - 1]
+        windows = [(a, min(b, T - 1)) for a, b in pl_windows(T)]
     else:
         pl = np.asarray(pl, dtype=float)
-        half, end = pl[T // 2], pl[T]
+        windows = pl_windows(T)
+    half, end = (_window_mean(pl, a, b) for a, b in windows[1:])
     return classify(f[T // 4], f[T // 2], f[T], f[0] if f_ref is None else f_ref, half, end, zero_tol)

@@ -178,20 +178,26 @@ def test_classifier_labels_model_curves_at_every_budget(name, T):
     assert separation.classify_curve(curve(np.arange(T + 1.0)), f_ref=1.0) == label
 
 
-def test_classifier_labels_real_runs():
-    """A certified Gaussian run is linear or converged; the Softmax ray run is stalling."""
-    ray = separation.SoftmaxRay()
-    q0 = torch.tensor([0.0, 0.6])
-    f, _, _ = separation.gd_path(lambda q: (ray.loss(q), ray.grad(q)), q0, 1 / ray.L(), 1200)
+@pytest.mark.parametrize("T", [600, 1200, 2400])
+def test_classifier_labels_the_two_kernels_on_the_two_key_instance(T):
+    """Softmax (target outside the hull) is stalling and its gap follows a power law; the
+    Gaussian kernel, certified below its critical level, converges, at every budget."""
+    g = np.random.default_rng(fresh_seed())
+    ray = separation.SoftmaxRay(delta=float(g.uniform(0.1, 0.3)))
+    q0 = torch.tensor([-0.1 * abs(g.normal()), 0.6 + 0.1 * g.normal()])
+    f, _, _ = separation.gd_path(lambda q: (ray.loss(q), ray.grad(q)), q0, 1 / ray.L(), T)
     assert separation.classify_curve(f) == "stalling"
     assert separation.classify_curve(f - ray.floor) == "power law"
-    p, W0, cert = certified_instance(fresh_seed() % 10**6)
-    hist, _ = query.run(p, W0, lr=cert["eta"], steps=400)
-    assert separation.classify_curve(hist.loss, hist.extra["pl_ratio"]) in ("converged", "linear")
+    c = 2 * math.sqrt(2)
+    cert = separation.sublevel_certificate(ray.K, ray.U, ray.y, ray.loss(q0, "gaussian"), c)
+    assert cert["ok"]
+    fg, _, _ = separation.gd_path(lambda q: (ray.loss(q, "gaussian"), ray.grad(q, "gaussian")),
+                                  q0, 1 / cert["L_g"], T)
+    assert separation.classify_curve(fg) == "converged"
 
 
 def test_classifier_rejects_bad_input():
-    with pytest.raises(ValueError, match="at least 5"):
+    with pytest.raises(ValueError, match="at least 9"):
         separation.classify_curve([1.0, 0.5])
     with pytest.raises(ValueError, match="positive"):
         separation.classify(1.0, -1.0, 0.5, 1.0, 1.0, 1.0)
