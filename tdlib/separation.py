@@ -103,10 +103,11 @@ def sublevel_certificate(K, U, y, beta: float, c: float, max_boxes: int = 400_00
         if len(centres) == 0:
             break
         h = half * math.sqrt(d)                                  # circumradius
-        r = outputs(centres[:, None, :], K, U, "gaussian", c)[:, 0, :] - y
+        Kb, Ub = K.expand(len(centres), n, d), U.expand(len(centres), *U.shape)
+        r = outputs(centres[:, None, :], Kb, Ub, "gaussian", c)[:, 0, :] - y
         far = torch.cdist(centres, K).min(1).values - h > rho
         outside = (r.norm(dim=-1) - bnd["J_max"] * h > sq) | far
-        J = jacobians(centres[:, None, :], K, U, "gaussian", c)[:, 0]
+        J = jacobians(centres[:, None, :], Kb, Ub, "gaussian", c)[:, 0]
         s = _sigma_min(J)
         cert = (~outside) & (s >= 2 * bnd["L_J"] * h)
         counts["outside"] += int(outside.sum())

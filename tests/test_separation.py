@@ -50,13 +50,15 @@ def test_sublevel_certificate_is_sound_on_sampled_points():
     beta = 0.01 * 0.5 * float(y @ y)
     cert = separation.sublevel_certificate(K, U, y, beta, 2 * math.sqrt(2))
     Q = (K.mean(0) + (cert["rho"] + 2) * (2 * torch.rand(200_000, 2, generator=g, dtype=torch.float64) - 1))
-    gq = 0.5 * ((query.outputs(Q[:, None, :], K, U, "gaussian")[:, 0] - y) ** 2).sum(-1)
+    Kb, Ub = K.expand(len(Q), *K.shape), U.expand(len(Q), *U.shape)
+    gq = 0.5 * ((query.outputs(Q[:, None, :], Kb, Ub, "gaussian")[:, 0] - y) ** 2).sum(-1)
     inside = Q[gq <= beta]
     assert len(inside) > 0, seed
     # the sublevel set lies within rho of a key
     assert float(torch.cdist(inside, K).min(1).values.max()) <= cert["rho"] + 1e-12, seed
     if cert["ok"]:
-        s = query.smallest_singular_values(query.jacobians(inside[:, None, :], K, U, "gaussian")[:, 0])
+        Ki, Ui = K.expand(len(inside), *K.shape), U.expand(len(inside), *U.shape)
+        s = query.smallest_singular_values(query.jacobians(inside[:, None, :], Ki, Ui, "gaussian")[:, 0])
         assert float(s.min()) >= cert["sigma"], seed
 
 
@@ -66,8 +68,8 @@ def test_certificate_fails_exactly_when_a_critical_point_is_in_the_set():
     ray = separation.SoftmaxRay()
     c = 2 * math.sqrt(2)
     # locate the maximum of o along the key line by Newton's method on the first coordinate
-    o = lambda x: query.outputs(torch.stack([x, torch.zeros_like(x)])[None, None].reshape(1, 1, 2),
-                                ray.K, ray.U, "gaussian")[0, 0, 0]
+    o = lambda x: query.outputs(torch.stack([x, torch.zeros_like(x)])[None],
+                                ray.K, ray.U, "gaussian")[0, 0]
     x = torch.tensor(0.1, dtype=torch.float64)
     for _ in range(30):
         x = x - torch.func.grad(o)(x) / torch.func.grad(torch.func.grad(o))(x)
@@ -153,8 +155,9 @@ def test_gaussian_plateau_gradient_bound():
         Q = K[0] + v / v.norm(dim=1, keepdim=True) * (rho + 3 * torch.rand(500, 1, generator=g, dtype=torch.float64)
                                                      + float((K - K[0]).norm(dim=1).max()))
         assert float(torch.cdist(Q, K).min()) >= rho
-        r = query.outputs(Q[:, None, :], K, U, "gaussian")[:, 0] - y
-        grad = torch.einsum("boe,bo->be", query.jacobians(Q[:, None, :], K, U, "gaussian")[:, 0], r)
+        Kb, Ub = K.expand(len(Q), *K.shape), U.expand(len(Q), *U.shape)
+        r = query.outputs(Q[:, None, :], Kb, Ub, "gaussian")[:, 0] - y
+        grad = torch.einsum("boe,bo->be", query.jacobians(Q[:, None, :], Kb, Ub, "gaussian")[:, 0], r)
         G = 2 / c * b["S_u"] * b["r_max"] * rho * math.exp(-rho**2 / c)
         assert float(grad.norm(dim=1).max()) <= G
 
