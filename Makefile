@@ -1,12 +1,15 @@
 # Two commands do everything on a fresh clone:
 #   make book   create .venv (if needed) and build the HTML book into _build/html
 #   make test   create .venv (if needed) and run every test (library, chapters, book build, browser)
+# and, outside the tests:
+#   make notebooks  build the book (reusing its cache), then regenerate the Colab notebooks
+#   make pdf        the whole book as one PDF, _build/latex/book.pdf (TeX from Debian packages)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env book test chromium clean notebooks
+.PHONY: env book test chromium clean notebooks tex pdf
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +34,35 @@ chromium:
 test: env chromium
 	$(BIN)/python -m pytest
 
-# Colab opens only .ipynb: regenerate notebooks/ after editing a chapter or _toc.yml
-# (tests/test_notebooks.py fails while they are out of date).
-notebooks: env
-	$(BIN)/python scripts/make-notebooks.py
+# Colab opens only plain .ipynb: after editing a chapter or _toc.yml, rebuild (the execution cache
+# makes this quick when nothing changed) and regenerate notebooks/ with the numbers of this build.
+# tests/test_notebooks.py fails while notebooks/ is out of date.
+notebooks: book
+	$(BIN)/python scripts/make-notebooks.py --from-build _build
+
+# TeX for `make pdf`, from Debian packages, installed the way `chromium` is: as root if missing.
+# xelatex (Unicode text and outputs) with the FreeFont family Sphinx uses for it; latexmk drives
+# the runs; poppler-utils gives pdftotext to tests/test_pdf.py.
+TEX_PACKAGES := texlive-xetex texlive-latex-extra texlive-fonts-recommended fonts-freefont-otf \
+                latexmk poppler-utils
+tex:
+	@if command -v dpkg-query >/dev/null 2>&1; then \
+	  missing=$$(for p in $(TEX_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	    grep -q 'ok installed' || echo $$p; done); \
+	else missing=$$(command -v xelatex >/dev/null && command -v latexmk >/dev/null || echo TeX); fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing; \
+	  else echo "error: make pdf needs:" $$missing "(sudo make tex, or apt-get install them)"; \
+	    exit 1; fi; \
+	fi
+
+# The whole book as a PDF with Jupyter Book's LaTeX builder: _build/latex/book.pdf. It shares the
+# execution cache with `make book`; a later `make book` puts the PDF on the site (_ext/book_site.py).
+pdf: env tex
+	$(BIN)/jupyter-book build . --builder pdflatex -n --keep-going
+	@test -f _build/latex/book.pdf && echo "The PDF is _build/latex/book.pdf"
 
 clean:
 	rm -rf _build

@@ -15,9 +15,14 @@
   instead of widening the page (on a phone) and keeps figures within the column.
 * **Colab.** Colab opens only ``.ipynb`` files: the Colab launch button of every chapter points to
   the notebook generated from the chapter by ``scripts/make-notebooks.py`` (folder ``notebooks/``).
+* **The PDF.** When ``make pdf`` has left ``<build>/latex/book.pdf`` next to the HTML folder, the
+  HTML build copies it to the site's root and the download menu of every page offers it (in place
+  of the theme's "print this page" button). Without a PDF the menu is left as it is, so the site
+  never links a missing file.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +30,9 @@ STATIC = HERE / "static"
 
 #: Where the generated notebooks live, relative to the repository root.
 NOTEBOOK_DIR = "notebooks"
+
+#: The PDF of ``make pdf`` (Jupyter Book's ``latex_documents.targetname``), and its name on the site.
+PDF_NAME = "book.pdf"
 
 
 def notebook_name(pagename: str) -> str:
@@ -66,10 +74,40 @@ def _colab_to_ipynb(app, pagename, templatename, context, doctree):
                     sub["tooltip"] = "Open the notebook of this page in Colab"
 
 
+def pdf_source(outdir) -> Path:
+    """Where ``make pdf`` leaves the PDF for an HTML build into ``outdir``: ``<build>/latex``."""
+    return Path(outdir).parent / "latex" / PDF_NAME
+
+
+def add_pdf_button(header_buttons: list, url: str) -> bool:
+    """Offer the book's PDF in the page's download menu; False if the page has no such menu."""
+    for group in header_buttons:
+        if group.get("label") == "download-buttons":
+            buttons = [b for b in group.get("buttons", []) if b.get("label") != "download-pdf-button"]
+            buttons.append({"type": "link", "url": url, "text": "book.pdf",
+                            "tooltip": "Download the whole book as a PDF",
+                            "icon": "fas fa-file-pdf", "label": "download-book-pdf-button"})
+            group["buttons"] = buttons
+            return True
+    return False
+
+
+def _pdf_link(app, pagename, templatename, context, doctree):
+    if app.builder.format == "html" and pdf_source(app.outdir).is_file():
+        add_pdf_button(context.get("header_buttons") or [], context["pathto"](PDF_NAME, 1))
+
+
+def _copy_pdf(app, exception):
+    if exception is None and app.builder.format == "html" and pdf_source(app.outdir).is_file():
+        shutil.copy2(pdf_source(app.outdir), Path(app.outdir) / PDF_NAME)
+
+
 def setup(app):
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
     app.add_css_file("book.css", priority=900)
     app.connect("html-page-context", _colab_to_ipynb, priority=900)
+    app.connect("html-page-context", _pdf_link, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=990)
+    app.connect("build-finished", _copy_pdf)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
