@@ -463,6 +463,11 @@ class Converter:
                 return ["", f"*A solution is in the [solutions notebook]"
                             f"({colab_url(solutions_path(self.page, self.root), self.root)}).*", ""]
             return ["", self.solution_heading(arg), ""] + inner + [""]
+        if name == "dropdown":  # a collapsed proof: one heading, the dropdown's title
+            first = next((k for k, line in enumerate(inner) if line.strip()), None)
+            if first is not None and inner[first].startswith("*Proof.*"):
+                inner[first] = f"*{title.rstrip('.') or 'Proof'}.*" + inner[first][len("*Proof.*"):]
+                return ["", *inner, ""]
         if name in ("admonition", "dropdown", "card", "topic", "sidebar", "margin"):
             return ["", f"**{title}**" if title else "", ""] + inner + [""]
         if name in ADMONITIONS:

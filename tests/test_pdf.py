@@ -1,0 +1,86 @@
+"""The PDF of `make pdf`: every chapter, every box, the figures and the bibliography, no "??".
+
+Building the PDF executes and typesets the whole book (see README.md for how long it takes), so
+this test reads a PDF that exists: ``_build/latex/book.pdf`` after ``make pdf``, or the file named
+by ``BOOK_PDF``. Without one it is skipped, unless ``BOOK_PDF_REQUIRED=1`` (then it fails).
+Text comes from ``pdftotext`` (Debian's poppler-utils, installed by ``make tex``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, source_of, toc_files
+
+PDF = Path(os.environ.get("BOOK_PDF", ROOT / "_build" / "latex" / "book.pdf"))
+
+
+def _title(page: str) -> str:
+    for line in source_of(page).read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    raise AssertionError(f"{page} has no level-1 heading")
+
+
+def _words(text: str) -> str:
+    """Text with MyST/LaTeX markup dropped, hyphenation undone and spaces collapsed."""
+    text = re.sub(r"\$[^$]*\$", " ", text)
+    text = re.sub(r"[`*_{}\\]", "", text)
+    text = text.replace("\u2010", "-").replace("\u00ad", "")
+    text = re.sub(r"-\s*\n\s*", "-", text)
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+@pytest.fixture(scope="module")
+def pdf_text() -> str:
+    if not PDF.is_file():
+        if os.environ.get("BOOK_PDF_REQUIRED"):
+            pytest.fail(f"no PDF at {PDF}: run make pdf")
+        pytest.skip(f"no PDF at {PDF} (make pdf builds it)")
+    if not shutil.which("pdftotext"):
+        pytest.fail("pdftotext is missing: make tex installs poppler-utils")
+    return subprocess.run(["pdftotext", "-layout", str(PDF), "-"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_every_chapter_heading_is_in_the_pdf(pdf_text):
+    text = _words(pdf_text)
+    missing = []
+    for page in toc_files():
+        title = _words(_title(page))
+        # math in a heading is dropped on both sides; compare the words around it
+        pieces = [p for p in re.split(r"\s{2,}", title) if len(p) > 3] or [title]
+        if not all(p in text for p in pieces):
+            missing.append(f"{page}: {_title(page)!r}")
+    assert not missing, "chapter headings missing from the PDF: " + "; ".join(missing)
+
+
+def test_no_unresolved_reference_in_the_pdf(pdf_text):
+    hits = [line.strip() for line in pdf_text.splitlines() if "??" in line]
+    assert not hits, f"unresolved references: {hits[:10]}"
+
+
+def test_theorems_proofs_exercises_and_bibliography_come_out(pdf_text):
+    sources = "\n".join(source_of(p).read_text() for p in toc_files())
+    text = _words(pdf_text)
+    for kind, word in (("prf:theorem", "theorem"), ("prf:lemma", "lemma"),
+                       ("prf:proposition", "proposition"), ("exercise", "exercise")):
+        n = len(re.findall(rf"^(`{{3,}}|:{{3,}})\{{{kind}\}}", sources, re.M))
+        shown = len(re.findall(rf"\b{word} \d+(\.\d+)*\b", text))
+        assert shown >= n, f"{n} {kind} boxes in the chapters, {shown} numbered '{word} N' in the PDF"
+    assert "proof" in text
+    assert "unraveling the gradient descent dynamics of transformers" in text, "bibliography"
+
+
+def test_figures_are_in_the_pdf():
+    if not PDF.is_file() or not shutil.which("pdfimages"):
+        pytest.skip("no PDF or no pdfimages")
+    listing = subprocess.run(["pdfimages", "-list", str(PDF)], check=True, capture_output=True,
+                             text=True).stdout.splitlines()[2:]
+    figures = sum("{code-cell}" in source_of(p).read_text() for p in toc_files())
+    assert len(listing) >= figures, f"{len(listing)} images in the PDF"
