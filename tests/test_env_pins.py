@@ -63,3 +63,7 @@ def test_binder_renders_myst_in_jupyterlab_4():
     assert lab.startswith("jupyterlab==4."), f"jupyterlab-myst 2.x needs JupyterLab 4, got {lab!r}"
     major = int(env["jupyterlab-myst"].split("==")[1].split(".")[0])
     assert major >= 2, "jupyterlab-myst 1.x is for JupyterLab 3"
+    # `jupyter labextension list` marks jupyterlab-myst 2.7.0 incompatible with JupyterLab 4.6
+    # (it is built against @jupyter/ydoc 3, JupyterLab 4.6 ships 4) and OK with 4.5.11
+    if env["jupyterlab-myst"] == "jupyterlab-myst==2.7.0":
+        assert int(lab.split("==")[1].split(".")[1]) <= 5, f"{lab} rejects jupyterlab-myst 2.7.0"
