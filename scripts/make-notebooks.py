@@ -142,14 +142,22 @@ def _plain(output) -> str | None:
 
 
 def glue_values(notebook: Path) -> dict[str, str]:
-    """name -> text/plain of every value glued in an executed notebook."""
+    """name -> text/plain of every value glued in an executed notebook.
+
+    myst-nb keeps them in ``<page>.glue.json`` beside the executed notebook (and takes them out
+    of its outputs); an executed notebook that still holds them is read as well.
+    """
+    outputs = []
+    side = notebook.with_name(notebook.stem + ".glue.json")
+    if side.exists():
+        outputs += list(json.loads(side.read_text()).values())
     nb = json.loads(notebook.read_text())
+    outputs += [o for cell in nb.get("cells", []) for o in cell.get("outputs", [])]
     out = {}
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []):
-            meta = output.get("metadata", {}).get("scrapbook")
-            if meta and _plain(output) is not None:
-                out[meta["name"]] = _plain(output)
+    for output in outputs:
+        meta = output.get("metadata", {}).get("scrapbook")
+        if meta and _plain(output) is not None:
+            out.setdefault(meta["name"], _plain(output))
     return out
 
 
@@ -180,7 +188,16 @@ def read_build(build: Path, root: Path = ROOT) -> dict:
             kind, number = numbers[(doc, node_id)]
             labels[label] = {"doc": doc, "id": node_id, "title": "", "kind": kind,
                              "number": number}
-    equations = {label: {"doc": doc, "number": str(number)}
+    # sphinx-proof keeps its boxes out of the std domain
+    for label, info in getattr(env, "proof_list", {}).items():
+        doc, node_id = info["docname"], (info.get("ids") or [label])[0]
+        if doc in docs:
+            kind, number = numbers.get((doc, node_id), (info.get("realtype", ""), ""))
+            labels[label] = {"doc": doc, "id": node_id, "title": "",
+                             "kind": info.get("realtype", kind), "number": number}
+    # the number the page shows: the book-wide one of numfig when Sphinx made one
+    equations = {label: {"doc": doc,
+                         "number": numbers.get((doc, f"equation-{label}"), ("", str(number)))[1]}
                  for label, (doc, number) in env.domaindata["math"]["objects"].items()}
     glue = {}
     for page in chapters(root):
