@@ -61,7 +61,7 @@ tex:
 # The whole book as a PDF with Jupyter Book's LaTeX builder: _build/latex/book.pdf. It shares the
 # execution cache with `make book`; a later `make book` puts the PDF on the site (_ext/book_site.py).
 pdf: env tex
-	$(BIN)/jupyter-book build . --builder pdflatex -n --keep-going
+	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
 	@test -f _build/latex/book.pdf && echo "The PDF is _build/latex/book.pdf"
 
 clean:

@@ -102,7 +102,16 @@ def _copy_pdf(app, exception):
         shutil.copy2(pdf_source(app.outdir), Path(app.outdir) / PDF_NAME)
 
 
+def _pdf_stamp(app, config):
+    """A config value that changes with the PDF, so that every page is written again (with or
+    without the PDF link) when ``make pdf`` has made a new PDF or it is gone."""
+    pdf = pdf_source(app.outdir)
+    config.book_pdf_stamp = f"{pdf.stat().st_size}-{pdf.stat().st_mtime_ns}" if pdf.is_file() else ""
+
+
 def setup(app):
+    app.add_config_value("book_pdf_stamp", "", "env")
+    app.connect("config-inited", _pdf_stamp)
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
     app.add_css_file("book.css", priority=900)

@@ -91,3 +91,34 @@ def test_figures_are_in_the_pdf():
         want = sum("{code-cell}" in source_of(p).read_text() for p in toc_files())
     assert images >= want, f"{images} images in the PDF, {want} expected"
     print(f"{images} images in the PDF")
+
+
+def test_site_offers_the_pdf_in_the_download_menu(tmp_path):
+    """_ext/book_site.py swaps the theme's "print this page" for a link to the book's PDF."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_site", ROOT / "_ext" / "book_site.py")
+    site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(site)
+    html = tmp_path / "_build" / "html"
+    assert site.pdf_source(html) == tmp_path / "_build" / "latex" / "book.pdf"
+    buttons = [{"label": "launch-buttons", "buttons": []},
+               {"label": "download-buttons", "buttons": [
+                   {"label": "download-source-button", "url": "x.md"},
+                   {"label": "download-pdf-button", "type": "javascript"}]}]
+    assert site.add_pdf_button(buttons, "../book.pdf")
+    labels = [b["label"] for b in buttons[1]["buttons"]]
+    assert labels == ["download-source-button", "download-book-pdf-button"]
+    assert buttons[1]["buttons"][-1]["url"] == "../book.pdf"
+    assert not site.add_pdf_button([{"label": "launch-buttons", "buttons": []}], "book.pdf")
+
+
+def test_built_site_links_the_pdf_it_holds():
+    """After `make pdf` then `make book`, every chapter links book.pdf and the site holds it."""
+    html = PDF.parent.parent / "html"
+    if not (PDF.is_file() and (html / "book.pdf").is_file()):
+        pytest.skip("no site built after make pdf")
+    assert (html / "book.pdf").read_bytes() == PDF.read_bytes(), "the site's PDF is stale: make book"
+    for page in toc_files():
+        text = (html / f"{page}.html").read_text()
+        assert "download-book-pdf-button" in text, f"{page} does not offer the PDF"
