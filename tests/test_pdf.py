@@ -65,6 +65,19 @@ def test_no_unresolved_reference_in_the_pdf(pdf_text):
     assert not hits, f"unresolved references: {hits[:10]}"
 
 
+def test_no_math_is_printed_as_text(pdf_text):
+    """A display ``$$`` glued to a paragraph (no blank line around it) reaches LaTeX as text:
+    the reader sees ``\\sqrt{1-x} \\ge`` instead of math. In the .tex file beside the PDF such
+    text holds ``\\textbackslash{}`` outside inline code."""
+    tex = PDF.with_suffix(".tex")
+    if not tex.is_file():
+        pytest.skip(f"no {tex.name} beside the PDF")
+    leaks = [f"line {n}: {line.strip()[:120]}" for n, line in enumerate(tex.read_text().splitlines(), 1)
+             if "\\textbackslash{}" in line and "\\sphinxupquote" not in line]
+    assert not leaks, ("math printed as text (put blank lines around $$ blocks in the chapter): "
+                       + "; ".join(leaks[:5]))
+
+
 def test_theorems_proofs_exercises_and_bibliography_come_out(pdf_text):
     sources = "\n".join(source_of(p).read_text() for p in toc_files())
     text = _words(pdf_text)
