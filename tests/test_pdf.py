@@ -133,5 +133,6 @@ def test_built_site_links_the_pdf_it_holds():
         pytest.skip("no site built after make pdf")
     assert (html / "book.pdf").read_bytes() == PDF.read_bytes(), "the site's PDF is stale: make book"
     for page in toc_files():
-        text = (html / f"{page}.html").read_text()
-        assert "download-book-pdf-button" in text, f"{page} does not offer the PDF"
+        built = html / f"{page}.html"
+        assert built.is_file(), f"{page} is missing from the site: make book"
+        assert "download-book-pdf-button" in built.read_text(), f"{page} does not offer the PDF"
