@@ -163,6 +163,9 @@ def test_squared_distances_are_exact_under_translation(n, m, d, seed, offset, sp
     # only the rounding of the shifted inputs themselves (about 1e-16 * |offset|) remains
     tol = 1e-9 * spread ** 2 + 1e-14 * abs(offset) * (spread + 1) * d
     assert float((got - direct).abs().max()) <= tol
+    # keys without the batch dimension broadcast against the queries
+    one = squared_distances(Q + offset, K[0] + offset)
+    assert one.shape == (2, n, m) and float((one[0] - direct[0]).abs().max()) <= tol
 
 
 # ---------------------------------------------------------------------------------------------
