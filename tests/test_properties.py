@@ -22,9 +22,9 @@ from tdlib.transformer import Classifier, ModelConfig
 
 torch.set_num_threads(1)
 
-FAST = settings(max_examples=30, deadline=None, database=None,
+FAST = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(FAST, max_examples=15)
+SLOW = settings(FAST, max_examples=40)
 
 
 def names(err: BaseException, *words: str) -> None:
