@@ -220,6 +220,10 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
         pos += cfg.batch_size
         loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
         if not torch.isfinite(loss):
+            if step == 1:  # no update has been made yet: the step size cannot be the cause
+                raise FloatingPointError(f"{cfg.task}/{cfg.kernel}: non-finite training loss at the "
+                                         f"initial weights (before any update); check the kernel "
+                                         f"{cfg.kernel!r} and its options {cfg.kernel_options}")
             raise FloatingPointError(f"{cfg.task}/{cfg.kernel}: non-finite training loss at step {step}; "
                                      f"lower lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
