@@ -324,13 +324,14 @@ def summarize(results, key: str = "test_acc") -> dict:
         steps = np.array(runs[0]["curves"]["step"])
         rows = []
         for r in runs:
-            name = f"{r.get('task', 'run')}/{k}/seed {r.get('seed')}"
+            name = "/".join(str(x) for x in (r.get("task"), k) if x is not None)
+            name += f"/seed {r['seed']}" if r.get("seed") is not None else ""
             if key not in r["curves"]:
                 raise KeyError(f"key: run {name} has no curve {key!r} "
                                f"(it has {', '.join(r['curves'])})")
             if not np.array_equal(np.array(r["curves"]["step"]), steps):
-                raise ValueError(f"run {name}: evaluated at other steps than seed "
-                                 f"{runs[0]['seed']}; the mean over seeds needs the same steps")
+                raise ValueError(f"run {name}: evaluated at other steps than the first {k} "
+                                 f"run; the mean over seeds needs the same steps")
             row = np.array([np.nan if v is None else v for v in r["curves"][key]], dtype=float)
             bad = np.flatnonzero(~np.isfinite(row))
             if key == "train_loss":  # no training loss before the first step
