@@ -162,18 +162,18 @@ def _sha256(path) -> str:
 def save_pair(npz_path, arrays: Mapping[str, np.ndarray], json_path, doc: dict):
     """Write a ``.npz`` of arrays and the ``.json`` that describes it as one result.
 
-    The ``.json`` records the SHA-256 of the ``.npz`` under ``"npz_sha256"``; both are written
-    to temporary files first and moved into place only when both are complete (the ``.json``
-    last), so a crash leaves either the old pair or, in the short moment between the two moves,
-    a pair whose checksum disagrees, which :func:`check_stored` reports."""
+    The ``.json`` records the SHA-256 of the ``.npz`` under ``"npz_sha256"``. Both files are
+    encoded in memory first (a failure there, such as an infinite number, touches nothing);
+    each is then written atomically, the ``.json`` last. A crash therefore leaves the old pair,
+    or, between the two writes, a new ``.npz`` whose checksum differs from the one in the old
+    ``.json``, which :func:`check_stored` reports."""
+    import hashlib
     import io
 
     npz_path, json_path = Path(npz_path), Path(json_path)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     blob = buf.getvalue()
-    import hashlib
-
     doc = dict(doc, npz_sha256=hashlib.sha256(blob).hexdigest())
     text = _json_text(json_path, doc)
     for path in (npz_path, json_path):
