@@ -144,6 +144,9 @@ def sample(label: int, size: int = 16, path_length: int = 6, rng=None, target_di
     ``info`` holds the marker centres, the marker distance and the path vertices. If
     ``target_distance`` is given, the markers are within a tenth of a segment of that distance.
     """
+    if label not in (0, 1) or isinstance(label, bool):
+        raise ValueError(f"label: expected 0 (not connected) or 1 (connected), got {label!r}")
+    size, path_length, _ = check_geometry(size, path_length)
     rng = np.random.default_rng(rng)
     P = _params(size, path_length)
     for _ in range(2000):
@@ -296,8 +299,9 @@ def best_threshold_accuracy(feature, labels) -> float:
     above, since the threshold is chosen on the same samples).
     """
     feature, labels = np.asarray(feature, dtype=float), np.asarray(labels)
-    if feature.shape != labels.shape or feature.ndim != 1:
-        raise ValueError(f"feature and labels: expected equal 1-d shapes, got {feature.shape} and {labels.shape}")
+    if feature.shape != labels.shape or feature.ndim != 1 or feature.size == 0:
+        raise ValueError(f"feature and labels: expected equal non-empty 1-d shapes, got "
+                         f"{feature.shape} and {labels.shape}")
     y = labels[np.argsort(feature, kind="stable")]
     zeros_below = np.concatenate([[0], np.cumsum(y == 0)])
     ones_above = np.concatenate([[0], np.cumsum((y == 1)[::-1])])[::-1]

@@ -279,6 +279,13 @@ def test_impossible_path_length_is_rejected_at_once(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_pathfinder_label_and_empty_features_are_named():
+    with pytest.raises(ValueError, match="label: expected 0"):
+        pathfinder.sample(2, size=16, path_length=3, rng=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        pathfinder.best_threshold_accuracy([], [])
+
+
 @pytest.mark.parametrize("content", [b"not a zip", b"\x80\x04K\x01."])  # junk, a pickle
 def test_damaged_pathfinder_cache_is_named(tmp_path, content):
     first = pathfinder.pathfinder(4, 2, size=16, path_length=3, seed=9, cache_dir=tmp_path)
