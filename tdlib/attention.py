@@ -210,6 +210,9 @@ class AttentionLayer(torch.nn.Module):
         self.d_out = check_int("d_out", d_out if d_out is not None else D)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        if kernel_options is not None and not isinstance(kernel_options, Mapping):
+            raise TypeError(f"kernel_options: expected a dict of kernel options such as "
+                            f"{{'c': 1.0}}, got {kernel_options!r}")
         self.kernel = make_kernel(kernel, **dict(kernel_options or {}))
         shapes = self.shapes()
         for p in PARAMS:
