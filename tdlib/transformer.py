@@ -22,6 +22,7 @@ from torch import nn
 
 from .attention import make_kernel
 from .checks import check_int
+from .fastattention import attend
 
 
 @dataclass
@@ -83,7 +84,14 @@ def checked_kernel(kernel, kernel_options, H: int, d: int):
 
 
 class MultiHeadKernelAttention(nn.Module):
-    """``concat_h[S_h(Z) Z W^V_h] W^O`` with ``S_h`` from a tdlib kernel; head dim ``d = D/H``."""
+    """``concat_h[S_h(Z) Z W^V_h] W^O`` with ``S_h`` from a tdlib kernel; head dim ``d = D/H``.
+
+    ``S_h V_h`` goes through the fused route of :mod:`tdlib.fastattention` for the built-in
+    Softmax and Gaussian kernels (equal to the plain kernel, without storing ``S_h``); set the
+    attribute ``fused = False`` (or the class attribute) to use the plain kernel everywhere.
+    """
+
+    fused: bool = True
 
     def __init__(self, D: int, H: int, kernel: str, kernel_options=None):
         super().__init__()
@@ -100,8 +108,8 @@ class MultiHeadKernelAttention(nn.Module):
     def forward(self, Z: torch.Tensor) -> torch.Tensor:  # Z: (B, n, D)
         B, n, D = Z.shape
         q, k, v = self.W_QKV(Z).view(B, n, 3, self.H, self.d).permute(2, 0, 3, 1, 4)  # each (B, H, n, d)
-        S = self.kernel(q, k)  # (B, H, n, n)
-        return self.W_O((S @ v).transpose(1, 2).reshape(B, n, D))
+        out = attend(self.kernel, q, k, v, fused=self.fused)  # S(q, k) v, (B, H, n, d)
+        return self.W_O(out.transpose(1, 2).reshape(B, n, D))
 
 
 class Block(nn.Module):
