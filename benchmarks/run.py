@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/run.py            # library and widget timings (~1 min)
     .venv/bin/python benchmarks/run.py --chapters # also execute every chapter (several minutes)
+    .venv/bin/python benchmarks/run.py --attention-only  # only the 1024-token training steps
+
+The attention part times one Adam step of the experiments' classifier on 1024 tokens (32x32
+Pathfinder: batch 32, D = 64, 2 blocks, 2 heads) for both kernels, through the fused attention
+(the default) and the plain kernels, and relates it to this machine's float32 matrix-product
+rate measured in the same run, between the steps (the machine may be shared: the load average
+is recorded with every measurement).
 
 Prints a table and writes benchmarks/results.json. Timings are measurements of this machine, not
 assertions: the tests never fail on speed.
@@ -78,6 +85,69 @@ def bench_draws():
     return rows
 
 
+def matmul_rate(size=1024, repeat=5):
+    """Best float32 matrix-product rate (FLOP/s) of ``size x size`` products, this process."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(timed(lambda: a @ b, repeat=repeat))
+    return 2 * size ** 3 / best
+
+
+def step_flops(B=32, n=1024, D=64, hidden=128, layers=2):
+    """Model FLOPs of one training step (forward + backward = 3 x forward): the products of
+    the linear layers and of the attention (``Q K^T`` and ``S V``); what the fused kernels
+    recompute or the Gaussian's two extra coordinates are not counted."""
+    T = B * n
+    linear = 2 * T * (D * 3 * D + D * D + 2 * D * hidden)
+    attention = 2 * 2 * B * n * n * D  # all heads together: H * d = D
+    return 3 * layers * (linear + attention)
+
+
+def bench_attention(repeat=3, B=32, n=1024, reference=True):
+    """One Adam step at ``n`` tokens for both kernels, fused and (optionally) plain; each
+    step is bracketed by matrix-product rate measurements."""
+    import os
+
+    from tdlib.transformer import Classifier, MultiHeadKernelAttention
+
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 256, (B, n)), torch.randint(0, 2, (B,))
+    flops = step_flops(B, n)
+    rows = []
+    for fused in ((True, False) if reference else (True,)):
+        for kernel in ("softmax", "gaussian"):
+            MultiHeadKernelAttention.fused = fused
+            m = Classifier(max_len=n, kernel=kernel, pad_id=None)
+            opt = torch.optim.Adam(m.parameters())
+
+            def step():
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            step()  # warm-up
+            times, rates, loads = [], [], []
+            for _ in range(repeat if fused else 1):
+                rates.append(matmul_rate())
+                loads.append(os.getloadavg()[0])
+                times.append(min(timed(step, repeat=2)))
+                rates.append(matmul_rate())
+            MultiHeadKernelAttention.fused = True
+            rate = statistics.median(rates)
+            t = statistics.median(times)
+            rows.append({"what": f"training step, {'fused' if fused else 'plain'} {kernel}, "
+                                 f"B={B}, n={n}", "kernel": kernel, "fused": fused,
+                         "seconds": t, "step_seconds_all": times, "matmul_flops_per_s": rate,
+                         "matmul_all": rates, "model_flops": flops,
+                         "share_of_matmul_rate": flops / t / rate, "load_1min": loads})
+    soft = next(r for r in rows if r["fused"] and r["kernel"] == "softmax")
+    gauss = next(r for r in rows if r["fused"] and r["kernel"] == "gaussian")
+    rows.append({"what": "gaussian / softmax step time (fused)", "seconds": gauss["seconds"],
+                 "ratio": gauss["seconds"] / soft["seconds"]})
+    return rows
+
+
 def bench_chapters():
     import jupytext
     from nbclient import NotebookClient
@@ -101,19 +171,32 @@ def bench_chapters():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chapters", action="store_true", help="also execute every chapter of _toc.yml")
+    ap.add_argument("--attention-only", action="store_true", help="only the 1024-token steps")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions of the 1024-token steps")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    rows = bench_gd() + bench_draws()
+    torch.set_num_threads(args.threads)
+    import os
+
+    load_before = os.getloadavg()
+    rows = bench_attention(repeat=args.repeat)
+    if not args.attention_only:
+        rows += bench_gd() + bench_draws()
     if args.chapters:
         rows += bench_chapters()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for r in rows:
-        print(f"{r['seconds']:10.4f} s  {r['what']}")
+        extra = (f"  ({100 * r['share_of_matmul_rate']:.0f} % of the f32 matmul rate "
+                 f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)" if "share_of_matmul_rate" in r
+                 else f"  (ratio {r['ratio']:.2f})" if "ratio" in r else "")
+        print(f"{r['seconds']:10.4f} s  {r['what']}{extra}")
     print(f"peak resident memory of this process: {peak_mb:.0f} MB")
     out = {"machine": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "rows": rows, "peak_rss_mb": peak_mb,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(out, indent=1))
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_before": load_before,
+           "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
+    name = "results-attention.json" if args.attention_only else "results.json"
+    (ROOT / "benchmarks" / name).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
