@@ -20,6 +20,10 @@ Runs can be split (say one process per kernel, in parallel) and joined afterward
 appears twice is refused). ``python -m tdlib.experiments check`` validates every stored result
 file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.book check``).
 
+On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper --device cuda
+--out runs.json`` runs the paper-scale configuration (:data:`PRESETS`; ``--imdb PATH`` trains
+the text task on the real IMDb folder); every run records its device and timings.
+
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
 """

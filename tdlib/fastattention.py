@@ -44,12 +44,15 @@ kernels do this blockwise, the math route explicitly). Since ``l_kj - l_k0 = -||
 ``exp(-||q_k - k_j||^2/c) <= 1``: nothing overflows however large the queries are, and the
 sink's own term is exactly ``exp(0) = 1``.
 
-**Conditioning.** The divisor ``p_k0 = 1/(1 + sum_i S_ki)`` lies in ``[1/(n+1), 1]`` because
-``0 < S_ki <= 1``: dividing by it loses at most a factor ``n + 1`` of scale and no relative
-precision, and it never underflows. The one rounding issue is the one the plain kernel shares:
-``l_kj - l_k0`` is formed from ``||q||^2``, ``||k||^2`` and ``q.k`` separately, so for queries and
-keys of large norm the difference suffers cancellation (relative error about
-``eps * ||q||^2 / c`` in the exponent, as in :func:`tdlib.attention.squared_distances`).
+**Conditioning.** Queries and keys are first moved by their common mean ``m`` (per sample and
+head), as in :func:`tdlib.attention.squared_distances`: ``q - k`` and hence ``S`` do not change,
+but the norms entering the expansion become the spread ``R`` of the points around ``m`` instead
+of their distance from the origin. The divisor ``p_k0 = 1/(1 + sum_i S_ki)`` lies in
+``[1/(n+1), 1]`` because ``0 < S_ki <= 1``: dividing by it loses at most a factor ``n + 1``
+of scale and no relative precision, and it never underflows. The one rounding issue is the one the plain kernel shares:
+``l_kj - l_k0`` is formed from ``||q||^2``, ``||k||^2`` and ``q.k`` separately, so it carries an
+absolute error of about ``eps * R^2 / c`` in the exponent (``eps`` the machine precision), the
+accuracy of :func:`tdlib.attention.squared_distances`.
 In float64 the two agree to rounding, which the tests check, gradients included
 (SDPA is differentiable in ``Q``, ``K`` and ``V``, and so is the augmentation).
 """
@@ -79,6 +82,9 @@ def gaussian_attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     :func:`tdlib.attention.gaussian_width` of the head dimension."""
     c = float(c) if c is not None else gaussian_width(Q.shape[-1])
     d, dv = Q.shape[-1], V.shape[-1]
+    # move queries and keys by their common mean (differences q - k unchanged): conditioning
+    centre = torch.cat([Q, K], dim=-2).mean(dim=-2, keepdim=True)
+    Q, K = Q - centre, K - centre
     # one width w for queries, keys and values: the fused CPU kernels need equal head sizes
     w = max(d + 2, dv + 1)
     q2 = (Q * Q).sum(-1, keepdim=True) / c
@@ -98,7 +104,10 @@ def gaussian_attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     return out[..., :dv] / out[..., dv:dv + 1]
 
 
-def fused_route(kernel) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fused_route(kernel) -> Optional[Attend]:
     """The fused ``(Q, K, V) -> S V`` for a kernel function made by tdlib's built-in Softmax or
     Gaussian factory, or ``None`` for any other kernel (those go through ``kernel(Q, K) @ V``)."""
     code = getattr(kernel, "__code__", None)
@@ -110,7 +119,8 @@ def fused_route(kernel) -> Optional[Callable[[torch.Tensor, torch.Tensor, torch.
     return None
 
 
-def attend(kernel, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, fused: bool = True) -> torch.Tensor:
+def attend(kernel, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+           fused: bool = True) -> torch.Tensor:
     """``kernel(Q, K) @ V``, through the fused route when there is one and ``fused`` is true."""
     route = fused_route(kernel) if fused else None
     if route is None:

@@ -60,6 +60,17 @@ def test_gaussian_route_is_finite_for_huge_queries():
     torch.testing.assert_close(out, ref, rtol=1e-8, atol=1e-12)
 
 
+def test_gaussian_route_accurate_for_large_close_points():
+    # queries and keys far from the origin but close together: float32 against exact float64
+    Q, K, V = _qkv((2, 16, 4), scale=0.5, seed=7)
+    Q, K, V = (Q + 1e3).float(), (K + 1e3).float(), V.float()
+    exact = make_kernel("gaussian")(Q.double(), K.double()) @ V.double()  # same inputs, exact
+    fast = gaussian_attention(Q, K, V).double()
+    err = (fast - exact).abs().max().item()
+    print(f"float32 fused Gaussian at coordinates 1e3: max error {err:.1e}")
+    torch.testing.assert_close(fast, exact, rtol=2e-5, atol=2e-5)
+
+
 def test_float32_close_to_float64():
     Q, K, V = _qkv((2, 2, 64, 8), scale=2.0, seed=5)
     for name in ("softmax", "gaussian"):
