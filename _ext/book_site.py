@@ -13,6 +13,9 @@
   script entries are dropped per page.
 * **Reading.** ``book.css`` makes a wide display equation or table scroll inside its own box
   instead of widening the page (on a phone) and keeps figures within the column.
+* **Sliders without a kernel.** The build sets ``TDLIB_STATIC_WIDGETS=1`` for the kernels it
+  starts: ``tdlib.widgets.explorer`` then precomputes the frames of each interactive figure and
+  links its controls to them in the browser (see ``tdlib/widgets.py``).
 * **Colab.** Colab opens only ``.ipynb`` files: the Colab launch button of every chapter points to
   the notebook generated from the chapter by ``scripts/make-notebooks.py`` (folder ``notebooks/``).
 * **The PDF.** When ``make pdf`` has left ``<build>/latex/book.pdf`` next to the HTML folder, the
@@ -22,6 +25,7 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -112,6 +116,8 @@ def _pdf_stamp(app, config):
 def setup(app):
     app.add_config_value("book_pdf_stamp", "", "env")
     app.connect("config-inited", _pdf_stamp)
+    # inherited by the kernels that execute the chapters (not by a reader's kernel)
+    os.environ.setdefault("TDLIB_STATIC_WIDGETS", "1")
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
     app.add_css_file("book.css", priority=900)

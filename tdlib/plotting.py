@@ -73,6 +73,34 @@ STYLE = {
 def use_style() -> None:
     """Apply the book's matplotlib style (called on ``import tdlib``)."""
     mpl.rcParams.update(STYLE)
+    share_math_parser()
+
+
+_SHARED_PARSER = None
+
+
+def share_math_parser() -> None:
+    """Let every Agg renderer use one math-text parser, so that its cache lasts the session.
+
+    Matplotlib gives each new figure a new renderer and each renderer a new parser with an empty
+    cache, so every redraw parses the tick labels of a log axis (``10^-5``...) again: that was
+    about a third of an interactive redraw. The parser's result depends only on the text, dpi and
+    font, so sharing it changes no pixel.
+    """
+    global _SHARED_PARSER
+    from matplotlib.backends import backend_agg
+    from matplotlib.mathtext import MathTextParser
+
+    if _SHARED_PARSER is not None:
+        return
+    _SHARED_PARSER = MathTextParser("path")
+    init = backend_agg.RendererAgg.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.mathtext_parser = _SHARED_PARSER
+
+    backend_agg.RendererAgg.__init__ = __init__
 
 
 def kernel_color(name: str) -> str | None:
