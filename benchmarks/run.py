@@ -9,6 +9,8 @@ Pathfinder: batch 32, D = 64, 2 blocks, 2 heads) for both kernels, through the f
 (the default) and the plain kernels, and relates it to this machine's float32 matrix-product
 rate measured in the same run, between the steps (the machine may be shared: the load average
 is recorded with every measurement).
+    .venv/bin/python benchmarks/run.py --build    # also a clean book build: frames and page sizes
+    .venv/bin/python benchmarks/run.py --build --baseline  # and one without frames, to compare
 
 Prints a table and writes benchmarks/results.json. Timings are measurements of this machine, not
 assertions: the tests never fail on speed.
@@ -43,17 +45,19 @@ DRAWS: list[tuple[str, str, dict]] = [
     ("tdlib.counterexample", "draw", {"init": 5.0, "target_query": 2.0}),
     ("tdlib.query", "draw", {}),
     ("tdlib.query", "draw", {"kernel": "softmax", "ratio": 3.0, "d": 8, "init_scale": 4.0}),
+    ("tdlib.query", "draw", {"kernel": "gaussian", "ratio": 3.0, "d": 8, "init_scale": 4.0, "seed": 0}),
     ("tdlib.experiments", "draw_curves", {"task": "pathfinder", "quantity": "test_loss", "show_seeds": True}),
 ]
 
 
 def timed(fn, repeat=3):
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
+        cpu.append(time.process_time() - c)
+    return min(times), statistics.median(times), statistics.median(cpu)
 
 
 def bench_gd():
@@ -63,7 +67,7 @@ def bench_gd():
             X, Y, _ = tdlib.teacher_data(N, n, D, kernel=kernel, H=H, d=8, d_out=2, x_scale=3.0, seed=0)
             m = tdlib.AttentionLayer(D, H=H, d=8, d_out=2, kernel=kernel, seed=1)
             steps = 300
-            best, _ = timed(lambda: tdlib.train(m, X, Y, lr=1e-3, steps=steps, progress=False), repeat=2)
+            best, _, _ = timed(lambda: tdlib.train(m, X, Y, lr=1e-3, steps=steps, progress=False), repeat=2)
             rows.append({"what": f"GD step ({kernel}, N={N}, n={n}, D={D}, H={H})",
                          "seconds": best / steps, "per_second": steps / best})
     return rows
@@ -79,9 +83,9 @@ def bench_draws():
             plt.close("all")
 
         redraw()  # warm-up (imports, caches)
-        best, med = timed(redraw, repeat=3)
+        best, med, cpu = timed(redraw, repeat=5)
         rows.append({"what": f"redraw {module}.{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})",
-                     "seconds": med, "best": best})
+                     "seconds": med, "best": best, "cpu_seconds": cpu})
     return rows
 
 
@@ -168,12 +172,54 @@ def bench_chapters():
     return rows
 
 
+def bench_build(baseline: bool, keep: str | None = None):
+    """A clean build of the whole book (as CI does) into a temporary folder: its wall time, what
+    the precomputed frames of every interactive figure cost (logged by tdlib.widgets) and the size
+    of every page holding one. With ``baseline``, a second clean build without frames."""
+    import os
+    import subprocess
+    import tempfile
+
+    jb = str(Path(sys.executable).parent / "jupyter-book")
+    rows, out = [], {}
+    for frames in ([True, False] if baseline else [True]):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = keep if (keep and frames) else tmp
+            log = Path(tmp) / "frames.jsonl"
+            env = dict(os.environ, TDLIB_STATIC_WIDGETS="1" if frames else "0", TDLIB_FRAMES_LOG=str(log))
+            t, c = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([jb, "build", str(ROOT), "--path-output", tmp, "-W", "-n", "--keep-going"],
+                           env=env, cwd=ROOT, check=True, capture_output=True)
+            c2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            label = "with frames" if frames else "without frames"
+            rows.append({"what": f"clean book build, {label}", "seconds": time.perf_counter() - t,
+                         "cpu_seconds": (c2.ru_utime + c2.ru_stime) - (c.ru_utime + c.ru_stime)})
+            if not frames:
+                continue
+            for line in log.read_text().splitlines():
+                r = json.loads(line)
+                rows.append({"what": f"frames of {r['draw']}: {r['frames']} frames, {r['png_bytes'] / 1e6:.2f} MB PNG",
+                             "seconds": r["wall_seconds"], "cpu_seconds": r["cpu_seconds"],
+                             "frames": r["frames"], "png_bytes": r["png_bytes"]})
+            html = Path(tmp) / "_build" / "html"
+            for page in sorted(html.rglob("*.html")):
+                text = page.read_text(errors="replace")
+                if "tdlib-explorer" in text:
+                    rows.append({"what": f"page size {page.relative_to(html)}", "seconds": 0.0,
+                                 "bytes": page.stat().st_size})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chapters", action="store_true", help="also execute every chapter of _toc.yml")
     ap.add_argument("--attention-only", action="store_true", help="only the 1024-token steps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of the 1024-token steps")
+    ap.add_argument("--build", action="store_true",
+                    help="also a clean book build: frame cost of every interactive figure, page sizes")
+    ap.add_argument("--baseline", action="store_true", help="with --build: also a build without frames")
+    ap.add_argument("--keep", metavar="DIR", help="with --build: build into DIR (empty) and keep it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import os
@@ -184,11 +230,15 @@ def main():
         rows += bench_gd() + bench_draws()
     if args.chapters:
         rows += bench_chapters()
+    if args.build:
+        rows += bench_build(args.baseline, args.keep)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for r in rows:
         extra = (f"  ({100 * r['share_of_matmul_rate']:.0f} % of the f32 matmul rate "
                  f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)" if "share_of_matmul_rate" in r
                  else f"  (ratio {r['ratio']:.2f})" if "ratio" in r else "")
+        extra += (f" (cpu {r['cpu_seconds']:.3f} s)" if "cpu_seconds" in r else "") + (
+            f" {r['bytes'] / 1e6:.2f} MB" if "bytes" in r else "")
         print(f"{r['seconds']:10.4f} s  {r['what']}{extra}")
     print(f"peak resident memory of this process: {peak_mb:.0f} MB")
     out = {"machine": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,

@@ -22,10 +22,14 @@ import itertools
 import json
 import math
 import os
+import time
 from typing import Callable, Iterable, Optional
 
 #: Set (to anything but "" or "0") by the book build: precompute frames instead of redrawing.
 STATIC_ENV = "TDLIB_STATIC_WIDGETS"
+#: If set to a file name, each static explorer appends one JSON line (draw, frames, seconds,
+#: bytes) to it: ``benchmarks/run.py --build`` measures the frames of a real build this way.
+LOG_ENV = "TDLIB_FRAMES_LOG"
 #: Most frames one static explorer may hold (build time and page size grow with it).
 MAX_FRAMES = 60
 #: Values per slider on the static page: as many as the slider has, but between these bounds.
@@ -192,7 +196,14 @@ def _static_explorer(draw, controls: dict, frames: dict):
         w.jslink((choosers[moving[level]], "index"), (stack, "selected_index"))
         return stack
 
+    wall, cpu = time.perf_counter(), time.process_time()
     frames_view = tree(0, ())
+    if os.environ.get(LOG_ENV):
+        nbytes = sum(len(c.value) for c in _leaves(frames_view))
+        with open(os.environ[LOG_ENV], "a") as f:
+            f.write(json.dumps({"draw": f"{draw.__module__}.{draw.__qualname__}", "frames": total,
+                                "wall_seconds": time.perf_counter() - wall,
+                                "cpu_seconds": time.process_time() - cpu, "png_bytes": nbytes}) + "\n")
     shown = []
     for k, c in controls.items():
         if k in choosers:
@@ -210,6 +221,11 @@ def _static_explorer(draw, controls: dict, frames: dict):
     box = w.VBox([w.HBox(shown, layout=w.Layout(flex_flow="row wrap")), frames_view, info])
     box.add_class("tdlib-explorer")
     return box
+
+
+def _leaves(widget) -> list:
+    children = getattr(widget, "children", None)
+    return [widget] if children is None else [x for c in children for x in _leaves(c)]
 
 
 def _attr(obj) -> str:
