@@ -99,7 +99,7 @@ def render_png(draw: Callable[..., object], values: dict) -> bytes:
 
 def grid_values(name: str, control, size: int) -> list:
     """The values of one knob that get a frame: every option of a choice; for a slider ``size``
-    evenly spread values of its range (on its step), one of them its current value."""
+    evenly spread values of its range (on its step): both ends and its current value."""
     import ipywidgets as w
 
     if isinstance(control, (w.IntSlider, w.FloatSlider)):
@@ -110,8 +110,10 @@ def grid_values(name: str, control, size: int) -> list:
             picks = list(range(count))
         else:
             picks = sorted({int(round(i * (count - 1) / (size - 1))) for i in range(size)})
-            nearest = min(range(len(picks)), key=lambda i: abs(picks[i] - current))
-            picks[nearest] = current
+            if current not in picks:    # the current value replaces the nearest inner point
+                nearest = min(range(1, len(picks) - 1), key=lambda i: abs(picks[i] - current))
+                picks[nearest] = current
+                picks.sort()
         cast = int if isinstance(control, w.IntSlider) else float
         return [cast(round(lo + i * step, 12)) for i in picks]
     if isinstance(control, (w.Checkbox, w.ToggleButton)):

@@ -55,8 +55,8 @@ def _pixels(png: bytes) -> np.ndarray:
 
 
 def _draw_function(page: str, module: str, qualname: str):
-    """The page's ``draw``: imported from tdlib, or defined by the page's own code cells (run
-    in order until the first explorer cell)."""
+    """The page's ``draw``: imported from tdlib, or defined by one of the page's code cells
+    (run after the import lines of the cells before it)."""
     if module != "__main__":
         return getattr(importlib.import_module(module), qualname)
     import jupytext
@@ -67,10 +67,14 @@ def _draw_function(page: str, module: str, qualname: str):
     for cell in jupytext.read(source_of(page)).cells:
         if cell.cell_type != "code":
             continue
-        if "explorer(" in cell.source:
-            break
-        exec(compile(cell.source, f"{page} cell", "exec"), namespace)
-    return namespace[qualname]
+        if f"def {qualname}(" in cell.source:
+            code = cell.source
+        else:   # only the cell's imports
+            code = "\n".join(ln for ln in cell.source.splitlines() if ln.startswith(("import ", "from ")))
+        exec(compile(code, f"{page} cell", "exec"), namespace)
+        if qualname in namespace:
+            return namespace[qualname]
+    raise LookupError(f"{page}: no code cell defines {qualname}")
 
 
 def _move(control, kind: str, index: int, count: int, page) -> None:
