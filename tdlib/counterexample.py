@@ -652,7 +652,7 @@ def draw(init: float = 1.0, target_query: float = ZERO_LOSS_QUERY, lr: float = 0
     col = kernel_color("softmax")
     # fixed margins: the constrained layout took 40% of a redraw
     axes = new_axes(ncols=2, height=3.4, layout="none")
-    axes[0].figure.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.96, wspace=0.28)
+    axes[0].figure.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.96, wspace=0.32)
     ax = axes[0]
     ax.plot(cf["o"][:, 0], cf["o"][:, 1], color=col, label="output curve $o(s)$")
     ax.plot(*P.values.numpy().T, "s", color="#666666", ms=5, label="value rows $v_j$")
