@@ -9,6 +9,7 @@ Pathfinder: batch 32, D = 64, 2 blocks, 2 heads) for both kernels, through the f
 (the default) and the plain kernels, and relates it to this machine's float32 matrix-product
 rate measured in the same run, between the steps (the machine may be shared: the load average
 is recorded with every measurement).
+    .venv/bin/python benchmarks/run.py --frames   # also what the static-page frames cost (~2 min)
     .venv/bin/python benchmarks/run.py --build    # also a clean book build: frames and page sizes
     .venv/bin/python benchmarks/run.py --build --baseline  # and one without frames, to compare
 
@@ -172,6 +173,63 @@ def bench_chapters():
     return rows
 
 
+def bench_frames():
+    """What the precomputed frames add to a build, without building: every explorer cell of the
+    book run in static mode (as in a build), after the import lines, upper-case constants and
+    function definitions of the cells before it. Time of each call and the size of its frames."""
+    import ast
+    import os
+    import tempfile
+
+    import jupytext
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import source_of, toc_files
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "frames.jsonl"
+        os.environ.update(TDLIB_STATIC_WIDGETS="1", TDLIB_FRAMES_LOG=str(log))
+        try:
+            for page in toc_files():
+                path = source_of(page)
+                if path.suffix != ".md" or "explorer(" not in path.read_text():
+                    continue
+                ns: dict = {}
+                for cell in jupytext.read(path).cells:
+                    if cell.cell_type != "code":
+                        continue
+                    if "explorer(" in cell.source:
+                        t, c = time.perf_counter(), time.process_time()
+                        exec(cell.source, ns)
+                        rows.append({"what": f"frames of {page}", "seconds": time.perf_counter() - t,
+                                     "cpu_seconds": time.process_time() - c})
+                        continue
+                    try:
+                        tree = ast.parse(cell.source)
+                    except SyntaxError:     # IPython magics: nothing to define
+                        continue
+                    for node in tree.body:
+                        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef)) or (
+                                isinstance(node, ast.Assign) and all(
+                                    isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)):
+                            try:
+                                exec(compile(ast.Module([node], []), str(path), "exec"), ns)
+                            except NameError:   # needs the chapter's state: not for the explorer
+                                pass
+                    plt.close("all")
+        finally:
+            os.environ.pop("TDLIB_STATIC_WIDGETS")
+            os.environ.pop("TDLIB_FRAMES_LOG")
+        logged = [json.loads(line) for line in log.read_text().splitlines()]
+    for row, r in zip(rows, logged):
+        # the page holds the frames base64-encoded in its widget state: 4 bytes per 3
+        row.update(frames=r["frames"], png_bytes=r["png_bytes"],
+                   page_bytes_added=4 * ((r["png_bytes"] + 2) // 3))
+        row["what"] += f" ({r['draw']}: {r['frames']} frames, {r['png_bytes'] / 1e6:.2f} MB of PNG)"
+    return rows
+
+
 def bench_build(baseline: bool, keep: str | None = None):
     """A clean build of the whole book (as CI does) into a temporary folder: its wall time, what
     the precomputed frames of every interactive figure cost (logged by tdlib.widgets) and the size
@@ -216,6 +274,9 @@ def main():
     ap.add_argument("--attention-only", action="store_true", help="only the 1024-token steps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of the 1024-token steps")
+    ap.add_argument("--frames", action="store_true",
+                    help="also the frames of every interactive figure, as a build makes them")
+    ap.add_argument("--draws-only", action="store_true", help="only the redraws (and --frames): no GD or attention steps")
     ap.add_argument("--build", action="store_true",
                     help="also a clean book build: frame cost of every interactive figure, page sizes")
     ap.add_argument("--baseline", action="store_true", help="with --build: also a build without frames")
@@ -225,9 +286,11 @@ def main():
     import os
 
     load_before = os.getloadavg()
-    rows = bench_attention(repeat=args.repeat)
+    rows = [] if args.draws_only else bench_attention(repeat=args.repeat)
     if not args.attention_only:
-        rows += bench_gd() + bench_draws()
+        rows += ([] if args.draws_only else bench_gd()) + bench_draws()
+    if args.frames:
+        rows += bench_frames()
     if args.chapters:
         rows += bench_chapters()
     if args.build:
