@@ -195,7 +195,7 @@ def bench_frames():
                 path = source_of(page)
                 if path.suffix != ".md" or "explorer(" not in path.read_text():
                     continue
-                ns: dict = {}
+                ns: dict = {"__name__": "__main__"}
                 for cell in jupytext.read(path).cells:
                     if cell.cell_type != "code":
                         continue

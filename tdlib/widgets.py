@@ -198,8 +198,14 @@ def _static_explorer(draw, controls: dict, frames: dict):
         w.jslink((choosers[moving[level]], "index"), (stack, "selected_index"))
         return stack
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    frames_view = tree(0, ())
+    import torch
+
+    wall, cpu, threads = time.perf_counter(), time.process_time(), torch.get_num_threads()
+    torch.set_num_threads(1)        # small problems: a second thread only waits, on a busy machine
+    try:
+        frames_view = tree(0, ())
+    finally:
+        torch.set_num_threads(threads)
     if os.environ.get(LOG_ENV):
         nbytes = sum(len(c.value) for c in _leaves(frames_view))
         with open(os.environ[LOG_ENV], "a") as f:
