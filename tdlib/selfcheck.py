@@ -1,0 +1,361 @@
+"""Self-checks for the book's exercises: one function per exercise, named after its label.
+
+Each function takes the reader's answer (a number, a function or an object the exercise asks
+for), tests it on fresh random instances where it can, prints ``well done: ...`` and returns
+``True`` when the answer is right; otherwise it raises :class:`Wrong` (an ``AssertionError``)
+whose message says what was expected and what was found. Any correct answer passes: the checks
+test properties of the answer, never the text of one particular solution.
+
+>>> from tdlib import selfcheck
+>>> selfcheck.zl_step(lambda alpha, L: 2 / (alpha + L))  # doctest: +SKIP
+well done: ...
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from .attention import make_kernel
+
+__all__ = [
+    "Wrong", "rowsum", "diagonal", "own_kernel", "zl_step", "zl_heads", "zl_expected",
+    "zl_measure", "ce_no_2d", "ce_log", "ce_search", "softmax_jacobian", "orthogonal",
+    "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "EXERCISES",
+]
+
+
+class Wrong(AssertionError):
+    """The answer is not right; the message says why."""
+
+
+def _require(ok, message: str):
+    if not ok:
+        raise Wrong(message)
+
+
+def _ok(message: str) -> bool:
+    print("well done:", message)
+    return True
+
+
+def _rng(seed=None) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) if seed is not None else 1234)
+
+
+def _call(name: str, f: Callable, *args):
+    _require(callable(f), f"{name}: expected a function, got {type(f).__name__}")
+    try:
+        return f(*args)
+    except Exception as err:  # the reader's code failed: say where
+        raise Wrong(f"{name} raised {type(err).__name__}: {err}") from err
+
+
+def _close(a, b, rtol=1e-8, atol=1e-10) -> bool:
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+# ----------------------------------------------------------------------------- setup and notation
+
+def rowsum(gauss_rowsums: Callable) -> bool:
+    """ex-rowsum: ``gauss_rowsums(Q, K)`` returns the ``n`` row sums ``phi_l sum_j E_lj psi_j``
+    of the Gaussian matrix (``c = 2 sqrt d``) for queries and keys of shape ``(n, d)``."""
+    g = _rng(1)
+    for n, d in ((3, 2), (6, 4), (5, 8)):
+        Q = torch.randn(n, d, generator=g, dtype=torch.float64)
+        K = Q + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        want = make_kernel("gaussian")(Q, K).sum(-1)
+        got = _call("gauss_rowsums", gauss_rowsums, Q, K)
+        _require(_close(got, want), f"row sums for n={n}, d={d}: expected {want.numpy().round(4)}, "
+                 f"got {np.asarray(got).round(4)}. Gaussian rows are not normalised: they need "
+                 "not sum to 1 (use phi_l = exp(-|q_l|^2/c), psi_j = exp(-|k_j|^2/c), c = 2 sqrt d)")
+    return _ok("your row sums match the Gaussian matrix; each lies in (0, n] since every entry "
+               "lies in (0, 1]")
+
+
+def diagonal(X, W) -> bool:
+    """ex-diagonal: tokens ``X`` (``(n, D)``) and ``W`` (``(D, d)``) such that with
+    ``W_Q = W_K = W`` some diagonal entry of the Softmax matrix is *not* the largest of its row."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    W = torch.as_tensor(W, dtype=torch.float64)
+    _require(X.ndim == 2 and W.ndim == 2 and X.shape[1] == W.shape[0],
+             f"expected X of shape (n, D) and W of shape (D, d), got {tuple(X.shape)} and {tuple(W.shape)}")
+    Q = X @ W
+    G = make_kernel("gaussian")(Q, Q)
+    _require(_close(torch.diagonal(G), torch.ones(len(X))), "the Gaussian diagonal should be 1")
+    S = make_kernel("softmax")(Q, Q)
+    beaten = (S.max(-1).values > torch.diagonal(S) * (1 + 1e-9))
+    _require(bool(beaten.any()), "in your example every Softmax diagonal entry is the largest of its "
+             "row. q_k^T q_j can exceed |q_k|^2: try a token whose projection is a longer copy of "
+             "another's, e.g. x_2 = 2 x_1")
+    k = int(beaten.nonzero()[0])
+    return _ok(f"in row {k} the Softmax diagonal {S[k, k]:.3f} is below the row's largest entry "
+               f"{S[k].max():.3f}, while every Gaussian diagonal entry is exactly 1")
+
+
+def own_kernel(sigmoid_loss: float, Y) -> bool:
+    """ex-own-kernel: a ``sigmoid`` kernel is registered and computes
+    ``sigmoid(Q K^T / sqrt d)``, and the final loss ``sigmoid_loss`` on targets ``Y`` is below
+    1 % of the loss of the zero output, ``1/2 ||Y||^2``."""
+    from .attention import KERNELS
+    _require("sigmoid" in KERNELS, "register the kernel under the name 'sigmoid'")
+    g = _rng(2)
+    Q, K = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    got = make_kernel("sigmoid")(Q, K)
+    _require(_close(got, torch.sigmoid(Q @ K.T / math.sqrt(3)), rtol=1e-5, atol=1e-6),
+             "the kernel registered as 'sigmoid' does not compute sigmoid(Q K^T / sqrt(d))")
+    f0 = 0.5 * float((torch.as_tensor(Y, dtype=torch.float64) ** 2).sum())
+    loss = float(sigmoid_loss)
+    _require(math.isfinite(loss) and 0 <= loss < 1e-2 * f0,
+             f"final loss {loss:.3g} is not below 1% of the zero-output loss {f0:.3g}: train "
+             "longer or with a larger step (the run of the chapter uses lr=0.01, 1500 steps)")
+    return _ok(f"the sigmoid layer's loss is {loss:.3g}, {loss / f0:.1e} of the zero-output loss")
+
+
+# ----------------------------------------------------------------------------- zero loss
+
+def zl_step(best_step: Callable) -> bool:
+    """ex-zl-step: ``best_step(alpha, L)`` is the step that minimises
+    ``max(|1 - eta alpha|, |1 - eta L|)`` for ``0 < alpha <= L``."""
+    for alpha, L in ((0.1, 1.0), (2.0, 3.0), (1e-3, 50.0), (1.0, 1.0)):
+        eta = float(_call("best_step", best_step, alpha, L))
+        factor = lambda e: max(abs(1 - e * alpha), abs(1 - e * L))  # noqa: E731
+        best = factor(2 / (alpha + L))
+        _require(factor(eta) <= best * (1 + 1e-9) + 1e-12,
+                 f"for alpha={alpha}, L={L} your step {eta:.4g} gives the factor {factor(eta):.4g}, "
+                 f"but a smaller one, {best:.4g}, exists: balance |1 - eta alpha| = |1 - eta L|")
+    return _ok("your step balances the two ends of the spectrum, giving (L - alpha)/(L + alpha)")
+
+
+def zl_heads(rank_bound: Callable) -> bool:
+    """ex-zl-heads: ``rank_bound(N, n, D, H)`` is the largest rank the feature matrix ``B``
+    (``Nn x HD``) can have when all ``H`` heads have the same attention matrices."""
+    g = _rng(3)
+    for N, n, D, H in ((2, 3, 4, 3), (3, 4, 20, 2), (1, 5, 2, 4), (2, 2, 8, 1)):
+        X = torch.randn(N, n, D, generator=g, dtype=torch.float64)
+        S = torch.softmax(torch.randn(N, n, n, generator=g, dtype=torch.float64), -1)
+        block = (S @ X).reshape(N * n, D)
+        B = torch.cat([block] * H, dim=1)
+        r = int(torch.linalg.matrix_rank(B))
+        got = _call("rank_bound", rank_bound, N, n, D, H)
+        _require(int(got) == r,
+                 f"for N={N}, n={n}, D={D}, H={H} a generic instance with identical heads has rank "
+                 f"{r}, your bound says {got}: copies of one block add no new columns, and a matrix "
+                 "has no more rank than rows")
+    return _ok("rank B <= min(Nn, D) whatever H is, and generic instances reach it")
+
+
+def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> bool:
+    """ex-zl-expected: ``mean_fstar(y, d_out, Nn, rank)`` is the expected minimum ``E f_*`` and
+    ``var_fstar(y, Nn, rank)`` its variance for ``d_out = 1``."""
+    for y, d_out, Nn, r in ((1.0, 1, 24, 12), (0.5, 3, 10, 4), (2.0, 2, 7, 7)):
+        k = Nn - r
+        m = float(_call("mean_fstar", mean_fstar, y, d_out, Nn, r))
+        _require(math.isclose(m, 0.5 * y**2 * d_out * k, rel_tol=1e-9, abs_tol=1e-12),
+                 f"E f_* for y={y}, d_out={d_out}, Nn={Nn}, rank={r}: expected "
+                 f"{0.5 * y**2 * d_out * k:.4g}, got {m:.4g} (the residual lives in Nn - rank B dimensions)")
+        v = float(_call("var_fstar", var_fstar, y, Nn, r))
+        _require(math.isclose(v, 0.5 * y**4 * k, rel_tol=1e-9, abs_tol=1e-12),
+                 f"Var f_* for y={y}, Nn={Nn}, rank={r}: expected {0.5 * y**4 * k:.4g}, got {v:.4g} "
+                 "(|U^T y|^2 / y^2 is chi-squared with k degrees of freedom, variance 2k)")
+    return _ok("E f_* = y^2 d_out (Nn - rank B)/2 and, for d_out = 1, Var f_* = y^4 (Nn - rank B)/2")
+
+
+def zl_measure(q_measured: float, q_pred: float) -> bool:
+    """ex-zl-measure: the measured per-step factor agrees with the predicted one to 2 % in log."""
+    q = float(q_measured)
+    _require(0 < q < 1, f"the factor of a converging run lies in (0, 1), got {q}")
+    _require(abs(math.log(q) / math.log(q_pred) - 1) < 0.02,
+             f"your factor {q:.6f} is not the predicted {q_pred:.6f}: fit the *tail* of log(f_t - f_*)")
+    return _ok(f"{q:.6f} against the predicted {q_pred:.6f}")
+
+
+# ----------------------------------------------------------------------------- Softmax local minimum
+
+def ce_no_2d(q_from_p: Callable) -> bool:
+    """ex-ce-no-2d: ``q_from_p(p, K)`` returns the query ``q`` in R^2 with
+    ``softmax(K q / sqrt 2) = p``, for three affinely independent keys (rows of ``K``) and ``p``
+    in the open simplex: the inverse of the map of the exercise."""
+    g = _rng(4)
+    for _ in range(4):
+        K = torch.randn(3, 2, generator=g, dtype=torch.float64)
+        p = torch.softmax(2 * torch.randn(3, generator=g, dtype=torch.float64), 0)
+        q = torch.as_tensor(_call("q_from_p", q_from_p, p, K), dtype=torch.float64).reshape(-1)
+        _require(q.shape == (2,), f"expected a query of shape (2,), got {tuple(q.shape)}")
+        back = torch.softmax(K @ q / math.sqrt(2), 0)
+        _require(_close(back, p, rtol=1e-6, atol=1e-9),
+                 f"softmax(K q / sqrt 2) = {back.numpy().round(4)} but p = {p.numpy().round(4)}: "
+                 "solve (k_j - k_1)^T q / sqrt 2 = log p_j - log p_1 for j = 2, 3")
+    return _ok("every p in the open simplex has exactly one query: the map is onto and invertible")
+
+
+def ce_log(s_of_t: Callable) -> bool:
+    """ex-ce-log: ``s_of_t(t, a, s0)`` solves ``s' = a exp(-s)`` with ``s(0) = s0``."""
+    for a, s0 in ((1.0, 0.0), (0.3, 2.0), (5.0, -1.0)):
+        t = np.array([0.0, 0.5, 3.0, 100.0])
+        s = np.asarray(_call("s_of_t", s_of_t, t, a, s0), dtype=float)
+        _require(s.shape == t.shape and abs(s[0] - s0) < 1e-9,
+                 f"s(0) should be s0={s0}, got {s[:1]} (and one value per time)")
+        h = 1e-6
+        ds = (np.asarray(s_of_t(t[1:] + h, a, s0)) - np.asarray(s_of_t(t[1:] - h, a, s0))) / (2 * h)
+        _require(np.allclose(ds, a * np.exp(-s[1:]), rtol=1e-5),
+                 f"s'(t) = {ds.round(5)} but a exp(-s) = {(a * np.exp(-s[1:])).round(5)}: "
+                 "separate variables, exp(s) ds = a dt")
+    return _ok("s(t) = log(exp(s0) + a t): the query grows like log t")
+
+
+def ce_search(mine, mine_layer, P) -> bool:
+    """ex-ce-search: a new three-token, two-output counterexample ``mine`` (a search result) whose
+    layer certificate ``mine_layer`` holds; ``P`` is the chapter's instance."""
+    _require(mine.problem.n == 3 and mine.problem.d_out == 2, "three tokens with two-dimensional values")
+    _require(not np.allclose(mine.problem.values.numpy(), P.values.numpy()), "find a new instance")
+    _require(mine_layer.is_instance, "the layer's certificate does not hold: " + "; ".join(mine_layer.reasons))
+    _require(mine_layer.grad_norm < 1e-10 and (mine_layer.eigenvalues > 0).all() and mine_layer.loss > 0,
+             "a strict local minimum needs a zero gradient, positive Hessian eigenvalues, positive loss")
+    return _ok(f"a certified local minimum with loss {mine_layer.loss:.4f} while zero loss is "
+               f"attained at q* = {mine.q_star[0]:.4f}")
+
+
+# ----------------------------------------------------------------------------- Gaussian convergence
+
+def softmax_jacobian(jac: Callable) -> bool:
+    """ex-softmax-jacobian: ``jac(q, K, U)`` returns the ``d_out x d`` Jacobian of
+    ``o(q) = U^T softmax(K q / sqrt d)`` (keys ``K`` ``(n, d)``, values ``U`` ``(n, d_out)``)."""
+    g = _rng(5)
+    for n, d, d_out in ((3, 2, 2), (4, 6, 5), (5, 3, 1)):
+        q = torch.randn(d, generator=g, dtype=torch.float64)
+        K = torch.randn(n, d, generator=g, dtype=torch.float64)
+        U = torch.randn(n, d_out, generator=g, dtype=torch.float64)
+        f = lambda x: U.T @ torch.softmax(K @ x / math.sqrt(d), 0)  # noqa: E731
+        want = torch.autograd.functional.jacobian(f, q)
+        got = _call("jac", jac, q, K, U)
+        _require(_close(got, want), f"n={n}, d={d}, d_out={d_out}: your Jacobian differs from autograd "
+                 f"by {float((torch.as_tensor(got) - want).abs().max()) if torch.as_tensor(got).shape == want.shape else 'shape'}; "
+                 "expected (1/sqrt d) U^T (diag p - p p^T) K")
+        r = int(torch.linalg.matrix_rank(want))
+        _require(r <= min(n - 1, d, d_out), "rank bound violated: this should not happen")
+    return _ok("your Jacobian matches autograd; its rank never exceeds min(n - 1, d, d_out) "
+               "because (diag p - p p^T) 1 = 0")
+
+
+def orthogonal(n_directions: Callable) -> bool:
+    """ex-orthogonal: ``n_directions(n, d)`` is the number of independent directions orthogonal
+    to the affine hull of ``n`` affinely independent keys in R^d (``d >= n``)."""
+    from .query import jacobians
+    g = _rng(6)
+    for n, d in ((3, 4), (2, 5), (4, 4), (3, 8)):
+        K = torch.randn(n, d, generator=g, dtype=torch.float64)
+        w = torch.softmax(torch.randn(n, generator=g, dtype=torch.float64), 0)
+        q = (w @ K).unsqueeze(0)                       # a query in aff(K)
+        U = torch.randn(n, d + 2, generator=g, dtype=torch.float64)
+        J = jacobians(q, K, U, "gaussian")[0]          # (d_out, d)
+        null = d - int(torch.linalg.matrix_rank(J))
+        got = int(_call("n_directions", n_directions, n, d))
+        _require(got == d - n + 1,
+                 f"for n={n} keys in R^{d}: aff(K) has dimension n - 1 = {n - 1}, so expected "
+                 f"{d - n + 1} orthogonal directions, got {got}")
+        _require(null >= got, "the Jacobian should vanish on all of them")
+    return _ok("d - n + 1 directions are killed by J(q), so a Jacobian with d_out > n - 1 rows "
+               "has rank at most n - 1 < d_out and sigma_min = 0")
+
+
+def finite_differences(fd_err: Mapping[str, float]) -> bool:
+    """ex-finite-differences: ``fd_err[kernel]`` is the largest finite-difference error of the
+    closed-form Jacobian for each kernel."""
+    _require(set(fd_err) == {"gaussian", "softmax"}, "compute fd_err for both kernels")
+    _require(all(0 <= v < 1e-7 for v in fd_err.values()), f"finite differences disagree: {fd_err}")
+    return _ok(f"both closed-form Jacobians agree with finite differences to {max(fd_err.values()):.1e}")
+
+
+def own_phase(result: dict) -> bool:
+    """ex-own-phase: ``result`` is a sweep (``tdlib.phase.sweep``) with one output coordinate and
+    both kernels as teacher and student."""
+    _require(isinstance(result, dict) and "results" in result and "config" in result,
+             "expected the dictionary returned by phase.sweep (or read from results.json)")
+    _require(result["config"]["d_out"] == 1, f"expected d_out = 1, got {result['config']['d_out']}")
+    want = {f"{t}->{s}" for t in ("softmax", "gaussian") for s in ("softmax", "gaussian")}
+    _require(want <= set(result["results"]), f"expected the pairs {sorted(want)}, "
+             f"got {sorted(result['results'])}")
+    return _ok("a d_out = 1 sweep with every teacher/student pair")
+
+
+# ----------------------------------------------------------------------------- experiments
+
+def padding(changes: Mapping[str, bool]) -> bool:
+    """ex-padding: ``changes[kernel]`` says whether the attention weights a query puts on the
+    real keys change when ``m`` identical padding keys are added (``"softmax"``, ``"gaussian"``)."""
+    g = _rng(7)
+    q, K = torch.randn(1, 4, generator=g), torch.randn(3, 4, generator=g)
+    pad = torch.zeros(1, 4)
+    truth = {}
+    for kernel in ("softmax", "gaussian"):
+        k = make_kernel(kernel)
+        real = [k(q, torch.cat([K, pad.expand(m, 4)]))[0, :3] for m in (0, 1, 5)]
+        truth[kernel] = not all(torch.allclose(real[0], r) for r in real[1:])
+    _require(set(changes) == {"softmax", "gaussian"}, "answer for both kernels")
+    for kernel, moved in truth.items():
+        _require(bool(changes[kernel]) == moved,
+                 f"{kernel}: the weights of the real keys {'do' if moved else 'do not'} change with "
+                 "the number m of padding keys (Softmax divides by a sum that grows with m; the "
+                 "Gaussian weight of a key depends on that key only)")
+    return _ok("padding dilutes Softmax attention (the pads take m e^s / (Z + m e^s) of it) and "
+               "leaves the Gaussian weights of the real keys unchanged")
+
+
+def filter_norm(normalize: Callable) -> bool:
+    """ex-filter-norm: ``normalize(direction, W)`` rescales each row of ``direction`` to the norm
+    of the same row of ``W`` (both 2-d tensors of one shape)."""
+    g = _rng(8)
+    W = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    d = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    got = torch.as_tensor(_call("normalize", normalize, d, W), dtype=torch.float64)
+    _require(got.shape == W.shape, f"expected shape {tuple(W.shape)}, got {tuple(got.shape)}")
+    _require(_close(got.norm(dim=1), W.norm(dim=1)), "each row should have the norm of W's row")
+    cos = (got * d).sum(1) / (got.norm(dim=1) * d.norm(dim=1))
+    _require(_close(cos, torch.ones(5)), "each row should keep the direction of the raw row")
+    for c in (0.1, 7.0):
+        _require(_close(torch.as_tensor(normalize(d, c * W)), c * got),
+                 f"scaling W by {c} should scale the normalized direction by {c}")
+    return _ok("the normalized direction scales with the weights, so c theta* + a d1 + b d2 = "
+               "c (theta* + a d1 + b d2) and layer normalisation sees the same point")
+
+
+def positions(model, acc_small, acc_default) -> bool:
+    """ex-positions: ``model`` has positional embeddings scaled to about 0.02 of their default
+    size; ``acc_small`` and ``acc_default`` are test-accuracy curves (lists of numbers in [0, 1])."""
+    std = float(model.pos.detach().std())
+    _require(std < 0.1, f"positional embeddings have standard deviation {std:.3f}: multiply "
+             "model.pos.data by 0.02 right after construction")
+    for name, acc in (("acc_small", acc_small), ("acc_default", acc_default)):
+        a = np.asarray(acc, dtype=float)
+        _require(a.ndim == 1 and len(a) >= 2 and ((a >= 0) & (a <= 1)).all(),
+                 f"{name}: expected a curve of at least two accuracies in [0, 1], got {acc!r}")
+    return _ok(f"final accuracy {acc_small[-1]:.3f} with small positions, {acc_default[-1]:.3f} "
+               "from the default start")
+
+
+def imdb(data: dict, acc: float) -> bool:
+    """ex-imdb: ``data`` is the loaded IMDb-layout folder (``max_len=32``) and ``acc`` the final
+    training accuracy of a few Adam steps."""
+    _require(data["x_train"].shape[1] == 32, "use max_len=32")
+    _require(len(data["y_train"]) >= 8 and data["y_train"].mean() == 0.5, "two classes, balanced")
+    _require(all(("great" in t) == bool(y) for t, y in zip(data["text_train"], data["y_train"])),
+             "labels follow the folders")
+    _require(acc == 1.0, f"a few Adam steps should fit the reviews exactly, got accuracy {acc}")
+    return _ok("the loader reads the IMDb layout and the model fits it")
+
+
+EXERCISES = {
+    "ex-rowsum": rowsum, "ex-diagonal": diagonal, "ex-own-kernel": own_kernel,
+    "ex-zl-step": zl_step, "ex-zl-heads": zl_heads, "ex-zl-expected": zl_expected,
+    "ex-zl-measure": zl_measure, "ex-ce-no-2d": ce_no_2d, "ex-ce-log": ce_log,
+    "ex-ce-search": ce_search, "ex-softmax-jacobian": softmax_jacobian,
+    "ex-orthogonal": orthogonal, "ex-finite-differences": finite_differences,
+    "ex-own-phase": own_phase, "ex-padding": padding, "ex-filter-norm": filter_norm,
+    "ex-positions": positions, "ex-imdb": imdb,
+}
+"""Exercise label -> its self-check (every exercise of the book has one)."""
