@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env book test chromium clean notebooks tex pdf
+.PHONY: env book test chromium clean notebooks tex pdf problem-sets
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ tex:
 pdf: env tex
 	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
 	@test -f _build/latex/book.pdf && echo "The PDF is _build/latex/book.pdf"
+
+# Graded homework: student and instructor notebooks (otter-grader) from problem-sets/*.py,
+# written to _build/problem-sets/<name>/{student,instructor}/.
+problem-sets: env
+	$(BIN)/python scripts/make-problem-sets.py
 
 clean:
 	rm -rf _build

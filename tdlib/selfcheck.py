@@ -23,7 +23,7 @@ from .attention import make_kernel
 __all__ = [
     "Wrong", "rowsum", "diagonal", "own_kernel", "zl_step", "zl_heads", "zl_expected",
     "zl_measure", "ce_no_2d", "ce_log", "ce_search", "softmax_jacobian", "orthogonal",
-    "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "EXERCISES",
+    "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "passes", "EXERCISES",
 ]
 
 
@@ -359,3 +359,14 @@ EXERCISES = {
     "ex-positions": positions, "ex-imdb": imdb,
 }
 """Exercise label -> its self-check (every exercise of the book has one)."""
+
+
+def passes(check: Callable, *answer) -> bool:
+    """Run ``check(*answer)`` without its printed praise: ``True`` if the answer is right, else
+    :class:`Wrong` propagates with its explanation. Autograder tests call this so their expected
+    output (``True``) does not depend on the numbers of one particular answer."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bool(check(*answer))
