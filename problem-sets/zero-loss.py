@@ -1,7 +1,7 @@
 # %% [raw]
 # # ASSIGNMENT CONFIG
 # name: zero-loss
-# init_cell: false
+# init_cell: true
 # check_all_cell: true
 # export_cell: false
 # run_tests: false
@@ -14,7 +14,10 @@
 #
 # This problem set goes with the chapter *Gradient descent reaches zero loss when the embedding dimension is large* of the book. Replace every `...` by your
 # answer and run the `grader.check(...)` cell after each question: it tells you at once whether
-# the answer passes and, if not, why. Questions 1-3 are exercises of the chapter; questions 4-5 are new.
+# the answer passes and, if not, why (the tests travel inside the notebook). On Colab or
+# elsewhere, install the book's library and the grader first:
+# `pip install otter-grader==7.0.0 git+https://github.com/attention-gd/gd-transformers-book`.
+# Questions 1-3 are exercises of the chapter; questions 4-5 are new.
 
 # %%
 import math
