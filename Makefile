@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env book test chromium clean notebooks tex pdf problem-sets
+.PHONY: env book test chromium clean notebooks tex pdf problem-sets slides
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ pdf: env tex
 # written to _build/problem-sets/<name>/{student,instructor}/.
 problem-sets: env
 	$(BIN)/python scripts/make-problem-sets.py
+
+# Lecture slides (reveal.js, offline) for the plan in book/teaching.md, from the chapters; run
+# after `make book` to include the figures. Written to _build/slides/ (open index.html).
+slides: env
+	$(BIN)/python scripts/make-slides.py
 
 clean:
 	rm -rf _build
