@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from .attention import make_kernel
+from .attention import KERNEL_NAMES, make_kernel
 
 __all__ = [
     "Wrong", "rowsum", "diagonal", "own_kernel", "zl_step", "zl_heads", "zl_expected",
@@ -266,7 +266,7 @@ def orthogonal(n_directions: Callable) -> bool:
 def finite_differences(fd_err: Mapping[str, float]) -> bool:
     """ex-finite-differences: ``fd_err[kernel]`` is the largest finite-difference error of the
     closed-form Jacobian for each kernel."""
-    _require(set(fd_err) == {"gaussian", "softmax"}, "compute fd_err for both kernels")
+    _require(set(fd_err) == set(KERNEL_NAMES), f"compute fd_err for each of {KERNEL_NAMES}")
     _require(all(0 <= v < 1e-7 for v in fd_err.values()), f"finite differences disagree: {fd_err}")
     return _ok(f"both closed-form Jacobians agree with finite differences to {max(fd_err.values()):.1e}")
 
@@ -277,7 +277,7 @@ def own_phase(result: dict) -> bool:
     _require(isinstance(result, dict) and "results" in result and "config" in result,
              "expected the dictionary returned by phase.sweep (or read from results.json)")
     _require(result["config"]["d_out"] == 1, f"expected d_out = 1, got {result['config']['d_out']}")
-    want = {f"{t}->{s}" for t in ("softmax", "gaussian") for s in ("softmax", "gaussian")}
+    want = {f"{t}->{s}" for t in KERNEL_NAMES for s in KERNEL_NAMES}
     _require(want <= set(result["results"]), f"expected the pairs {sorted(want)}, "
              f"got {sorted(result['results'])}")
     return _ok("a d_out = 1 sweep with every teacher/student pair")
@@ -292,11 +292,11 @@ def padding(changes: Mapping[str, bool]) -> bool:
     q, K = torch.randn(1, 4, generator=g), torch.randn(3, 4, generator=g)
     pad = torch.zeros(1, 4)
     truth = {}
-    for kernel in ("softmax", "gaussian"):
+    for kernel in KERNEL_NAMES:
         k = make_kernel(kernel)
         real = [k(q, torch.cat([K, pad.expand(m, 4)]))[0, :3] for m in (0, 1, 5)]
         truth[kernel] = not all(torch.allclose(real[0], r) for r in real[1:])
-    _require(set(changes) == {"softmax", "gaussian"}, "answer for both kernels")
+    _require(set(changes) == set(KERNEL_NAMES), f"answer for each of {KERNEL_NAMES}")
     for kernel, moved in truth.items():
         _require(bool(changes[kernel]) == moved,
                  f"{kernel}: the weights of the real keys {'do' if moved else 'do not'} change with "

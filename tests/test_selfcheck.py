@@ -125,7 +125,7 @@ def test_gaussian_convergence_checks():
     _rejects(selfcheck.orthogonal, lambda n, d: d - n, match="n - 1")
     assert selfcheck.finite_differences({"gaussian": 3e-10, "softmax": 2e-10})
     _rejects(selfcheck.finite_differences, {"gaussian": 3e-10, "softmax": 0.1}, match="disagree")
-    _rejects(selfcheck.finite_differences, {"gaussian": 3e-10}, match="both")
+    _rejects(selfcheck.finite_differences, {"gaussian": 3e-10}, match="each of")
 
 
 def test_own_phase():
