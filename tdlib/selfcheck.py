@@ -90,7 +90,7 @@ def diagonal(X, W) -> bool:
     S = make_kernel("softmax")(Q, Q)
     beaten = (S.max(-1).values > torch.diagonal(S) * (1 + 1e-9))
     _require(bool(beaten.any()), "in your example every Softmax diagonal entry is the largest of its "
-             "row. q_k^T q_j can exceed |q_k|^2: try a token whose projection is a longer copy of "
+             "row. q_l^T q_j can exceed |q_l|^2: try a token whose projection is a longer copy of "
              "another's, e.g. x_2 = 2 x_1")
     k = int(beaten.nonzero()[0])
     return _ok(f"in row {k} the Softmax diagonal {S[k, k]:.3f} is below the row's largest entry "
