@@ -30,12 +30,13 @@ DATA_ENV = "TDLIB_DATA"
 # ---------------------------------------------------------------------------------------------
 
 def glue(name: str, value, display: bool = False):
-    """Store ``value`` under ``name`` for the page's prose and return it."""
+    """Store ``value`` under ``name`` for the page's prose and return it. NumPy scalars are glued
+    as plain Python numbers (their repr, ``np.float64(0.17)``, cannot be formatted in the text)."""
     try:
         from myst_nb import glue as _glue
     except ImportError:  # plain Jupyter: nothing to glue into
         return value
-    _glue(name, value, display=display)
+    _glue(name, value.item() if isinstance(value, np.generic) else value, display=display)
     return value
 
 
