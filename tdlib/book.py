@@ -235,6 +235,15 @@ def load_npz(path) -> dict:
     return _read(path, _npz_arrays, ".npz")
 
 
+def fresh_seed() -> int:
+    """A new random seed at every run (from the operating system's entropy, not from any
+    seeded generator): the theorems' checks draw fresh instances with it and print it, so that
+    any instance a reader meets can be reproduced."""
+    import secrets
+
+    return secrets.randbits(31)
+
+
 _STORED: dict = {}
 
 
