@@ -287,6 +287,7 @@ class AttentionLayer(torch.nn.Module):
         return self
 
     def extra_repr(self) -> str:
+        """The sizes and kernel shown by ``print(layer)``."""
         return (
             f"D={self.D}, H={self.H}, d={self.d}, d_v={self.d_v}, d_out={self.d_out}, "
             f"kernel={self.kernel_name}, dtype={self.W_Q.dtype}"

@@ -95,6 +95,7 @@ class PerQueryProblem:
         return PerQueryProblem(self.keys, self.values, self.target, kernel)
 
     def with_target(self, target) -> "PerQueryProblem":
+        """The same keys, values and kernel with another target."""
         return PerQueryProblem(self.keys, self.values, target, self.kernel)
 
     def check_q(self, q) -> torch.Tensor:

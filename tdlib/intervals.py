@@ -49,6 +49,7 @@ class Interval:
 
     @staticmethod
     def point(x) -> "Interval":
+        """The degenerate interval ``[x, x]``."""
         x = Fraction(x)
         return Interval(x, x)
 
@@ -76,6 +77,7 @@ class Interval:
     __rmul__ = __mul__
 
     def inverse(self) -> "Interval":
+        """``1 / x`` over the interval (which must not contain 0)."""
         if self.lo <= 0 <= self.hi:
             raise ZeroDivisionError(f"Interval: cannot invert [{self.lo}, {self.hi}]")
         return Interval(1 / self.hi, 1 / self.lo)

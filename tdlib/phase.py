@@ -40,6 +40,7 @@ from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
 from .separation import LABELS, classify, pl_windows
+from .train import STEP_GROW, next_step_size
 
 
 LABEL_RULE = ("tdlib.separation.classify: losses at steps T/4, T/2, T and PL ratios averaged "
@@ -104,7 +105,7 @@ def _batch(cfg: SweepConfig, D: int, d: int, init_scale: float, teacher: str, st
     return X, K, U, Y, W0
 
 
-def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks=(), windows=()):
+def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW, marks=(), windows=()):
     """Monotone GD on ``W_Q`` for a batch of problems; returns the final losses ``(B,)``,
     ``1/2 ||Y||^2`` per instance, and the losses and PL ratios ``||grad f||^2 / (2 f)`` after each
     step count in ``marks`` (two arrays of shape ``(B, len(marks))``). With ``windows`` (pairs
@@ -146,7 +147,7 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = 1.1, marks
         W = torch.where(ok[:, None, None], W_new, W)
         f = torch.where(ok, f_new, f)
         g = torch.where(ok[:, None, None], g_new, g)
-        lr = torch.where(ok, lr * grow, lr / 2)
+        lr = next_step_size(lr, ok, grow)
         if t in wanted:
             seen[t] = (f.clone(), pl(f, g))
         if windows:

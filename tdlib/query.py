@@ -147,6 +147,7 @@ class QueryProblem:
         return QueryProblem(self.X, self.Y, self.W_K, self.W_V, self.W_O, kernel, self.c)
 
     def check_W(self, W_Q) -> torch.Tensor:
+        """``W_Q`` as a float64 ``(D, d)`` tensor, or an error naming what was expected."""
         W = as_tensor("W_Q", W_Q, dtype=torch.float64)
         if W.ndim == 3 and W.shape[0] == 1:
             W = W[0]
@@ -161,6 +162,7 @@ class QueryProblem:
         return self.X @ self.check_W(W_Q)
 
     def outputs(self, W_Q) -> torch.Tensor:
+        """The outputs ``o_il`` of every token, shape ``(N, n, d_out)``."""
         return outputs(self.queries(W_Q), self.K, self.U, self.kernel, self.c)
 
     def per_query_losses(self, Q) -> torch.Tensor:
@@ -169,6 +171,7 @@ class QueryProblem:
         return 0.5 * (r * r).sum(-1)
 
     def loss(self, W_Q) -> float:
+        """``f(W_Q) = 1/2 sum_il ||o_il - y_il||^2``."""
         return float(self.per_query_losses(self.queries(W_Q)).sum())
 
     def per_query_gradients(self, Q) -> torch.Tensor:
@@ -266,7 +269,7 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
     """
     import time
 
-    from .train import History
+    from .train import History, next_step_size
 
     lr = check_positive("lr (step size)", lr)
     steps = check_int("steps", steps, minimum=0)
@@ -309,9 +312,7 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
             ex["accepted"].append(ok)
             if ok:
                 W = W_new
-                lr *= 1.1
-            else:
-                lr /= 2
+            lr = next_step_size(lr, ok)
         else:
             ex["accepted"].append(True)
             W = W - lr * g

@@ -215,10 +215,12 @@ class SoftmaxRay:
         return 0.5 * self.delta**2
 
     def loss(self, q, kernel: str = "softmax") -> float:
+        """The per-query loss ``g(q)`` with the given kernel."""
         r = outputs(torch.as_tensor(q, dtype=torch.float64)[None], self.K, self.U, kernel)[0] - self.y
         return 0.5 * float((r * r).sum())
 
     def grad(self, q, kernel: str = "softmax") -> torch.Tensor:
+        """The gradient of ``g`` at ``q`` with the given kernel."""
         q = torch.as_tensor(q, dtype=torch.float64)[None]
         r = outputs(q, self.K, self.U, kernel)[0] - self.y
         return jacobians(q, self.K, self.U, kernel)[0].T @ r

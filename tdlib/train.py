@@ -13,6 +13,21 @@ from .attention import PARAMS, AttentionLayer
 from .checks import check_choice, check_int, check_positive
 
 
+STEP_GROW = 1.1
+"""Factor by which the safeguarded step size grows after an accepted step."""
+
+
+def next_step_size(lr, accepted, grow: float = STEP_GROW):
+    """The one step-size rule of tdlib's safeguarded gradient descent (``query.run`` with
+    ``adaptive=True`` and ``phase.batched_gd``): a step that does not raise the loss is taken
+    and the next step size is ``grow * lr``; a step that would raise it is not taken and the
+    step size is halved (the iteration is spent). ``lr`` and ``accepted`` may be a float and a
+    bool, or tensors of per-instance step sizes and verdicts."""
+    if isinstance(accepted, torch.Tensor):
+        return torch.where(accepted, lr * grow, lr / 2)
+    return lr * grow if accepted else lr / 2
+
+
 class DivergenceError(FloatingPointError):
     """Gradient descent produced a non-finite (or exploding) loss."""
 

@@ -52,6 +52,7 @@ class ModelConfig(Architecture):
     pad_id: int | None = 0  # token id left out of the mean pooling; None pools every token
 
     def check(self) -> "ModelConfig":
+        """Check every field (raises with a clear message); returns ``self``."""
         for k in ("vocab", "max_len", "D", "hidden", "H", "layers"):
             check_int(k, getattr(self, k))
         check_int("classes", self.classes, minimum=2)
@@ -106,6 +107,7 @@ class MultiHeadKernelAttention(nn.Module):
         self.kernel_label = kernel if isinstance(kernel, str) else getattr(kernel, "name", "custom")
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:  # Z: (B, n, D)
+        """Multi-head attention of ``Z`` (shape ``(B, n, D)``), fused where the kernel allows."""
         B, n, D = Z.shape
         q, k, v = self.W_QKV(Z).view(B, n, 3, self.H, self.d).permute(2, 0, 3, 1, 4)  # each (B, H, n, d)
         out = attend(self.kernel, q, k, v, fused=self.fused)  # S(q, k) v, (B, H, n, d)
@@ -122,6 +124,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.D, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.D))
 
     def forward(self, Z):
+        """``Z + MHA(LN(Z))``, then ``Z + MLP(LN(Z))``; shape ``(B, n, D)`` kept."""
         Z = Z + self.attn(self.ln1(Z))
         return Z + self.mlp(self.ln2(Z))
 
@@ -159,6 +162,7 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, classes)`` from token ids ``(B, n)``."""
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(f"tokens: expected a torch.long tensor of shape (B, n), got "
                             f"{type(tokens).__name__}")

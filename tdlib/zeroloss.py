@@ -573,6 +573,7 @@ class JointCondition:
         return self.f0 * self.rate(lr) ** np.arange(steps + 1)
 
     def summary(self) -> str:
+        """A readable report of the conditions, the constants and the verdict."""
         head = "holds" if self.holds else "does not hold"
         lines = [f"sufficient condition ({self.kernel}) {head}:",
                  f"  f_0 = {self.f0:.4g}, lambda_0 = {self.lambda0:.4g}, sigma_min(W_O) = {self.sigma_min:.4g}, "

@@ -342,14 +342,12 @@ def _toggle_solutions(page) -> list[str]:
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("page_name", PAGES)
-def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
-    context.add_init_script(f"try {{ localStorage.setItem('theme', '{theme}'); localStorage.setItem('mode', '{theme}'); }} catch (e) {{}}")
-    events, external = [], []
+def offline_page(context, site_url, events, external, allow=()):
+    """A new page of ``context`` that may load only the site (and URLs starting with one of
+    ``allow``): blocked requests go to ``external``, console and page errors to ``events``."""
 
     def route(r):
-        if r.request.url.startswith(site_url):
+        if r.request.url.startswith((site_url, *allow)):
             r.continue_()
         else:
             external.append(r.request.url)
@@ -360,6 +358,15 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
     page.on("console", lambda m: events.append(f"console {m.type}: {m.text}")
             if m.type == "error" and not any(s in m.text for s in IGNORED_CONSOLE) else None)
     page.on("pageerror", lambda e: events.append(f"page error: {e}"))
+    return page
+
+
+def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
+    context.add_init_script(f"try {{ localStorage.setItem('theme', '{theme}'); localStorage.setItem('mode', '{theme}'); }} catch (e) {{}}")
+    events, external = [], []
+    page = offline_page(context, site_url, events, external)
     page.on("requestfailed", lambda r: events.append(f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: events.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     start = time.perf_counter()

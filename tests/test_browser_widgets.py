@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from conftest import source_of, toc_files
-from test_browser import IGNORED_CONSOLE, _wait_until_settled, browser, site_dir, site_url  # noqa: F401
+from test_browser import _wait_until_settled, browser, offline_page, site_dir, site_url  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -117,19 +117,7 @@ def test_sliders_answer_without_kernel(browser, site_url, page_name):  # noqa: F
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     events, external = [], []
-
-    def route(r):
-        if r.request.url.startswith(site_url) or r.request.url.startswith("blob:"):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: events.append(f"console {m.type}: {m.text}")
-            if m.type == "error" and not any(s in m.text for s in IGNORED_CONSOLE) else None)
-    page.on("pageerror", lambda e: events.append(f"page error: {e}"))
+    page = offline_page(context, site_url, events, external, allow=("blob:",))
     problems, report = [], []
     try:
         page.goto(site_url + page_name + ".html", wait_until="load")
