@@ -340,8 +340,6 @@ def _toggle_solutions(page) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("page_name", PAGES)
 def offline_page(context, site_url, events, external, allow=()):
     """A new page of ``context`` that may load only the site (and URLs starting with one of
     ``allow``): blocked requests go to ``external``, console and page errors to ``events``."""
@@ -361,6 +359,8 @@ def offline_page(context, site_url, events, external, allow=()):
     return page
 
 
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("page_name", PAGES)
 def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
