@@ -303,35 +303,6 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
     return axes
 
 
-def plot_scales(result: dict, ratio: float, d: int, ax=None):
-    """Success fraction against the initialization scale at one ``(ratio, d)`` cell, one line per
-    (teacher, student): colour and marker fill = student kernel (open markers: Softmax student);
-    solid line with discs = Gaussian teacher, dashed line with squares = Softmax teacher."""
-    from .plotting import kernel_style, new_axes
-
-    cfg = result["config"]
-    if ratio not in cfg["ratios"] or d not in cfg["ds"]:
-        raise ValueError(f"(ratio, d): expected ratio in {cfg['ratios']} and d in {cfg['ds']}, got ({ratio}, {d})")
-    a, b = cfg["ratios"].index(ratio), cfg["ds"].index(d)
-    ax = ax if ax is not None else new_axes()
-    for t in cfg["teachers"]:
-        for s in cfg["students"]:
-            F = success_fraction(result, t, s)[a, b, :]
-            gauss_t = t == "gaussian"  # targets: solid line and discs vs dashed line and squares
-            ax.plot(cfg["init_scales"], F, **kernel_style(s, line=False, marker=False),
-                    marker="o" if gauss_t else "s", ls="-" if gauss_t else "--",
-                    mfc="white" if s == "softmax" else None,
-                    label=f"{t} targets, {s} student")
-    ax.set_xscale("log")
-    ax.set_xticks(cfg["init_scales"], [f"{x:g}" for x in cfg["init_scales"]])
-    ax.minorticks_off()
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("initialization scale")
-    ax.set_ylabel("fraction reaching zero loss")
-    ax.legend(handlelength=3.5)
-    return ax
-
-
 def main(argv=None) -> int:
     """The command line ``python -m tdlib.phase --out FOLDER ...``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m tdlib.phase", description=__doc__.split("\n")[0])
