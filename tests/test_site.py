@@ -6,7 +6,9 @@
 * a real author line, a licence page and file, a how-to-cite page, all in the table of contents;
 * one proof style: in every chapter the first proof is open and every later proof sits in a
   ``{dropdown}`` (collapsed);
-* one meaning per symbol: the notation page against the chapters.
+* one meaning per symbol: the notation page against the chapters;
+* visible chapter code is short: no line longer than 88 characters and no cell longer than 25
+  lines, unless its input is hidden (``hide-input``, ``remove-input``, ``remove-cell``).
 """
 from __future__ import annotations
 
@@ -207,3 +209,58 @@ def test_notation_code_column_matches_tdlib():
                     if a in TYPED and a != p:
                         problems.append(f"{code}: argument {a!r} where the function takes {p!r}")
     assert not problems, "notation page vs tdlib:\n  " + "\n  ".join(problems)
+
+
+# ------------------------------------------------------------------------------ short visible code
+MAX_CODE_LINE, MAX_CELL_LINES = 88, 25
+HIDDEN_INPUT = ("hide-input", "remove-input", "remove-cell")
+
+
+def visible_code_cells(text: str):
+    """``(line number, body lines)`` of every ``{code-cell}`` whose input a reader sees."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^(`{3,})\{code-cell\}", lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, start, options, body = m.group(1), i + 1, [], []
+        i += 1
+        if i < len(lines) and lines[i].strip() == "---":  # YAML options block
+            i += 1
+            while i < len(lines) and lines[i].strip() != "---":
+                options.append(lines[i])
+                i += 1
+            i += 1
+        while i < len(lines) and lines[i].startswith(":"):  # short options
+            options.append(lines[i])
+            i += 1
+        while i < len(lines) and lines[i].rstrip() != fence:
+            body.append(lines[i])
+            i += 1
+        i += 1
+        while body and not body[-1].strip():
+            body.pop()
+        if not any(tag in " ".join(options) for tag in HIDDEN_INPUT):
+            yield start, body
+
+
+def test_cell_reader_sees_options_and_bodies():
+    text = ("```{code-cell} ipython3\nx = 1\ny = 2\n```\n\n"
+            "```{code-cell} ipython3\n---\ntags: [remove-input]\n---\nz = 3\n```\n"
+            "```{code-cell} ipython3\n:tags: [hide-input]\nw = 4\n```\n")
+    assert list(visible_code_cells(text)) == [(1, ["x = 1", "y = 2"])]
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_visible_code_is_short(page):
+    """A reader sees short code: lines that fit the column and cells that fit a screen."""
+    problems = []
+    for start, body in visible_code_cells(_text(page)):
+        if len(body) > MAX_CELL_LINES:
+            problems.append(f"cell at line {start}: {len(body)} lines > {MAX_CELL_LINES}")
+        for k, line in enumerate(body):
+            if len(line) > MAX_CODE_LINE:
+                problems.append(f"line {start + 1 + k}: {len(line)} characters > {MAX_CODE_LINE}")
+    assert not problems, f"{page}: " + "; ".join(problems)
