@@ -3,14 +3,15 @@ descent reaches zero loss, as a phase diagram over random problems.
 
 For every cell of a grid (ratio ``D / (N n)``, head dimension ``d``, initialization scale) and
 every pair (teacher kernel, student kernel), ``instances`` random problems from
-:func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone, all instances of a
-cell at once. A run *succeeds* when its final loss is at most ``tol`` times ``1/2 ||Y||^2`` (the
-loss of the zero output). Because that count depends on the step budget, every run also gets a
-*label* from :func:`tdlib.separation.classify`, read off its losses at steps ``T/4``, ``T/2``,
-``T`` and its PL ratios ``||grad f||^2 / (2 f)`` averaged over windows ending at ``T/2`` and ``T``: ``converged`` (numerically
-zero), ``linear`` (the PL ratio is not decaying), ``power law`` (sublinear, still falling towards
-zero) or ``stalling`` (the decrease dies out at a positive loss). Each run is labelled a second
-time from steps ``T/8``, ``T/4``, ``T/2`` (half the budget) to count how often the label changes.
+:func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone. Every run gets a
+*label* from :func:`tdlib.separation.classify_curve`: ``converged`` (numerically zero),
+``linear`` (the PL ratio is not decaying), ``power law`` (sublinear, still falling towards zero)
+or ``stalling`` (the decrease dies out at a positive loss). A label read at one fixed budget
+depends on that budget, so :func:`settle` doubles each run's budget (``steps``, ``2 steps``,
+... up to ``max_steps``) until its labels at ``T/2`` and ``T`` agree; runs that never settle are
+counted as ``undecided``. For comparison the sweep also records the label at ``steps / 2`` and
+the old threshold count: final loss after ``steps`` iterations at most ``tol`` times
+``1/2 ||Y||^2`` (the loss of the zero output).
 
 Step size: each instance starts with ``eta = 1 / sigma_max(Xs)^2``; at every iteration a step
 that would raise the loss is not taken and ``eta`` is halved (the iteration is spent), a step that
@@ -21,11 +22,13 @@ progress that a fixed step does not).
 
 Command line (results and provenance go to ``OUT/results.json``)::
 
-    python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 2000
+    python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 2000 \
+        --max-steps 16000
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,12 +42,13 @@ from . import book
 from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
-from .separation import LABELS, classify, pl_windows
+from .separation import LABELS, classify_curve
 from .train import STEP_GROW, next_step_size
 
 
-LABEL_RULE = ("tdlib.separation.classify: losses at steps T/4, T/2, T and PL ratios averaged "
-              "over steps [0.45 T, 0.5 T] and [0.9 T, T]")
+LABEL_RULE = ("tdlib.separation.classify_curve at budgets T = steps, 2 steps, ... <= max_steps; "
+              "a run stops when its labels at T/2 and T agree (or it has converged); "
+              "'undecided' if they still differ at max_steps")
 
 MAX_D = 4096
 """The largest embedding dimension a sweep accepts (memory grows with instances * N n D)."""
@@ -64,6 +68,7 @@ class SweepConfig:
     d_out: int = 2
     instances: int = 16
     steps: int = 2000
+    max_steps: Optional[int] = None   # default 8 * steps
     tol: float = 1e-4
     seed: int = 0
 
@@ -72,6 +77,14 @@ class SweepConfig:
         for name in ("N", "n", "d_out", "instances", "steps"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
+        check_int("steps", self.steps, minimum=16)
+        if self.max_steps is None:
+            self.max_steps = 8 * self.steps
+        check_int("max_steps", self.max_steps, minimum=self.steps)
+        k = self.max_steps // self.steps
+        if self.max_steps % self.steps or k & (k - 1):
+            raise ValueError(f"max_steps: expected steps ({self.steps}) times a power of two, "
+                             f"got {self.max_steps}")
         check_positive("tol", self.tol)
         if not self.tol < 1:
             raise ValueError(f"tol: expected a number in (0, 1), got {self.tol}")
@@ -162,78 +175,167 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW,
     return f, fref, at, pl_at, torch.exp(logs / sizes)
 
 
-def _cell(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, student: str, half: bool = False):
-    """Final loss / (1/2 ||Y||^2) of every instance of grid cell ``(a, b, c)``, and the label of
-    every run (:func:`tdlib.separation.classify` at steps ``T/4``, ``T/2``, ``T``)."""
+def settle(X, K, U, Y, W0, kernel: str, steps: int, max_steps: int, grow: float = STEP_GROW,
+           f_ref=None):
+    """Run :func:`batched_gd`'s monotone GD on every problem of a batch until its label no longer
+    depends on the budget.
+
+    The label of a run at budget ``T`` is :func:`tdlib.separation.classify_curve` of its losses
+    and PL ratios up to step ``T``. At ``T = steps, 2 steps, 4 steps, ...`` each run still going
+    is labelled at ``T`` and at ``T/2``; when the two labels agree, or the run has converged
+    (its loss is numerically zero and stays so, since every step is monotone), the run stops
+    with that label: doubling its budget did not change it. Runs whose labels still disagree at
+    ``max_steps`` are ``"undecided"``. ``max_steps`` must be ``steps`` times a power of two.
+
+    Returns a dict of per-run lists: ``label``, ``budget`` (the ``T`` at which the run stopped),
+    ``first`` (its label at ``steps / 2``, what a single fixed budget would have said), and the
+    losses ``f_steps`` after ``steps`` iterations and ``f_ref = 1/2 ||Y||^2`` (or the given
+    ``f_ref``) for the threshold count."""
+    steps = check_int("steps", steps, minimum=16)
+    max_steps = check_int("max_steps", max_steps, minimum=steps)
+    ratio = max_steps // steps
+    if max_steps % steps or ratio & (ratio - 1):
+        raise ValueError(f"max_steps: expected steps ({steps}) times a power of two, got {max_steps}")
+    B, N, n, D = X.shape
+    fref = (0.5 * (Y * Y).sum((1, 2, 3)) if f_ref is None
+            else torch.as_tensor(f_ref, dtype=X.dtype)).numpy()
+    F = np.zeros((B, max_steps + 1))
+    P = np.zeros((B, max_steps + 1))
+    out = {"label": [None] * B, "budget": [0] * B, "first": [None] * B,
+           "f_steps": [0.0] * B, "f_ref": fref.tolist()}
+    idx = torch.arange(B)                                   # the runs still going
+    Xs = X.reshape(B, N * n, D)
+    lr = 1.0 / torch.linalg.matrix_norm(Xs, 2) ** 2
+
+    def loss_and_grad(i, W):
+        Q = X[i] @ W.unsqueeze(1)
+        r = outputs(Q, K[i], U[i], kernel) - Y[i]
+        f = 0.5 * (r * r).sum((1, 2, 3))
+        J = jacobians(Q, K[i], U[i], kernel)
+        G = torch.einsum("BNkoe,BNko->BNke", J, r).reshape(len(i), N * n, -1)
+        return f, Xs[i].transpose(1, 2) @ G
+
+    def record(t, f, g):
+        F[idx.numpy(), t] = f.numpy()
+        P[idx.numpy(), t] = ((g * g).sum((1, 2)) / (2 * f)).numpy()
+
+    W = W0.clone()
+    f, g = loss_and_grad(idx, W)
+    record(0, f, g)
+    t, T = 0, steps
+    while len(idx):
+        for t in range(t + 1, T + 1):
+            W_new = W - lr[:, None, None] * g
+            f_new, g_new = loss_and_grad(idx, W_new)
+            ok = torch.isfinite(f_new) & (f_new <= f)
+            W = torch.where(ok[:, None, None], W_new, W)
+            f = torch.where(ok, f_new, f)
+            g = torch.where(ok[:, None, None], g_new, g)
+            lr = next_step_size(lr, ok, grow)
+            record(t, f, g)
+        keep = []
+        for j, i in enumerate(idx.tolist()):
+            now = classify_curve(F[i, :T + 1], P[i, :T + 1], f_ref=fref[i])
+            before = classify_curve(F[i, :T // 2 + 1], P[i, :T // 2 + 1], f_ref=fref[i])
+            if T == steps:
+                out["first"][i], out["f_steps"][i] = before, float(F[i, steps])
+            if now == before or now == "converged" or T == max_steps:
+                out["label"][i] = now if now == before or now == "converged" else "undecided"
+                out["budget"][i] = T
+            else:
+                keep.append(j)
+        keep = torch.tensor(keep, dtype=torch.long)
+        idx, W, f, g, lr = idx[keep], W[keep], f[keep], g[keep], lr[keep]
+        T *= 2
+    return out
+
+
+RUN_LABELS = LABELS + ("undecided",)
+
+
+def _problems(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, which=None):
+    """The problems of grid cell ``(a, b, c)`` for one teacher (both students see the same);
+    ``which`` selects instances by index (default: all)."""
     D = int(round(cfg.ratios[a] * cfg.N * cfg.n))
-    # the same problems (data, teacher, init) for both students of a teacher
     seeds = cfg.seed + 1_000_003 * (a * 97 + b * 13 + c) + np.arange(cfg.instances)
-    X, K, U, Y, W0 = _batch(cfg, D, cfg.ds[b], cfg.init_scales[c], teacher, student, seeds)
-    T = cfg.steps
-    f, fref, at, _, pw = batched_gd(X, K, U, Y, W0, student, T, marks=(T // 8, T // 4, T // 2, T),
-                                    windows=pl_windows(T))
-    labels = [classify(a4, a2, aT, fr, p2, pT)
-              for (_, a4, a2, aT), (_, p2, pT), fr in zip(at.tolist(), pw.tolist(), fref.tolist())]
-    if not half:
-        return (f / fref).numpy(), labels
-    # the same runs judged at half the budget: how often does doubling it change a label?
-    early = [classify(a8, a4, a2, fr, p4, p2)
-             for (a8, a4, a2, _), (p4, p2, _), fr in zip(at.tolist(), pw.tolist(), fref.tolist())]
-    return (f / fref).numpy(), labels, early
+    seeds = seeds if which is None else seeds[list(which)]
+    return _batch(cfg, D, cfg.ds[b], cfg.init_scales[c], teacher, teacher, seeds)
 
 
-def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, init_scale: float) -> int:
-    """Recompute one cell of a stored sweep from its configuration; returns a dict with the
-    success count and the count of every label."""
+def _runs(cfg: SweepConfig, a: int, b: int, cells, student: str, which=None):
+    """Settle the runs of several cells ``(c, teacher)`` of one ``(ratio, d)`` at once (one
+    batch: the runs are independent, batching only saves time); one result dict per cell."""
+    parts = [_problems(cfg, a, b, c, teacher, which) for c, teacher in cells]
+    X, K, U, Y, W0 = (torch.cat(z) for z in zip(*parts))
+    res = settle(X, K, U, Y, W0, student, cfg.steps, cfg.max_steps)
+    m = len(parts[0][0])
+    return [{k: v[j * m:(j + 1) * m] for k, v in res.items()} for j in range(len(cells))]
+
+
+def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, init_scale: float,
+               which=None) -> dict:
+    """Recompute runs of one cell of a stored sweep from its configuration and seeds: all of
+    them (default) or the instances listed in ``which``. Returns the success count, the count
+    of every label, and the label and budget of every recomputed run."""
     cfg = SweepConfig(**result["config"]).validate()
     for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds), ("init_scale", init_scale, cfg.init_scales)):
         if value not in axis:
             raise ValueError(f"{name}: expected one of {axis} (the stored grid), got {value}")
-    rel, labels = _cell(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), cfg.init_scales.index(init_scale),
-                        teacher, student)
-    return {"success": int((rel <= cfg.tol).sum()), **{k: labels.count(k) for k in LABELS}}
+    if which is not None:
+        which = [check_int("instance", i, minimum=0) for i in which]
+        if not which or max(which) >= cfg.instances:
+            raise ValueError(f"which: expected instance numbers in 0..{cfg.instances - 1}, "
+                             f"got {which}")
+    c = cfg.init_scales.index(init_scale)
+    r = _runs(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), [(c, teacher)], student, which)[0]
+    success = sum(f <= cfg.tol * fr for f, fr in zip(r["f_steps"], r["f_ref"]))
+    return {"success": int(success), **{k: r["label"].count(k) for k in RUN_LABELS},
+            "run_labels": r["label"], "run_budgets": r["budget"]}
 
 
 def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
     """Run the whole grid; returns a dict with the configuration, provenance and, for every
-    (teacher, student), an array ``success[ratio, d, init_scale]`` of success counts and the
-    median final relative loss."""
+    (teacher, student), arrays ``[ratio, d, init_scale]``: the count of every settled label
+    (:func:`settle`), the count of runs whose label at ``steps / 2`` differs from the settled
+    one, the median budget, and the old threshold count (final loss after ``steps`` iterations
+    at most ``tol * 1/2 ||Y||^2``) with the median final relative loss; and per run
+    (``[ratio, d, init_scale, instance]``) its label and budget."""
     cfg.validate()
     start = time.perf_counter()
     shape = (len(cfg.ratios), len(cfg.ds), len(cfg.init_scales))
-    results = {}
-    total = len(cfg.teachers) * len(cfg.students) * int(np.prod(shape))
-    done = 0
-    for teacher in cfg.teachers:
-        for student in cfg.students:
-            succ = np.zeros(shape, dtype=int)
-            med = np.zeros(shape)
-            counts = {k: np.zeros(shape, dtype=int) for k in LABELS}
-            changed = np.zeros(shape, dtype=int)
-            for a, ratio in enumerate(cfg.ratios):
-                D = int(round(ratio * cfg.N * cfg.n))
-                for b, d in enumerate(cfg.ds):
-                    for c, s in enumerate(cfg.init_scales):
-                        rel, labels, early = _cell(cfg, a, b, c, teacher, student, half=True)
-                        changed[a, b, c] = sum(x != y for x, y in zip(labels, early))
-                        succ[a, b, c] = int((rel <= cfg.tol).sum())
-                        for k in LABELS:
-                            counts[k][a, b, c] = labels.count(k)
-                        med[a, b, c] = float(np.median(rel))
-                        done += 1
-                        if progress:
-                            print(f"[{done}/{total}] teacher={teacher} student={student} D={D} d={d} "
-                                  f"scale={s}: {succ[a, b, c]}/{cfg.instances} succeed "
-                                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-            results[f"{teacher}->{student}"] = {"success": succ.tolist(), "median_rel_loss": med.tolist(),
-                                                "labels": {k: v.tolist() for k, v in counts.items()},
-                                                "label_changed_from_half_budget": changed.tolist()}
+    pairs = [(t, s) for t in cfg.teachers for s in cfg.students]
+    acc = {p: {"success": np.zeros(shape, dtype=int), "median_rel_loss": np.zeros(shape),
+               "labels": {k: np.zeros(shape, dtype=int) for k in RUN_LABELS},
+               "first_label_differs": np.zeros(shape, dtype=int),
+               "median_budget": np.zeros(shape),
+               "run_labels": np.empty(shape + (cfg.instances,), dtype=object),
+               "run_budgets": np.zeros(shape + (cfg.instances,), dtype=int)} for p in pairs}
+    cells = [(c, t) for c in range(shape[2]) for t in cfg.teachers]
+    for a, ratio in enumerate(cfg.ratios):
+        for b, d in enumerate(cfg.ds):
+            for student in cfg.students:
+                for (c, teacher), r in zip(cells, _runs(cfg, a, b, cells, student)):
+                    z = acc[(teacher, student)]
+                    rel = np.asarray(r["f_steps"]) / np.asarray(r["f_ref"])
+                    z["success"][a, b, c] = int((rel <= cfg.tol).sum())
+                    z["median_rel_loss"][a, b, c] = float(np.median(rel))
+                    for k in RUN_LABELS:
+                        z["labels"][k][a, b, c] = r["label"].count(k)
+                    z["first_label_differs"][a, b, c] = sum(
+                        x != y for x, y in zip(r["first"], r["label"]))
+                    z["median_budget"][a, b, c] = float(np.median(r["budget"]))
+                    z["run_labels"][a, b, c] = r["label"]
+                    z["run_budgets"][a, b, c] = r["budget"]
+                if progress:
+                    print(f"D/(Nn)={ratio:g} d={d} student={student} "
+                          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    tolist = lambda z: {k: tolist(v) if isinstance(v, dict) else v.tolist() for k, v in z.items()}
     return {
         "config": asdict(cfg),
         "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
-        "results": results,
+        "results": {f"{t}->{s}": tolist(z) for (t, s), z in acc.items()},
         "provenance": book.provenance(wall_seconds=time.perf_counter() - start,
-                                      success_rule="final loss <= tol * 1/2 ||Y||^2",
+                                      success_rule="final loss after steps <= tol * 1/2 ||Y||^2",
                                       label_rule=LABEL_RULE),
     }
 
@@ -260,6 +362,57 @@ def label_fraction(result: dict, teacher: str, student: str, labels=("converged"
         if k not in stored:
             raise ValueError(f"labels: expected names from {sorted(stored)}, got {k!r}")
     return sum(np.asarray(stored[k]) for k in labels) / result["config"]["instances"]
+
+
+REGIONS = {
+    "in": "D >= N n and d >= n (the theorem's dimension conditions can hold)",
+    "coupled": "D < N n (queries coupled through X)",
+    "d1": "D >= N n and d = 1 < d_out (no full-rank Gaussian Jacobian)",
+}
+
+
+def region_masks(result: dict) -> dict:
+    """Boolean masks ``[ratio, d]`` of the regions named in :data:`REGIONS`."""
+    cfg = result["config"]
+    r = np.asarray(cfg["ratios"], dtype=float)[:, None]
+    d = np.asarray(cfg["ds"])[None, :]
+    return {"in": (r >= 1) & (d >= cfg["n"]), "coupled": (r < 1) & (d > 0),
+            "d1": (r >= 1) & (d == 1)}
+
+
+def summary(result: dict, init_scale: float = 1.0) -> dict:
+    """Fractions of runs over each region of :data:`REGIONS` at one initialization scale, for
+    every (teacher, student): ``lin`` (converged or linear), ``power``, ``stall``, ``undecided``,
+    ``succ`` (the threshold count after ``steps``) and ``first`` (runs whose label at
+    ``steps / 2`` differs from the settled one). Keys ``(teacher, student, region)``; a region
+    with no cell of the grid gives NaN."""
+    cfg = result["config"]
+    if init_scale not in cfg["init_scales"]:
+        raise ValueError(f"init_scale: expected one of {cfg['init_scales']}, got {init_scale}")
+    c = cfg["init_scales"].index(init_scale)
+    out = {}
+    for key, r in result["results"].items():
+        t, s = key.split("->")
+        first = np.asarray(r["first_label_differs"]) / cfg["instances"]
+        fr = {"lin": label_fraction(result, t, s, ("converged", "linear")),
+              "power": label_fraction(result, t, s, ("power law",)),
+              "stall": label_fraction(result, t, s, ("stalling",)),
+              "undecided": label_fraction(result, t, s, ("undecided",)),
+              "succ": success_fraction(result, t, s), "first": first}
+        for name, mask in region_masks(result).items():
+            out[(t, s, name)] = {k: float(v[:, :, c][mask].mean()) if mask.any() else math.nan
+                                 for k, v in fr.items()}
+    return out
+
+
+def summary_table(table: dict) -> str:
+    """:func:`summary` as lines of at most 72 characters."""
+    cols = ("lin", "power", "stall", "undecided", "succ", "first")
+    lines = ["targets->student  region  " + " ".join(f"{k[:6]:>6s}" for k in cols)]
+    for (t, s, name), v in table.items():
+        lines.append(f"{t[:5]:>7s}->{s[:5]:<8s} {name:7s} "
+                     + " ".join(f"{v[k]:6.2f}" for k in cols))
+    return "\n".join(lines)
 
 
 def plot(result: dict, init_scale: Optional[float] = None, axes=None,
@@ -315,12 +468,15 @@ def main(argv=None) -> int:
     p.add_argument("--students", nargs="+", default=d.students)
     for name in ("N", "n", "d_out", "instances", "steps", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="largest budget a run may need to settle (default 8 * steps)")
     p.add_argument("--tol", type=float, default=d.tol)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     cfg = SweepConfig(ratios=args.ratios, ds=args.ds, init_scales=args.init_scales, teachers=args.teachers,
                       students=args.students, N=args.N, n=args.n, d_out=args.d_out,
-                      instances=args.instances, steps=args.steps, tol=args.tol, seed=args.seed)
+                      instances=args.instances, steps=args.steps, max_steps=args.max_steps,
+                      tol=args.tol, seed=args.seed)
     try:
         cfg.validate()
         book.check_writable(Path(args.out) / "results.json")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tdlib
-from tdlib import phase, query
+from tdlib import phase, query, separation
 
 
 def fresh_seed():
@@ -156,11 +156,41 @@ def test_cli_rejects_bad_configuration(capsys, tmp_path):
     assert "expected one of 'softmax', 'gaussian'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="tol"):
         phase.SweepConfig(tol=2.0).validate()
+    with pytest.raises(ValueError, match="max_steps: expected steps"):
+        phase.SweepConfig(steps=100, max_steps=300).validate()
+    with pytest.raises(ValueError, match="steps"):
+        phase.SweepConfig(steps=4).validate()
+
+
+def test_settle_stops_a_run_when_doubling_the_budget_keeps_its_label():
+    """Every settled run carries the label it has at its budget T and at T/2; the others are
+    undecided at max_steps; a converged run stops at once."""
+    seed = fresh_seed()
+    probs = [query.make_problem(N=2, n=3, D=12, d=4, d_out=2, kernel="softmax",
+                                teacher="gaussian", seed=seed + i) for i in range(4)]
+    X, K, U, Y = (torch.stack([getattr(p, a) for p, _, _ in probs]) for a in "XKUY")
+    W0 = torch.stack([w for _, _, w in probs])
+    res = phase.settle(X, K, U, Y, W0, "softmax", 32, 256)
+    for i in range(4):
+        T = res["budget"][i]
+        assert T in (32, 64, 128, 256), (seed, T)
+        f, _, curve, pl = phase.batched_gd(X[i:i + 1], K[i:i + 1], U[i:i + 1], Y[i:i + 1],
+                                           W0[i:i + 1], "softmax", T, marks=range(T + 1))
+        at = lambda S: separation.classify_curve(curve[0, :S + 1].numpy(), pl[0, :S + 1].numpy(),
+                                                 f_ref=res["f_ref"][i])
+        if res["label"][i] == "undecided":
+            assert T == 256 and at(256) != at(128), seed
+        elif res["label"][i] != "converged":
+            assert res["label"][i] == at(T) == at(T // 2), seed
+        assert res["first"][i] == at(16), seed
+    with pytest.raises(ValueError, match="power of two"):
+        phase.settle(X, K, U, Y, W0, "softmax", 32, 96)
 
 
 def test_tiny_sweep_end_to_end(tmp_path):
     args = ["--out", str(tmp_path), "--ratios", "1", "2", "--ds", "2", "--init-scales", "1",
-            "--instances", "3", "--steps", "60", "--N", "2", "--n", "2", "--quiet"]
+            "--instances", "3", "--steps", "30", "--max-steps", "120", "--N", "2", "--n", "2",
+            "--quiet"]
     assert phase.main(args) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["config"]["instances"] == 3 and res["provenance"]["wall_seconds"] > 0
@@ -168,12 +198,14 @@ def test_tiny_sweep_end_to_end(tmp_path):
     for pair in ("softmax->softmax", "softmax->gaussian", "gaussian->softmax", "gaussian->gaussian"):
         F = phase.success_fraction(res, *pair.split("->"))
         assert F.shape == (2, 1, 1) and ((0 <= F) & (F <= 1)).all()
-    # every run has exactly one label, and halving the budget is recorded per cell
+    # every run has exactly one label; budgets lie in [steps, max_steps]
     for pair, r in res["results"].items():
         total = sum(np.asarray(v) for v in r["labels"].values())
         assert (total == 3).all(), pair
-        changed = np.asarray(r["label_changed_from_half_budget"])
+        changed = np.asarray(r["first_label_differs"])
         assert ((0 <= changed) & (changed <= 3)).all()
+        budget = np.asarray(r["median_budget"])
+        assert ((30 <= budget) & (budget <= 120)).all()
     L = phase.label_fraction(res, "gaussian", "gaussian", ("converged", "linear"))
     assert L.shape == (2, 1, 1) and ((0 <= L) & (L <= 1)).all()
     with pytest.raises(ValueError, match="labels: expected names"):
@@ -184,5 +216,22 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert live["success"] == round(phase.success_fraction(res, "gaussian", "softmax")[1, 0, 0] * 3)
     stored = res["results"]["gaussian->softmax"]["labels"]
     assert all(live[k] == stored[k][1][0][0] for k in stored)
+    runs = res["results"]["gaussian->softmax"]["run_labels"][1][0][0]
+    assert live["run_labels"] == runs
+    two = phase.rerun_cell(res, "gaussian", "softmax", ratio=2.0, d=2, init_scale=1.0, which=[2, 0])
+    assert two["run_labels"] == [runs[2], runs[0]]
+    # the region summary: the four label fractions of a region add up to one
+    table = phase.summary(res, init_scale=1.0)
+    assert len(table) == 4 * 3
+    for (t, s, region), v in table.items():
+        if region in ("coupled", "d1"):
+            assert math.isnan(v["lin"])             # no cell has D < Nn or d = 1
+        else:
+            assert abs(v["lin"] + v["power"] + v["stall"] + v["undecided"] - 1) < 1e-12
+    assert all(len(line) <= 72 for line in phase.summary_table(table).splitlines())
+    with pytest.raises(ValueError, match="init_scale"):
+        phase.summary(res, init_scale=3.0)
+    with pytest.raises(ValueError, match="which: expected instance numbers"):
+        phase.rerun_cell(res, "gaussian", "softmax", ratio=2.0, d=2, init_scale=1.0, which=[3])
     with pytest.raises(ValueError, match="stored grid"):
         phase.rerun_cell(res, "gaussian", "softmax", ratio=5.0, d=2, init_scale=1.0)

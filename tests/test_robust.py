@@ -350,7 +350,7 @@ def test_unwritable_out_is_found_before_the_work(tmp_path, monkeypatch, capsys):
             experiments.main(argv)
         assert "cannot write" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        phase.main(["--out", str(out.parent / "folder"), "--steps", "1"])
+        phase.main(["--out", str(out.parent / "folder"), "--steps", "16"])
     assert "cannot write" in capsys.readouterr().err
 
 
@@ -456,12 +456,12 @@ def test_landscape_pair_is_written_as_one(tmp_path, monkeypatch):
 def test_phase_cli_writes_atomically(tmp_path, monkeypatch):
     fake = {"provenance": {"command": None, "wall_seconds": 1.0}, "config": {}}
     monkeypatch.setattr(phase, "sweep", lambda cfg, progress=True: dict(fake))
-    phase.main(["--out", str(tmp_path), "--quiet", "--steps", "1"])
+    phase.main(["--out", str(tmp_path), "--quiet", "--steps", "16"])
     f = tmp_path / "results.json"
     before = f.read_bytes()
     monkeypatch.setattr(book.os, "replace", fail_on_call(1))
     with pytest.raises(OSError):
-        phase.main(["--out", str(tmp_path), "--quiet", "--steps", "2"])
+        phase.main(["--out", str(tmp_path), "--quiet", "--steps", "32"])
     assert f.read_bytes() == before
 
 
