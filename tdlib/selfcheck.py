@@ -22,7 +22,7 @@ from .attention import KERNEL_NAMES, make_kernel
 
 __all__ = [
     "Wrong", "rowsum", "diagonal", "own_kernel", "zl_step", "zl_heads", "zl_expected",
-    "zl_measure", "ce_no_2d", "ce_log", "ce_search", "softmax_jacobian", "orthogonal",
+    "zl_measure", "jt_descent", "jt_first_step", "jt_scale", "ce_no_2d", "ce_log", "ce_search", "softmax_jacobian", "orthogonal",
     "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "passes", "EXERCISES",
 ]
 
@@ -172,6 +172,66 @@ def zl_measure(q_measured: float, q_pred: float) -> bool:
     _require(abs(math.log(q) / math.log(q_pred) - 1) < 0.02,
              f"your factor {q:.6f} is not the predicted {q_pred:.6f}: fit the *tail* of log(f_t - f_*)")
     return _ok(f"{q:.6f} against the predicted {q_pred:.6f}")
+
+
+# ----------------------------------------------------------------------------- joint training
+
+def jt_descent(pl_factor: Callable) -> bool:
+    """ex-jt-descent: ``pl_factor(eta, mu, L)`` is the one-step factor
+    ``1 - 2 eta mu (1 - eta L / 2)`` that the descent lemma and the PL inequality give."""
+    for eta, mu_, L in ((0.1, 1.0, 2.0), (1.0, 0.2, 1.0), (0.5, 0.01, 3.0), (1e-3, 5.0, 100.0)):
+        want = 1 - 2 * eta * mu_ * (1 - eta * L / 2)
+        got = float(_call("pl_factor", pl_factor, eta, mu_, L))
+        _require(math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12),
+                 f"for eta={eta}, mu={mu_}, L={L}: expected {want:.6g}, got {got:.6g}. Start "
+                 "from f(theta') <= f - eta |grad f|^2 + (L/2) eta^2 |grad f|^2, then use PL")
+    return _ok("the factor is 1 - 2 eta mu (1 - eta L/2), smallest at eta = 1/L: 1 - mu/L")
+
+
+def jt_first_step(attention_gradients: Callable) -> bool:
+    """ex-jt-first-step: ``attention_gradients(model, X, Y)`` returns ``{"W_Q": ..., "W_K": ...}``,
+    the Frobenius norms of the gradients of the loss in ``W^Q`` and ``W^K``."""
+    from . import zeroloss
+
+    for kernel in KERNEL_NAMES:
+        for moved in (False, True):
+            m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=8, d=4, seed=11)
+            if moved:
+                zeroloss.perturb(m, scale=0.3, seed=12)
+            Ws = [m.W_Q, m.W_K]
+            for W in Ws:
+                W.requires_grad_(True)
+            want = [float(g.norm()) for g in torch.autograd.grad(m.loss(X, Y), Ws)]
+            for W in Ws:
+                W.requires_grad_(False)
+            got = _call("attention_gradients", attention_gradients, m, X, Y)
+            _require(isinstance(got, Mapping) and {"W_Q", "W_K"} <= set(got),
+                     f"expected a dict with keys 'W_Q' and 'W_K', got {got!r}")
+            where = "with W_V != 0" if moved else "at W_V = 0"
+            for name, w in zip(("W_Q", "W_K"), want):
+                _require(math.isclose(float(got[name]), w, rel_tol=1e-6, abs_tol=1e-10),
+                         f"{kernel} {where}: |grad_{name} f| should be {w:.6g}, got "
+                         f"{float(got[name]):.6g}")
+    return _ok("at W_V = 0 both gradients vanish; once W_V moves, the attention weights do too")
+
+
+def jt_scale(largest_gamma: Callable) -> bool:
+    """ex-jt-scale: ``largest_gamma(model, X, Y)`` is the largest factor ``gamma`` for which the
+    joint condition (C1)-(C2) holds with targets ``gamma Y`` (``W^V_0 = 0``)."""
+    from . import zeroloss
+
+    for kernel in KERNEL_NAMES:
+        m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=48, seed=21)
+        gamma = float(_call("largest_gamma", largest_gamma, m, X, Y))
+        _require(gamma > 0, f"{kernel}: expected a positive gamma, got {gamma}")
+        for factor, should in ((0.5, True), (2.0, False)):
+            holds = zeroloss.sufficient_condition(m, X, factor * gamma * Y).holds
+            _require(holds == should,
+                     f"{kernel}: with targets {factor} * gamma * Y (gamma = {gamma:.4g}) the "
+                     f"condition {'fails' if should else 'still holds'}: gamma is too "
+                     f"{'large' if should else 'small'}; compare gamma |Y|_F with "
+                     "max_r mu r / (2 beta(r))")
+    return _ok("the targets may grow until |gamma Y|_F reaches max_r mu r / (2 beta(r))")
 
 
 # ----------------------------------------------------------------------------- Softmax local minimum
@@ -352,7 +412,8 @@ def imdb(data: dict, acc: float) -> bool:
 EXERCISES = {
     "ex-rowsum": rowsum, "ex-diagonal": diagonal, "ex-own-kernel": own_kernel,
     "ex-zl-step": zl_step, "ex-zl-heads": zl_heads, "ex-zl-expected": zl_expected,
-    "ex-zl-measure": zl_measure, "ex-ce-no-2d": ce_no_2d, "ex-ce-log": ce_log,
+    "ex-zl-measure": zl_measure, "ex-jt-descent": jt_descent,
+    "ex-jt-first-step": jt_first_step, "ex-jt-scale": jt_scale, "ex-ce-no-2d": ce_no_2d, "ex-ce-log": ce_log,
     "ex-ce-search": ce_search, "ex-softmax-jacobian": softmax_jacobian,
     "ex-orthogonal": orthogonal, "ex-finite-differences": finite_differences,
     "ex-own-phase": own_phase, "ex-padding": padding, "ex-filter-norm": filter_norm,

@@ -573,20 +573,26 @@ class JointCondition:
         return self.f0 * self.rate(lr) ** np.arange(steps + 1)
 
     def summary(self) -> str:
-        """A readable report of the conditions, the constants and the verdict."""
+        """A readable report of the conditions, the constants and the verdict (lines of at most
+        88 characters)."""
+        import textwrap
+
         head = "holds" if self.holds else "does not hold"
         lines = [f"sufficient condition ({self.kernel}) {head}:",
-                 f"  f_0 = {self.f0:.4g}, lambda_0 = {self.lambda0:.4g}, sigma_min(W_O) = {self.sigma_min:.4g}, "
-                 f"mu = lambda_0 sigma_min^2 / 2 = {self.mu:.4g}",
+                 f"  f_0 = {self.f0:.4g}, lambda_0 = {self.lambda0:.4g}, "
+                 f"sigma_min(W_O) = {self.sigma_min:.4g}, mu = {self.mu:.4g}",
                  f"  largest radius allowed by (C1): r_max = {self.r_max:.4g}"]
         c = self.constants
         if c is not None:
-            lines.append(f"  at r = {c.r:.4g}: L_B = {c.L_B:.4g}, M_B = {c.M_B:.4g}, beta = {c.beta:.4g}, "
-                         f"L = {c.L:.4g}; (C2) needs 2 beta sqrt(2 f_0)/mu = "
-                         f"{2 * c.beta * math.sqrt(2 * self.f0) / self.mu if self.mu > 0 else float('inf'):.4g} <= r")
+            need = 2 * c.beta * math.sqrt(2 * self.f0) / self.mu if self.mu > 0 else math.inf
+            lines += [f"  at r = {c.r:.4g}: L_B = {c.L_B:.4g}, M_B = {c.M_B:.4g}, "
+                      f"beta = {c.beta:.4g}, L = {c.L:.4g}",
+                      f"  (C2) needs 2 beta sqrt(2 f_0) / mu = {need:.4g} <= r"]
         if self.holds:
-            lines.append(f"  step size lr <= lr_max = {self.lr_max:.4g}; guaranteed factor per step 1 - lr_max mu = {self.rate():.6f}")
-        lines += [f"  - {m}" for m in self.reasons]
+            lines.append(f"  step lr <= lr_max = {self.lr_max:.4g}; "
+                         f"guaranteed factor 1 - lr_max mu = {self.rate():.6f}")
+        for m in self.reasons:
+            lines += textwrap.wrap(m, 88, initial_indent="  - ", subsequent_indent="    ")
         return "\n".join(lines)
 
 
@@ -803,3 +809,602 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
             f"alpha/L = {alpha / rate.L:.2e}", transform=ax.transAxes, ha="right", va="top")
     ax.legend(loc="lower left")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks, sweeps, statistics and figures of the two chapters (value-only and joint training).
+# Each returns plain numbers or a figure, so the chapters show the computation in a few lines.
+# ---------------------------------------------------------------------------------------------
+
+def _check_kernels(kernels) -> tuple:
+    kernels = tuple(kernels)
+    if not kernels:
+        raise ValueError("kernels: expected at least one kernel name, got none")
+    for k in kernels:
+        check_choice("kernel", k, KERNEL_NAMES)
+    return kernels
+
+
+def _check_ints(name: str, values, minimum: int = 1) -> list:
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: expected a non-empty list of integers, got {values!r}")
+    return [check_int(name, v, minimum=minimum) for v in values]
+
+
+@dataclass
+class ValueCheck:
+    """What :func:`check_value_theorem` measured on one instance; losses are relative to ``f_0``.
+
+    ``recursion_gap``: ``max_t |f_t(GD) - f_t(recursion)|`` (part 1); ``f_star``: the solver's
+    minimum and ``f_formula``: ``1/2 ||(I - P_B) Y||^2`` (part 4); ``excess`` and ``bound``: the
+    final ``f_T - f_*`` and the theorem's bound on it (parts 3 and 4); ``holds``: all of them agree
+    with the theorem up to float64 rounding.
+    """
+
+    kernel: str
+    HD: int
+    Nn: int
+    steps: int
+    recursion_gap: float
+    f_star: float
+    f_formula: float
+    excess: float
+    bound: float
+    holds: bool
+
+    def __str__(self) -> str:
+        return (f"{self.kernel:8s} HD={self.HD:2d} Nn={self.Nn}: |GD - recursion| <= "
+                f"{self.recursion_gap:.1e} f_0; f_*/f_0 = {self.f_star:.3e}\n"
+                f"{'':9s}(formula {self.f_formula:.3e}); after {self.steps} steps "
+                f"(f_t - f_*)/f_0 = {self.excess:.2e} <= {self.bound:.2e}")
+
+
+def check_value_theorem(kernel: str, D: int, seed: int, N: int = 2, n: int = 3, d_out: int = 2,
+                        steps: int = 200) -> ValueCheck:
+    """Check the value-only theorem on ``make_instance(kernel, N, n, D, d_out=d_out, seed=seed)``.
+
+    Runs ``tdlib.train`` on ``W^V`` alone with ``eta = 1/L`` for ``steps`` steps, the exact
+    recursion of part 1 (:func:`value_recursion`) separately, and a least-squares solver
+    (:func:`value_least_squares`), and compares them with parts 1, 3 and 4.
+    """
+    from .train import train
+
+    steps = check_int("steps", steps, minimum=1)
+    m, X, Y = make_instance(kernel, N=N, n=n, D=D, d_out=d_out, seed=seed)
+    rate = value_rate(m, X)
+    rec, _ = value_recursion(m, X, Y, rate.lr, steps)
+    gd = np.array(train(m, X, Y, lr=rate.lr, steps=steps, trainable=["W_V"],
+                        progress=False).loss)
+    rec = rec[: len(gd)]          # train stops early if the loss reaches exactly 0 in float64
+    f0 = gd[0]
+    f_star = value_least_squares(m, X, Y).f_star
+    f_proj = projection_loss(feature_matrix(m, X), Y)
+    bound = rate.bound(f0, len(gd) - 1, f_star=0.0 if rate.full_rank else f_star)
+    gap = float(np.max(np.abs(gd - rec)))
+    holds = bool(gap <= 1e-12 * f0
+                 and np.all(gd - f_star <= (bound - f_star) * (1 + 1e-9) + 1e-13 * f0)
+                 and np.all(gd >= f_star - 1e-12 * f0)
+                 and abs(f_star - f_proj) <= 1e-10 * f0)
+    return ValueCheck(kernel=kernel, HD=m.H * m.D, Nn=N * n, steps=len(gd) - 1,
+                      recursion_gap=gap / f0, f_star=f_star / f0, f_formula=f_proj / f0,
+                      excess=(gd[-1] - f_star) / f0, bound=(bound[-1] - f_star) / f0,
+                      holds=holds)
+
+
+@dataclass
+class PhaseSweep:
+    """Value-only runs of :func:`phase_sweep`, one entry per run (numpy arrays of equal length).
+
+    ``H``, ``kernel``, ``ratio`` (``HD/Nn``), ``final`` (``f_T/f_0``), ``f_star``
+    (solver minimum ``/f_0``), ``cond`` (``alpha/L``); ``steps`` per run; ``seconds`` of wall time.
+    """
+
+    H: np.ndarray
+    kernel: np.ndarray
+    ratio: np.ndarray
+    final: np.ndarray
+    f_star: np.ndarray
+    cond: np.ndarray
+    steps: int
+    seconds: float
+
+    def mask(self, H=None, kernel=None, lo=-np.inf, hi=np.inf) -> np.ndarray:
+        """Runs with the given ``H`` and ``kernel`` (None: any) and ``lo <= HD/Nn <= hi``."""
+        ok = (self.ratio >= lo) & (self.ratio <= hi)
+        if H is not None:
+            ok &= self.H == H
+        if kernel is not None:
+            ok &= self.kernel == kernel
+        return ok
+
+
+def phase_sweep(D_grid, N: int = 4, n: int = 6, steps: int = 2000, seeds=(100, 101, 102),
+                kernels=KERNEL_NAMES) -> PhaseSweep:
+    """Value-only GD (exact recursion, ``eta = 1/L``) and the solver's minimum over a grid.
+
+    ``D_grid`` maps a number of heads ``H`` to the embedding dimensions ``D`` to run; every
+    ``(H, kernel, D, seed)`` gives one instance of :func:`make_instance` with random targets.
+    """
+    import time
+
+    if not isinstance(D_grid, dict) or not D_grid:
+        raise ValueError(f"D_grid: expected a non-empty dict {{H: [D, ...]}}, got {D_grid!r}")
+    kernels, seeds = _check_kernels(kernels), _check_ints("seeds", seeds, minimum=0)
+    steps = check_int("steps", steps, minimum=1)
+    t0, rows = time.perf_counter(), []
+    for H, Ds in D_grid.items():
+        H = check_int("H (a key of D_grid)", H)
+        for kernel in kernels:
+            for D in _check_ints("D", Ds):
+                for s in seeds:
+                    m, X, Y = make_instance(kernel, N=N, n=n, D=D, H=H, seed=s)
+                    rate = value_rate(m, X)
+                    losses, _ = value_recursion(m, X, Y, rate.lr, steps)
+                    f_star = value_least_squares(m, X, Y).f_star
+                    rows.append((H, kernel, H * D / (N * n), losses[-1] / losses[0],
+                                 f_star / losses[0], rate.alpha / rate.L))
+    cols = list(zip(*rows))
+    return PhaseSweep(H=np.array(cols[0]), kernel=np.array(cols[1]),
+                      ratio=np.array(cols[2], float), final=np.array(cols[3], float),
+                      f_star=np.array(cols[4], float), cond=np.array(cols[5], float),
+                      steps=steps, seconds=time.perf_counter() - t0)
+
+
+def phase_summary(sweep: PhaseSweep, wide: float = 1.4, narrow: float = 0.75) -> dict:
+    """Medians and extremes of a :class:`PhaseSweep` that the chapter's prose quotes.
+
+    ``solver_max``: largest solver minimum ``f_*/f_0`` with ``HD >= Nn``; for each ``H``:
+    ``h{H}_gd_med``, ``h{H}_gd_max`` (final ``f_T/f_0`` with ``HD >= wide Nn``), ``h{H}_cond``
+    (median ``alpha/L`` there), ``h{H}_gap_med``, ``h{H}_gap_max`` (median of ``f_T - f_*`` and
+    largest ``|f_T - f_*|``, over ``f_0``, with ``HD <= narrow Nn``).
+    """
+    if not isinstance(sweep, PhaseSweep):
+        raise TypeError(f"sweep: expected a PhaseSweep, got {type(sweep).__name__}")
+    if not 0 < narrow < 1 <= wide:
+        raise ValueError(f"narrow, wide: expected 0 < narrow < 1 <= wide, got {narrow}, {wide}")
+    out = {"solver_max": float(sweep.f_star[sweep.mask(lo=1.0)].max())}
+    for H in sorted(set(sweep.H.tolist())):
+        w, b = sweep.mask(H=H, lo=wide), sweep.mask(H=H, hi=narrow)
+        if not w.any() or not b.any():
+            raise ValueError(f"sweep: H = {H} needs runs with HD >= {wide} Nn and HD <= {narrow} Nn")
+        gap = sweep.final[b] - sweep.f_star[b]
+        out.update({f"h{H}_gd_med": float(np.median(sweep.final[w])),
+                    f"h{H}_gd_max": float(sweep.final[w].max()),
+                    f"h{H}_cond": float(np.median(sweep.cond[w])),
+                    f"h{H}_gap_med": float(np.median(gap)),
+                    f"h{H}_gap_max": float(np.abs(gap).max())})
+    return out
+
+
+def plot_phase_sweep(sweep: PhaseSweep):
+    """One panel per ``H``: final loss (dots) and solver minimum (circles) against ``HD/Nn``,
+    with the expected minimum ``(1 - HD/Nn)_+`` of a full-rank ``B`` (dashed)."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import WIDTH, kernel_style
+
+    heads = sorted(set(sweep.H.tolist()))
+    fig, axes = plt.subplots(1, len(heads), figsize=(WIDTH, 3.6), sharey=True, squeeze=False)
+    grid = np.linspace(0, max(3.05, float(sweep.ratio.max()) + 0.05), 200)
+    for ax, H in zip(axes[0], heads):
+        for kernel in sorted(set(sweep.kernel.tolist())):
+            k = sweep.mask(H=H, kernel=kernel)
+            x = sweep.ratio[k] + (-0.02 if kernel == "softmax" else 0.02)
+            mark = dict(ls="none", **kernel_style(kernel, line=False, markevery=None))
+            ax.plot(x, sweep.final[k], ms=4, alpha=0.75, **mark,
+                    label=f"{kernel}: GD, {sweep.steps} steps")
+            ax.plot(x, sweep.f_star[k], ms=8, mfc="none", **mark,
+                    label=f"{kernel}: solver minimum")
+        ax.plot(grid, np.clip(1 - grid, 0, None), "k--", lw=1.2, label=r"$(1 - HD/Nn)_+$")
+        ax.axvline(1.0, color="#999999", lw=0.8)
+        ax.set_xlabel(r"$HD / (Nn)$")
+        ax.text(0.97, 0.93, f"H = {H}", transform=ax.transAxes, ha="right")
+    axes[0, 0].set_ylabel(r"final loss $f_T / f_0$")
+    axes[0, -1].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88))
+    return fig
+
+
+@dataclass
+class RateRun:
+    """One value-only run of :func:`rate_runs`: ``excess`` is ``f_t - f_*`` (``f_* = 0`` above
+    the threshold), ``predicted`` the theorem's factor per step, ``measured`` the fitted one."""
+
+    kernel: str
+    below: bool
+    excess: np.ndarray
+    predicted: float
+    measured: float
+
+    def __str__(self) -> str:
+        where = "HD < Nn" if self.below else "HD > Nn"
+        return (f"{self.kernel:8s} {where}: factor per step measured {self.measured:.6f}, "
+                f"predicted {self.predicted:.6f}")
+
+
+def rate_runs(D_above: int = 72, D_below: int = 12, N: int = 4, n: int = 6, seed: int = 7,
+              kernels=KERNEL_NAMES, max_steps: int = 800, tail: int = 60) -> List[RateRun]:
+    """``tdlib.train`` on ``W^V`` alone with ``eta = 1/L``, above (``D_above``) and below
+    (``D_below``) the threshold ``HD = Nn``; the measured factor is fitted on the last ``tail``
+    steps of ``f_t - f_*`` (:func:`tdlib.rates.fit_rate`)."""
+    from .rates import fit_rate
+    from .train import train
+
+    kernels = _check_kernels(kernels)
+    max_steps, tail = check_int("max_steps", max_steps), check_int("tail", tail, minimum=2)
+    runs = []
+    for D, below in ((D_above, False), (D_below, True)):
+        for kernel in kernels:
+            m, X, Y = make_instance(kernel, N=N, n=n, D=D, seed=seed)
+            rate = value_rate(m, X)
+            if below == rate.full_rank:
+                raise ValueError(f"D_above={D_above}, D_below={D_below}: expected B of full rank "
+                                 f"at D_above and not at D_below (N n = {N * n}), got "
+                                 f"full_rank={rate.full_rank} at D = {D}")
+            f_star = value_least_squares(m, X, Y).f_star if below else 0.0
+            q = rate.rate_plus if below else rate.rate
+            steps = int(min(max_steps, math.log(1e-20) / math.log(q)))
+            hist = train(m, X, Y, lr=rate.lr, steps=steps, trainable=["W_V"], progress=False)
+            excess = np.array(hist.loss) - f_star
+            runs.append(RateRun(kernel, below, excess, q, fit_rate(excess, tail=tail).factor))
+    return runs
+
+
+def plot_rate_runs(runs: Sequence[RateRun]):
+    """Measured ``f_t - f_*`` (solid) against the predicted ``q^t (f_0 - f_*)`` (dotted):
+    left above the threshold, right below it."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import WIDTH, kernel_color, kernel_style
+
+    if not runs:
+        raise ValueError("runs: expected at least one RateRun, got none")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
+    for run in runs:
+        ax, t = axes[int(run.below)], np.arange(len(run.excess))
+        ax.semilogy(t, run.excess, **kernel_style(run.kernel), label=f"{run.kernel}: measured")
+        ax.semilogy(t, run.excess[0] * run.predicted**t, ":", color=kernel_color(run.kernel),
+                    lw=1.2, label=f"{run.kernel}: predicted")
+    for ax in axes:
+        ax.set_xlabel("step $t$")
+    axes[0].set_ylabel("$f_t$")
+    axes[1].set_ylabel("$f_t - f_*$")
+    axes[0].legend()
+    return fig
+
+
+# ----------------------------------------------------------------------------- joint training
+
+def perturb(model: AttentionLayer, scale: float = 0.3, seed: int = 0) -> AttentionLayer:
+    """Move ``model`` away from the initialization, in place: independent
+    ``N(0, scale^2)`` noise on ``W^Q`` and ``W^K`` (they are untied) and standard normal ``W^V``."""
+    _check_model(model)
+    scale = check_positive("scale", scale, strict=False)
+    g = torch.Generator().manual_seed(int(seed))
+    noise = lambda W: torch.randn(W.shape, dtype=F64, generator=g)  # noqa: E731
+    model.set_weights(W_Q=_param(model, "W_Q") + scale * noise(model.W_Q),
+                      W_K=_param(model, "W_K") + scale * noise(model.W_K),
+                      W_V=noise(model.W_V))
+    return model
+
+
+def derivative_bound_ratios(model: AttentionLayer, X, Y, r: float, samples: int = 8,
+                            seed: int = 0, eps: float = 1e-5) -> Dict[str, float]:
+    """Largest measured value divided by its bound of :func:`joint_constants`, over ``samples``
+    random points of the ball of radius ``r`` around the current weights and random unit
+    directions ``u``: ``dB`` (``||DB[u]||_F / (L_B ||u_QK||)``), ``d2B`` (second difference over
+    ``M_B ||u_QK||^2``), ``dR`` (``||DR[u]||_F / beta``) and ``hess`` (exact ``|u^T H u| / L``,
+    by double backward). Every ratio is at most 1 when the lemma holds. Restores the weights.
+    """
+    r = check_positive("r (radius)", r)
+    samples = check_int("samples", samples)
+    X, Y = _data(model, X, Y)
+    k, theta0 = joint_constants(model, X, Y, r), snapshot(model)
+    names, g = ("W_Q", "W_K", "W_V"), torch.Generator().manual_seed(int(seed))
+
+    def unit():
+        u = {p: torch.randn(theta0[p].shape, dtype=F64, generator=g) for p in names}
+        norm = math.sqrt(sum(float((v**2).sum()) for v in u.values()))
+        return {p: v / norm for p, v in u.items()}
+
+    worst = dict(dB=0.0, d2B=0.0, dR=0.0, hess=0.0)
+    try:
+        for _ in range(samples):
+            c, u = unit(), unit()
+            a = 0.9 * r * float(torch.rand((), generator=g))
+            theta = {p: theta0[p] + a * c[p] for p in names}
+            feats = []
+            for sgn in (1, -1, 0):
+                model.set_weights(**{p: theta[p] + sgn * eps * u[p] for p in names})
+                feats.append((feature_matrix(model, X), residual(model, X, Y)))
+            (Bp, Rp), (Bm, Rm), (B0, _) = feats
+            uqk = math.sqrt(float((u["W_Q"] ** 2).sum() + (u["W_K"] ** 2).sum()))
+            Ws = [getattr(model, p) for p in names]
+            flags = [W.requires_grad for W in Ws]
+            for W in Ws:
+                W.requires_grad_(True)
+            grads = torch.autograd.grad(model.loss(X, Y), Ws, create_graph=True)
+            hu = torch.autograd.grad(sum((gi * u[p]).sum() for gi, p in zip(grads, names)), Ws)
+            for W, fl in zip(Ws, flags):
+                W.requires_grad_(fl)
+            quad = abs(float(sum((hi * u[p]).sum() for hi, p in zip(hu, names))))
+            dB = float(((Bp - Bm) / (2 * eps)).norm()) / (k.L_B * uqk)
+            d2B = float(((Bp - 2 * B0 + Bm) / eps**2).norm()) / (k.M_B * uqk**2)
+            dR = float(((Rp - Rm) / (2 * eps)).norm()) / k.beta
+            for key, v in (("dB", dB), ("d2B", d2B), ("dR", dR), ("hess", quad / k.L)):
+                worst[key] = max(worst[key], v)
+    finally:
+        model.set_weights(**theta0)
+    return worst
+
+
+def certified_instance(kernel: str, y_scale: float, seeds, D: int = 96, N: int = 2, n: int = 3):
+    """The first instance of :func:`make_instance` over ``seeds`` on which the sufficient
+    condition holds: ``(seed, model, X, Y, condition)``. Raises ``RuntimeError`` if none does."""
+    tried = 0
+    for seed in seeds:
+        tried += 1
+        m, X, Y = make_instance(kernel, N=N, n=n, D=D, y_scale=y_scale, seed=seed)
+        cond = sufficient_condition(m, X, Y)
+        if cond.holds:
+            return seed, m, X, Y, cond
+    raise RuntimeError(f"certified_instance: the condition failed on all {tried} {kernel} "
+                       f"instances (y_scale={y_scale}, D={D}); try a smaller y_scale or larger D")
+
+
+@dataclass
+class JointRun:
+    """A joint run of :func:`joint_run` against the joint theorem's guarantees.
+
+    ``loss`` and ``bound`` (``(1 - eta mu)^t f_0``) per step; ``lambda_ratio``:
+    ``min_t lambda_min(B_t B_t^T) / lambda_0``; ``distance``: ``max_t ||theta_t - theta_0||``
+    against the radius ``r``; ``measured``, ``guaranteed`` (``1 - eta mu``) and ``value_only``
+    (``(1 - x)^2``, ``x = eta lambda_0 sigma_min^2``) factors per step.
+    """
+
+    kernel: str
+    loss: np.ndarray
+    bound: np.ndarray
+    lambda_ratio: float
+    distance: float
+    r: float
+    x: float
+    measured: float
+    guaranteed: float
+    value_only: float
+
+    @property
+    def holds(self) -> bool:
+        """The three conclusions of the theorem, measured along the run."""
+        return bool(np.all(self.loss <= self.bound * (1 + 1e-9)) and self.lambda_ratio >= 0.5
+                    and self.distance <= self.r)
+
+    def __str__(self) -> str:
+        T = len(self.loss) - 1
+        return (f"  factor per step: measured {self.measured:.4f}, guaranteed "
+                f"{self.guaranteed:.4f}, value-only {self.value_only:.4f}\n"
+                f"  f_{T}/f_0 = {self.loss[-1] / self.loss[0]:.2e} <= "
+                f"{self.bound[-1] / self.loss[0]:.2e}; "
+                f"min lambda_min/lambda_0 = {self.lambda_ratio:.4f} >= 1/2\n"
+                f"  max |theta_t - theta_0| = {self.distance:.2e} <= r = {self.r:.2e}")
+
+
+def joint_run(model: AttentionLayer, X, Y, cond: JointCondition, steps: int = 40,
+              tail: int = 15) -> JointRun:
+    """``tdlib.train`` on ``(W^Q, W^K, W^V)`` with the theorem's step ``cond.lr_max``, recording
+    ``lambda_min(B_t B_t^T)`` and ``||theta_t - theta_0||`` at every step."""
+    from .rates import fit_rate
+    from .train import train
+
+    if not isinstance(cond, JointCondition) or not cond.holds:
+        raise ValueError("cond: expected a JointCondition that holds (see sufficient_condition)")
+    start, cert = snapshot(model), certificate_callback(X)
+    hist = train(model, X, Y, lr=cond.lr_max, steps=steps, trainable=("W_Q", "W_K", "W_V"),
+                 callback=lambda mm, t: {**cert(mm, t), "dist": distance(mm, start)},
+                 progress=False)
+    f = np.array(hist.loss)
+    x = cond.lr_max * cond.lambda0 * cond.sigma_min**2
+    return JointRun(kernel=cond.kernel, loss=f, bound=cond.bound(len(f) - 1),
+                    lambda_ratio=min(hist.extra["lambda_min"]) / cond.lambda0,
+                    distance=max(hist.extra["dist"]), r=cond.r, x=x,
+                    measured=fit_rate(f, tail=min(tail, len(f))).factor,
+                    guaranteed=cond.rate(), value_only=(1 - x) ** 2)
+
+
+def plot_joint_runs(runs: Sequence[JointRun]):
+    """``f_t/f_0`` of each run (solid) against its guarantee ``(1 - eta mu)^t`` (dotted)."""
+    from .plotting import kernel_color, kernel_style, new_axes
+
+    if not runs:
+        raise ValueError("runs: expected at least one JointRun, got none")
+    ax = new_axes()
+    for run in runs:
+        f0 = run.loss[0]
+        ax.semilogy(run.loss / f0, **kernel_style(run.kernel), label=f"{run.kernel}: measured")
+        ax.semilogy(run.bound / f0, ":", color=kernel_color(run.kernel), lw=1.2,
+                    label=f"{run.kernel}: guaranteed $(1-\\eta\\mu)^t$")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("$f_t / f_0$")
+    ax.legend()
+    return ax.figure
+
+
+@dataclass
+class ConditionSweep:
+    """:func:`condition_sweep`: per kernel, ``lam[k]`` (``lambda_0``) and ``holds[k]`` of shape
+    ``(len(D), len(seeds))``; ``lamX`` is ``lambda_min(X X^T)`` of the stacked tokens."""
+
+    D: list
+    lam: dict
+    holds: dict
+    lamX: np.ndarray
+    y_scale: float
+    seconds: float
+
+
+def condition_sweep(D_list, seeds, y_scale: float = 0.003, N: int = 2, n: int = 3,
+                    kernels=KERNEL_NAMES) -> ConditionSweep:
+    """``lambda_0`` and the verdict of :func:`sufficient_condition` on fresh instances of
+    :func:`make_instance` for every ``D`` in ``D_list`` and seed (the same data for each kernel)."""
+    import time
+
+    D_list, seeds = _check_ints("D_list", D_list), _check_ints("seeds", seeds, minimum=0)
+    kernels, y_scale = _check_kernels(kernels), check_positive("y_scale", y_scale)
+    shape, t0 = (len(D_list), len(seeds)), time.perf_counter()
+    lam = {k: np.zeros(shape) for k in kernels}
+    holds = {k: np.zeros(shape, dtype=bool) for k in kernels}
+    lamX = np.zeros(shape)
+    for kernel in kernels:
+        for a, D in enumerate(D_list):
+            for j, s in enumerate(seeds):
+                m, X, Y = make_instance(kernel, N=N, n=n, D=D, y_scale=y_scale, seed=s)
+                cond = sufficient_condition(m, X, Y)
+                lam[kernel][a, j], holds[kernel][a, j] = cond.lambda0, cond.holds
+                lamX[a, j] = lambda_min(X.reshape(-1, D))
+    return ConditionSweep(D_list, lam, holds, lamX, y_scale, time.perf_counter() - t0)
+
+
+def plot_condition_sweep(sweep: ConditionSweep, Nn: Optional[int] = None):
+    """Left: median and interquartile band of ``lambda_0`` against ``D``, with
+    ``lambda_min(X X^T)`` dashed; right: fraction of draws satisfying (C1)-(C2)."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import WIDTH, kernel_color, kernel_style
+
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
+    for kernel in sweep.lam:
+        q25, q50, q75 = np.quantile(sweep.lam[kernel], [0.25, 0.5, 0.75], axis=1)
+        style = kernel_style(kernel, markevery=None)
+        axes[0].plot(sweep.D, q50, **style, label=kernel)
+        axes[0].fill_between(sweep.D, q25, q75, color=kernel_color(kernel), alpha=0.2)
+        axes[1].plot(sweep.D, sweep.holds[kernel].mean(1), **style, label=kernel)
+    axes[0].plot(sweep.D, np.median(sweep.lamX, 1), "k--", lw=1.2, zorder=5,
+                 label=r"$\lambda_{\min}(XX^\top)$")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel(r"$\lambda_{\min}(B_0B_0^\top)$")
+    axes[1].set_ylabel("fraction satisfying (C1)-(C2)")
+    axes[1].set_ylim(-0.03, 1.03)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("embedding dimension $D$")
+        if Nn is not None:
+            ax.axvline(Nn, color="#999999", lw=0.8)
+    axes[0].legend()
+    return fig
+
+
+def half_pass_dimension(sweep: ConditionSweep) -> Dict[str, Optional[int]]:
+    """Per kernel, the first ``D`` at which at least half of the draws satisfy the condition
+    (None if there is none)."""
+    return {k: next((D for D, p in zip(sweep.D, h.mean(1)) if p >= 0.5), None)
+            for k, h in sweep.holds.items()}
+
+
+def target_limits(D_list, seeds, N: int = 2, n: int = 3, kernels=KERNEL_NAMES) -> dict:
+    """The largest target scale ``tau_max`` that passes (C1)-(C2), per kernel an array of shape
+    ``(len(D_list), len(seeds))``: :func:`residual_limit` divided by ``||Y||_F / tau``
+    (instances with ``tau = 1``, so the divisor is ``||Y||_F``)."""
+    D_list, seeds = _check_ints("D_list", D_list), _check_ints("seeds", seeds, minimum=0)
+    out = {k: np.zeros((len(D_list), len(seeds))) for k in _check_kernels(kernels)}
+    for kernel, arr in out.items():
+        for a, D in enumerate(D_list):
+            for j, s in enumerate(seeds):
+                m, X, Y = make_instance(kernel, N=N, n=n, D=D, seed=s)
+                arr[a, j] = residual_limit(m, X, Y) / float(Y.norm())
+    return out
+
+
+def plot_target_limits(D_list, tau_max: dict, tau: Optional[float] = None):
+    """Median and interquartile band of ``tau_max`` against ``D`` (log-log), with the target
+    scale ``tau`` of the previous figure dashed."""
+    from .plotting import kernel_color, kernel_style, new_axes
+
+    ax = new_axes()
+    for kernel, arr in tau_max.items():
+        q25, q50, q75 = np.quantile(arr, [0.25, 0.5, 0.75], axis=1)
+        ax.plot(D_list, q50, **kernel_style(kernel, markevery=None), label=kernel)
+        ax.fill_between(D_list, q25, q75, color=kernel_color(kernel), alpha=0.2)
+    if tau is not None:
+        ax.axhline(tau, color="k", ls="--", lw=1.2, label=rf"$\tau$ = {tau} (figure above)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("embedding dimension $D$")
+    ax.set_ylabel(r"largest target scale $\tau_{\max}$")
+    ax.legend()
+    return ax.figure
+
+
+def pl_runs(seeds=(200, 201, 202), kernels=KERNEL_NAMES, D: int = 48, steps: int = 300,
+            step_factor: float = 0.5, N: int = 2, n: int = 3) -> list:
+    """Joint runs far outside the theorem (``tau = 1``), recording ``mu_t``:
+    ``[(kernel, seed index, History), ...]``, with ``eta = step_factor / L`` (``L`` of the value
+    block at initialization) and the stopping tolerance ``1e-24 f_0``."""
+    from .train import train
+
+    seeds, kernels = _check_ints("seeds", seeds, minimum=0), _check_kernels(kernels)
+    step_factor = check_positive("step_factor", step_factor)
+    runs = []
+    for kernel in kernels:
+        for j, s in enumerate(seeds):
+            m, X, Y = make_instance(kernel, N=N, n=n, D=D, y_scale=1.0, seed=s)
+            f0 = float(m.loss(X, Y).detach())
+            hist = train(m, X, Y, lr=step_factor / value_rate(m, X).L, steps=steps,
+                         tol=1e-24 * f0, callback=certificate_callback(X), progress=False)
+            runs.append((kernel, j, hist))
+    return runs
+
+
+def pl_summary(runs) -> List[dict]:
+    """Per run of :func:`pl_runs`: ``kernel``, ``ratio`` (``min_t`` PL ratio ``/ mu_t``, at least 1
+    by the PL lemma), ``mu_drop`` (``min_t mu_t / mu_0``), ``final`` (``f_T/f_0``), ``steps``."""
+    out = []
+    for kernel, _, hist in runs:
+        mu_t, ratio = np.asarray(hist.extra["mu"], float), pl_ratio_from_history(hist)
+        out.append(dict(kernel=kernel, ratio=float(np.min(ratio / mu_t)),
+                        mu_drop=float(mu_t.min() / mu_t[0]),
+                        final=hist.final_loss / hist.loss[0], steps=hist.steps))
+    return out
+
+
+def plot_pl_runs(runs):
+    """Left: PL ratio against ``mu_t`` at every iterate (the lemma puts every point above the
+    diagonal); right: ``mu_t / mu_0`` per run, with ``1/2`` dashed."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import KERNEL_STYLES, WIDTH, kernel_color
+
+    if not runs:
+        raise ValueError("runs: expected at least one run of pl_runs, got none")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
+    lo, hi = np.inf, 0.0
+    for kernel, s, hist in runs:
+        mu_t, ratio = np.asarray(hist.extra["mu"], float), pl_ratio_from_history(hist)
+        c, style = kernel_color(kernel), KERNEL_STYLES[kernel]
+        axes[0].scatter(mu_t, ratio, s=8, color=c, marker=style["marker"], alpha=0.5,
+                        label=kernel if s == 0 else None)
+        # runs that stay near mu_0 coincide: staggered markers, one shape per seed
+        axes[1].semilogy(mu_t / mu_t[0], color=c, ls=style["linestyle"], lw=1.2,
+                         marker="o^Dsv"[s % 5], markevery=(6 * s + 3 * (kernel == "softmax"), 36),
+                         ms=5, mfc="white", label=f"{kernel}, seed {s}")
+        lo, hi = min(lo, mu_t.min(), ratio.min()), max(hi, mu_t.max(), ratio.max())
+    grid = np.geomspace(lo / 1.5, hi * 1.5, 10)
+    axes[0].plot(grid, grid, "k--", lw=1.2, label=r"$\|\nabla f\|^2/2f = \mu_t$")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel(r"$\mu_t = \lambda_{\min}(B_tB_t^\top)\,\sigma_{\min}(W^O)^2$")
+    axes[0].set_ylabel(r"PL ratio $\|\nabla f(\theta_t)\|^2 / (2 f_t)$")
+    axes[0].legend()
+    axes[1].axhline(0.5, color="k", ls="--", lw=1.2)
+    axes[1].set_xlabel("step $t$")
+    axes[1].set_ylabel(r"$\mu_t / \mu_0$")
+    axes[1].legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22), handlelength=2.5)
+    return fig
+
+
+__all__ += [
+    "ValueCheck", "check_value_theorem", "PhaseSweep", "phase_sweep", "phase_summary",
+    "plot_phase_sweep", "RateRun", "rate_runs", "plot_rate_runs", "perturb",
+    "derivative_bound_ratios", "certified_instance", "JointRun", "joint_run", "plot_joint_runs",
+    "ConditionSweep", "condition_sweep", "plot_condition_sweep", "half_pass_dimension",
+    "target_limits", "plot_target_limits", "pl_runs", "pl_summary", "plot_pl_runs",
+]

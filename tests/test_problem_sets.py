@@ -16,7 +16,8 @@ OTTER = Path(sys.executable).parent / "otter"
 
 
 def test_one_set_per_theory_chapter():
-    assert SETS == ["gaussian-convergence", "softmax-local-minimum", "zero-loss"]
+    assert SETS == ["gaussian-convergence", "joint-training", "softmax-local-minimum",
+                    "zero-loss"]
 
 
 def _score(results: Path):
