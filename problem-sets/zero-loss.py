@@ -12,7 +12,7 @@
 # %% [markdown]
 # # Problem set: gradient descent reaches zero loss
 #
-# This problem set goes with the chapter *Gradient descent reaches zero loss when the embedding dimension is large* of the book. Replace every `...` by your
+# This problem set goes with the chapter *Gradient descent reaches zero loss: training the values* of the book. Replace every `...` by your
 # answer and run the `grader.check(...)` cell after each question: it tells you at once whether
 # the answer passes and, if not, why (the tests travel inside the notebook). On Colab or
 # elsewhere, install the book's library and the grader first:

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # lecture -> [(chapter, first heading (None: the start), heading that ends it (None: the end))]
 LECTURES = {
     1: [("setup-and-notation", None, "Exercises")],
-    2: [("zero-loss", None, "Explore")],
-    3: [("joint-training", None, "Summary")],
+    2: [("zero-loss", None, "Exercises")],
+    3: [("joint-training", None, "Exercises")],
     4: [("softmax-local-minimum", None, "The certificate")],
     5: [("softmax-local-minimum", "The certificate", "Exercises"),
         ("gaussian-convergence", None, "The theorem")],
