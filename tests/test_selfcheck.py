@@ -89,6 +89,27 @@ def test_zero_loss_checks():
     _rejects(selfcheck.zl_measure, 1.2, 0.9, match="converging")
 
 
+def test_joint_training_checks():
+    assert selfcheck.jt_descent(lambda eta, mu, L: 1 - 2 * eta * mu * (1 - eta * L / 2))
+    _rejects(selfcheck.jt_descent, lambda eta, mu, L: 1 - eta * mu, match="descent|PL|expected")
+
+    def grads(model, X, Y):
+        Ws = [model.W_Q, model.W_K]
+        for W in Ws:
+            W.requires_grad_(True)
+        g = torch.autograd.grad(model.loss(X, Y), Ws)
+        return {"W_Q": float(g[0].norm()), "W_K": float(g[1].norm())}
+
+    assert selfcheck.jt_first_step(grads)
+    _rejects(selfcheck.jt_first_step, lambda m, X, Y: {"W_Q": 0.0, "W_K": 0.0}, match="W_V != 0")
+    _rejects(selfcheck.jt_first_step, lambda m, X, Y: 0.0, match="keys")
+    from tdlib import zeroloss
+
+    exact = lambda m, X, Y: zeroloss.residual_limit(m, X, Y) / float(Y.norm())  # noqa: E731
+    assert selfcheck.jt_scale(exact)
+    _rejects(selfcheck.jt_scale, lambda m, X, Y: 10 * exact(m, X, Y), match="too large")
+    _rejects(selfcheck.jt_scale, lambda m, X, Y: 0.1 * exact(m, X, Y), match="too small")
+
 def test_softmax_local_minimum_checks():
     def q_from_p(p, K):
         M = (K[1:] - K[0]) / math.sqrt(2)

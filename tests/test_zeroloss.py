@@ -1,4 +1,5 @@
-"""The claims of the chapter *Gradient descent reaches zero loss*, certified on fresh random instances.
+"""The claims of the chapters *Gradient descent reaches zero loss* and *Joint training reaches
+zero loss from a good initialization*, certified on fresh random instances.
 
 Every test draws new seeds (printed on failure), so the claims are checked on instances nobody
 chose; the assertions are the theorems' conclusions, not stored numbers.
@@ -303,3 +304,132 @@ def test_residual_limit_separates_passing_and_failing_targets():
         for c, holds in ((0.98, True), (1.02, False)):
             cond = th.sufficient_condition(m, X, Y * (c * lim / float(Y.norm())))
             assert cond.holds == holds, (kernel, seed, c)
+
+
+# ------------------------------------------------------------------ the chapters' helpers
+
+def test_check_value_theorem_measures_and_reports():
+    seed = fresh_seed()
+    for kernel, D in (("softmax", 24), ("gaussian", 4)):
+        c = th.check_value_theorem(kernel, D=D, seed=seed, steps=100)
+        assert c.holds, (seed, c)
+        assert c.recursion_gap <= 1e-12 and abs(c.f_star - c.f_formula) <= 1e-10
+        assert (c.f_star <= 1e-12) == (D >= 6), (seed, c)  # zero minimum iff HD >= Nn
+        assert c.excess <= c.bound * (1 + 1e-9) + 1e-13
+        assert all(len(line) <= 88 for line in str(c).splitlines())
+    with pytest.raises(ValueError, match="steps"):
+        th.check_value_theorem("softmax", D=8, seed=0, steps=0)
+
+
+def test_phase_sweep_follows_the_count_and_summary_reads_it():
+    sweep = th.phase_sweep({1: [2, 6, 18], 2: [1, 3, 9]}, N=2, n=3, steps=400, seeds=(1, 2))
+    assert len(sweep.ratio) == 2 * 2 * 3 * 2 and sweep.seconds > 0
+    above, below = sweep.mask(lo=1.4), sweep.mask(hi=0.75)
+    assert np.all(sweep.f_star[above] <= 1e-12)           # zero minimum once HD >= Nn
+    assert np.all(sweep.f_star[below] > 0)                # a positive floor below
+    assert np.all(sweep.final >= sweep.f_star - 1e-12)    # GD never beats the minimum
+    s = th.phase_summary(sweep)
+    h1 = sweep.mask(H=1, lo=1.4)
+    assert s["h1_gd_med"] == pytest.approx(np.median(sweep.final[h1]))
+    assert s["h2_gd_max"] == pytest.approx(sweep.final[sweep.mask(H=2, lo=1.4)].max())
+    assert set(s) >= {"solver_max", "h1_gap_med", "h2_gap_max", "h2_cond"}
+    with pytest.raises(ValueError, match="narrow, wide"):
+        th.phase_summary(sweep, wide=0.5)
+    with pytest.raises(ValueError, match="D_grid"):
+        th.phase_sweep([4, 8])
+    fig = th.plot_phase_sweep(sweep)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2 * 2 + 2  # + (1 - HD/Nn)_+ and HD = Nn
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_rate_runs_match_the_theorem():
+    runs = th.rate_runs(D_above=18, D_below=3, N=2, n=3, seed=fresh_seed(), max_steps=300)
+    assert [(r.kernel, r.below) for r in runs] == [
+        (k, b) for b in (False, True) for k in KERNELS]
+    for r in runs:
+        assert 0 < r.predicted < 1
+        if not r.below:      # above the threshold the slowest mode decays at exactly q
+            assert abs(math.log(r.measured) / math.log(r.predicted) - 1) < 0.05, r
+        assert np.all(r.excess <= r.excess[0] * r.predicted ** np.arange(len(r.excess))
+                      * (1 + 1e-9) + 1e-14 * r.excess[0]), r.kernel
+        assert len(str(r)) <= 88
+    with pytest.raises(ValueError, match="full rank"):
+        th.rate_runs(D_above=3, D_below=18, N=2, n=3)
+    with pytest.raises(ValueError, match="runs"):
+        th.plot_rate_runs([])
+
+
+def test_perturb_unties_and_derivative_ratios_stay_below_one():
+    seed = fresh_seed()
+    m, X, Y = th.make_instance("softmax", N=2, n=3, D=8, d=4, seed=seed)
+    assert torch.equal(m.W_Q, m.W_K)
+    th.perturb(m, scale=0.3, seed=seed)
+    assert not torch.equal(m.W_Q, m.W_K) and float(m.W_V.detach().abs().sum()) > 0
+    before = th.snapshot(m)
+    worst = th.derivative_bound_ratios(m, X, Y, r=0.3, samples=3, seed=seed)
+    assert set(worst) == {"dB", "d2B", "dR", "hess"}
+    assert all(0 < v <= 1.001 for v in worst.values()), (seed, worst)
+    assert all(torch.equal(before[p], getattr(m, p).detach()) for p in before)  # restored
+    with pytest.raises(ValueError, match="r"):
+        th.derivative_bound_ratios(m, X, Y, r=-1.0)
+    with pytest.raises(ValueError, match="scale"):
+        th.perturb(m, scale=-1.0)
+
+
+def test_certified_joint_run_keeps_the_guarantees():
+    seeds = [fresh_seed() + k for k in range(10)]
+    seed, m, X, Y, cond = th.certified_instance("gaussian", 0.002, seeds, D=48)
+    assert cond.holds and seed in seeds
+    assert all(len(line) <= 88 for line in cond.summary().splitlines())
+    run = th.joint_run(m, X, Y, cond, steps=15)
+    assert run.holds, (seed, str(run))
+    assert run.guaranteed == pytest.approx(1 - cond.lr_max * cond.mu)
+    assert run.measured <= run.guaranteed                   # the loss beats the guarantee
+    assert all(len(line) <= 88 for line in str(run).splitlines())
+    with pytest.raises(RuntimeError, match="failed on all 2"):
+        th.certified_instance("softmax", 10.0, [1, 2], D=8)
+    bad = th.sufficient_condition(*th.make_instance("softmax", D=8, y_scale=10.0)[:3])
+    with pytest.raises(ValueError, match="cond"):
+        th.joint_run(m, X, Y, bad)
+    import matplotlib.pyplot as plt
+    plt.close(th.plot_joint_runs([run]))
+
+
+def test_condition_sweep_and_target_limits():
+    cs = th.condition_sweep([6, 96], seeds=[3, 4], y_scale=0.003)
+    for k in KERNELS:
+        assert cs.lam[k].shape == cs.holds[k].shape == (2, 2)
+        assert not cs.holds[k][0].any()                   # D = Nn: lambda_0 is tiny
+        assert np.all(cs.lam[k][1] > cs.lam[k][0])        # it grows with D
+    half = th.half_pass_dimension(cs)
+    assert all(v in (None, 96) for v in half.values())
+    assert half == {k: (96 if cs.holds[k][1].mean() >= 0.5 else None) for k in KERNELS}
+    tau = th.target_limits([24, 96], seeds=[3])
+    for k in KERNELS:   # a draw passes at tau just below tau_max, and fails well above it
+        m, X, Y = th.make_instance(k, N=2, n=3, D=96, seed=3)
+        t = tau[k][1, 0]
+        assert th.sufficient_condition(m, X, 0.9 * t * Y).holds
+        assert not th.sufficient_condition(m, X, 1.5 * t * Y).holds
+    with pytest.raises(ValueError, match="D_list"):
+        th.condition_sweep([], seeds=[1])
+    with pytest.raises(ValueError, match="kernel"):
+        th.target_limits([24], seeds=[1], kernels=["cosine"])
+    import matplotlib.pyplot as plt
+    plt.close(th.plot_condition_sweep(cs, Nn=6))
+    plt.close(th.plot_target_limits([24, 96], tau, tau=0.003))
+
+
+def test_pl_runs_satisfy_the_lemma_along_the_way():
+    runs = th.pl_runs(seeds=(fresh_seed(),), D=24, steps=40)
+    rows = th.pl_summary(runs)
+    assert [r["kernel"] for r in rows] == KERNELS
+    for r in rows:
+        assert r["ratio"] >= 1 - 1e-9                     # PL ratio >= mu_t at every iterate
+        assert 0 < r["mu_drop"] <= 1 and 0 <= r["final"] < 1 and r["steps"] <= 40
+    with pytest.raises(ValueError, match="step_factor"):
+        th.pl_runs(step_factor=0.0)
+    import matplotlib.pyplot as plt
+    fig = th.plot_pl_runs(runs)
+    assert len(fig.axes[1].lines) == 2 + 1
+    plt.close(fig)
