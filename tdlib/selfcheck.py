@@ -128,7 +128,7 @@ def zl_step(best_step: Callable) -> bool:
         _require(factor(eta) <= best * (1 + 1e-9) + 1e-12,
                  f"for alpha={alpha}, L={L} your step {eta:.4g} gives the factor {factor(eta):.4g}, "
                  f"but a smaller one, {best:.4g}, exists: balance |1 - eta alpha| = |1 - eta L|")
-    return _ok("your step balances the two ends of the spectrum, giving (L - alpha)/(L + alpha)")
+    return _ok("your step balances both ends of the spectrum: (L - alpha)/(L + alpha)")
 
 
 def zl_heads(rank_bound: Callable) -> bool:
@@ -162,7 +162,7 @@ def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> bool:
         _require(math.isclose(v, 0.5 * y**4 * k, rel_tol=1e-9, abs_tol=1e-12),
                  f"Var f_* for y={y}, Nn={Nn}, rank={r}: expected {0.5 * y**4 * k:.4g}, got {v:.4g} "
                  "(|U^T y|^2 / y^2 is chi-squared with k degrees of freedom, variance 2k)")
-    return _ok("E f_* = y^2 d_out (Nn - rank B)/2 and, for d_out = 1, Var f_* = y^4 (Nn - rank B)/2")
+    return _ok("E f_* = tau^2 d_out (Nn - rank B)/2; Var f_* = tau^4 (Nn - rank B)/2 (d_out = 1)")
 
 
 def zl_measure(q_measured: float, q_pred: float) -> bool:
@@ -212,7 +212,7 @@ def jt_first_step(attention_gradients: Callable) -> bool:
                 _require(math.isclose(float(got[name]), w, rel_tol=1e-6, abs_tol=1e-10),
                          f"{kernel} {where}: |grad_{name} f| should be {w:.6g}, got "
                          f"{float(got[name]):.6g}")
-    return _ok("at W_V = 0 both gradients vanish; once W_V moves, the attention weights do too")
+    return _ok("at W_V = 0 both gradients vanish; once W_V moves, the attention moves too")
 
 
 def jt_scale(largest_gamma: Callable) -> bool:
