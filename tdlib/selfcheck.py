@@ -162,7 +162,7 @@ def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> bool:
         _require(math.isclose(v, 0.5 * y**4 * k, rel_tol=1e-9, abs_tol=1e-12),
                  f"Var f_* for y={y}, Nn={Nn}, rank={r}: expected {0.5 * y**4 * k:.4g}, got {v:.4g} "
                  "(|U^T y|^2 / y^2 is chi-squared with k degrees of freedom, variance 2k)")
-    return _ok("E f_* = tau^2 d_out m/2 and, if d_out = 1, Var f_* = tau^4 m/2 (m = Nn - rank B)")
+    return _ok("E f_* = tau^2 d_out m/2; if d_out = 1, Var f_* = tau^4 m/2, m = Nn - rank B")
 
 
 def zl_measure(q_measured: float, q_pred: float) -> bool:
