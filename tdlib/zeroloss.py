@@ -987,7 +987,7 @@ def plot_phase_sweep(sweep: PhaseSweep):
     from .plotting import WIDTH, kernel_style
 
     heads = sorted(set(sweep.H.tolist()))
-    fig, axes = plt.subplots(1, len(heads), figsize=(WIDTH, 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(heads), figsize=(WIDTH, 4.3), sharey=True, squeeze=False)
     grid = np.linspace(0, max(3.05, float(sweep.ratio.max()) + 0.05), 200)
     for ax, H in zip(axes[0], heads):
         for kernel in sorted(set(sweep.kernel.tolist())):
@@ -1003,7 +1003,9 @@ def plot_phase_sweep(sweep: PhaseSweep):
         ax.set_xlabel(r"$HD / (Nn)$")
         ax.text(0.97, 0.93, f"H = {H}", transform=ax.transAxes, ha="right")
     axes[0, 0].set_ylabel(r"final loss $f_T / f_0$")
-    axes[0, -1].legend(loc="upper right", bbox_to_anchor=(1.0, 0.88))
+    # below the panels, where it covers no point
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+               handlelength=1.5, columnspacing=1.0)
     return fig
 
 
