@@ -1,5 +1,6 @@
-"""For the chapter *Gradient descent reaches zero loss*: the feature matrix, value-only rates
-and the certificates of joint training.
+"""For the chapters *Gradient descent reaches zero loss* (``book/zero-loss.md``) and *Joint
+training* (``book/joint-training.md``): the feature matrix, value-only rates, the certificates of
+joint training, and the sweeps, statistics and figures of both chapters.
 
 Notation (the book's). Data ``X`` of shape ``(N, n, D)``, targets ``Y`` of shape ``(N, n, d_out)``;
 the layer ``T(X_i) = sum_h S_h(X_i) X_i W^V_h W^O_h`` with ``H`` heads; the loss
