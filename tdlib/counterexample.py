@@ -26,6 +26,7 @@ plus a readable :class:`Certificate`), :func:`run_gd` (many GD runs at once), :f
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -35,6 +36,10 @@ import torch
 from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
 from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
 
+
+
+REPORT_WIDTH = 80
+"""Width of the printed reports of this module (certificates, search results, tables)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,10 +361,13 @@ class Certificate:
             f"  loss at that point    {self.zero_loss:.3e}   (need < {self.thresholds.get('zero', 0):.0e})",
             f"  barrier               {self.barrier:.6f}   "
             f"(segment maximum, slope left {self.barrier_slope:.1e})",
-            "  verdict               " + ("CERTIFIED: a strict local minimum with positive loss, "
-                                          "while zero loss is attained elsewhere" if self.is_instance
-                                          else "NOT an instance: " + "; ".join(self.reasons)),
         ]
+        verdict = ("CERTIFIED: a strict local minimum with positive loss, while zero loss is "
+                   "attained elsewhere" if self.is_instance
+                   else "NOT an instance: " + "; ".join(self.reasons))
+        # wrapped so that the report fits a column of REPORT_WIDTH characters
+        lines += textwrap.wrap(verdict, REPORT_WIDTH, initial_indent="  verdict               ",
+                               subsequent_indent=" " * 24, break_on_hyphens=False)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -367,7 +375,8 @@ class Certificate:
 
     def __repr__(self) -> str:
         verdict = "certified" if self.is_instance else "rejected"
-        return f"Certificate({verdict}: loss {self.loss:.4g}, grad norm {self.grad_norm:.1e}, min eig {self.eigenvalues.min():.3g})"
+        return (f"Certificate({verdict}: loss {self.loss:.4g}, grad norm {self.grad_norm:.1e}, "
+                f"min eig {self.eigenvalues.min():.3g})")
 
 
 def certify(
@@ -674,3 +683,139 @@ def draw(init: float = 1.0, target_query: float = ZERO_LOSS_QUERY, lr: float = 0
     ax.text(0.03, 0.95, f"end: s = {path[-1]:.3f}\ng = {end['g'][0]:.3g}", transform=ax.transAxes,
             va="top")
     return plt.gcf()
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's checks and statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def softmax_jacobian(p) -> torch.Tensor:
+    """``J(p) = diag(p) - p p^T``, the Jacobian of the softmax at weights ``p`` (shape ``(n,)``,
+    a probability vector with positive entries), shape ``(n, n)``."""
+    p = as_tensor("p", p, dtype=torch.float64)
+    check_rank("p", p, 1, "(n,)")
+    check_finite("p", p)
+    if not bool((p > 0).all()) or abs(float(p.sum()) - 1) > 1e-9:
+        raise ValueError(f"p: expected a probability vector with positive entries, got "
+                         f"entries in [{float(p.min()):.3g}, {float(p.max()):.3g}] summing to "
+                         f"{float(p.sum()):.6g}")
+    return torch.diag(p) - torch.outer(p, p)
+
+
+def saturation_bound(problem: PerQueryProblem, q) -> float:
+    """The right side of the saturation bound of the chapter,
+
+        ||grad g(q)|| <= (2 / sqrt(d)) ||K||_2 ||V||_2 ||o(q) - y|| (1 - p_max(q)),
+
+    for a Softmax ``problem`` (``K``: keys ``(n, d)``, ``V``: values ``(n, d_out)``) and one query
+    ``q`` of shape ``(d,)``. ``1 - p_max`` is computed as the sum of the other weights, so it
+    keeps its relative accuracy when attention saturates (``p_max`` within 1e-16 of 1)."""
+    if problem.kernel != "softmax":
+        raise ValueError(f"problem: expected a Softmax problem, got kernel={problem.kernel!r} "
+                         f"(the bound uses that softmax weights sum to one)")
+    q = problem.check_q(q)
+    if q.ndim != 1:
+        raise ValueError(f"q: expected one query of shape ({problem.d},), got {tuple(q.shape)}")
+    p = problem.weights(q)
+    rest = p.sort().values[:-1].sum()
+    norm2 = lambda M: torch.linalg.matrix_norm(M, 2)  # noqa: E731
+    resid = (problem.output(q) - problem.target).norm()
+    return float(2 / math.sqrt(problem.d) * norm2(problem.keys) * norm2(problem.values)
+                 * resid * rest)
+
+
+def _Phi(x: float) -> float:
+    """The standard normal distribution function."""
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+@dataclass
+class BasinShares:
+    """What :func:`basin_shares` measured, one entry per initialization scale ``sigma``:
+    ``good`` the share of single queries that ended left of ``s_b`` (the good basin), ``zero``
+    the share that reached the zero-loss query, ``zero_layer`` the share of layers (``tokens``
+    queries each) whose queries all did; ``predicted = Phi(s_b / sigma)`` is the predicted
+    share of one query, ``predicted ** tokens`` that of a layer."""
+
+    sigmas: np.ndarray
+    good: np.ndarray
+    zero: np.ndarray
+    zero_layer: np.ndarray
+    predicted: np.ndarray
+    tokens: int
+    runs: int
+    steps: int
+
+    @property
+    def predicted_layer(self) -> np.ndarray:
+        return self.predicted ** self.tokens
+
+    def __str__(self) -> str:
+        lines = [f"{self.runs} layers of {self.tokens} queries per sigma, {self.steps} GD steps",
+                 "        ---------- one query ----------   ------- layer -------",
+                 " sigma  good basin  reached 0  predicted   reached 0  predicted"]
+        for row in zip(self.sigmas, self.good, self.zero, self.predicted, self.zero_layer,
+                       self.predicted_layer):
+            lines.append("{:6.2f}  {:10.3f}  {:9.3f}  {:9.3f}   {:9.3f}  {:9.3f}".format(*row))
+        return "\n".join(lines)
+
+    def plot(self, ax=None):
+        """Shares against ``sigma`` (log axis): predictions as lines, measurements as marks."""
+        import matplotlib.pyplot as plt
+
+        from .plotting import kernel_color
+
+        ax = ax or plt.gca()
+        one, layer = kernel_color("softmax"), "#7570b3"
+        s = self.sigmas
+        ax.semilogx(s, self.predicted, "-", color=one, lw=1,
+                    label=r"one query, predicted $\Phi(s_b/\sigma)$")
+        ax.semilogx(s, self.good, "o", color=one, mfc="none",
+                    label="one query: ended in the good basin")
+        ax.semilogx(s, self.zero, "o", color=one, label="one query: reached zero loss")
+        ax.semilogx(s, self.predicted_layer, "--", color=layer, lw=1,
+                    label=rf"layer, predicted $\Phi(s_b/\sigma)^{self.tokens}$")
+        ax.semilogx(s, self.zero_layer, "s", color=layer, label="layer: reached zero loss")
+        ax.set_xticks(s, [f"{x:g}" for x in s])
+        ax.minorticks_off()
+        ax.set_xlabel(r"initialization scale $\sigma$")
+        ax.set_ylabel("fraction of runs")
+        ax.set_ylim(0, 1)
+        return ax
+
+
+def basin_shares(problem: PerQueryProblem, s_b: float, sigmas, runs: int = 600,
+                 lr: float = 0.2, steps: int = 600, seed: int = 7,
+                 zero_query: float = ZERO_LOSS_QUERY, tol: float = 1e-2) -> BasinShares:
+    """Run GD on ``runs`` layers per initialization scale and count where the queries end.
+
+    For each ``sigma`` of ``sigmas`` the ``runs * n`` initial queries (``n = problem.n``
+    tokens per layer, ``X = I_n``) are drawn from ``N(0, sigma^2)``; each runs ``steps`` GD
+    steps of size ``lr`` on the ``d = 1`` Softmax ``problem``. A query is in the good basin when
+    it ends left of ``s_b`` (the single local maximum of ``g``) and reached zero loss when it
+    ends within ``tol`` of ``zero_query``. Returns a :class:`BasinShares`."""
+    if problem.kernel != "softmax" or problem.d != 1:
+        raise ValueError(f"problem: expected a Softmax problem with d = 1, got "
+                         f"kernel={problem.kernel!r}, d={problem.d}")
+    sigmas = np.asarray(sigmas, dtype=float)
+    if sigmas.ndim != 1 or not len(sigmas) or not (np.isfinite(sigmas) & (sigmas > 0)).all():
+        raise ValueError(f"sigmas: expected a non-empty list of positive scales, got {sigmas!r}")
+    if not math.isfinite(s_b):
+        raise ValueError(f"s_b: expected a finite query, got {s_b!r}")
+    runs = check_int("runs", runs)
+    tol = check_positive("tol", tol)
+    n = problem.n
+    gen = torch.Generator().manual_seed(int(seed))
+    good, zero, zero_layer = [], [], []
+    for sig in sigmas:
+        init = float(sig) * torch.randn(runs * n, generator=gen, dtype=torch.float64)
+        q_end, _ = run_gd(problem, init, lr=lr, steps=steps)
+        q_end = q_end.reshape(runs, n).numpy()
+        at_zero = np.abs(q_end - zero_query) < tol
+        good.append((q_end < s_b).mean())
+        zero.append(at_zero.mean())
+        zero_layer.append(at_zero.all(1).mean())
+    pred = np.array([_Phi(s_b / s) for s in sigmas])
+    return BasinShares(sigmas, np.array(good), np.array(zero), np.array(zero_layer), pred,
+                       n, runs, steps)

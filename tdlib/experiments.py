@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -434,11 +435,11 @@ def verdict_reading(a, b, n_a: int, n_b: int) -> str:
             f"is not evidence for either kernel")
 
 
-def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 3.0) -> dict:
-    """Per kernel of a :func:`summarize` result of test accuracy: the mean over seeds of the
-    first evaluated step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z``
-    standard errors). A seed that never leaves chance counts as its last step, and the result
-    is then a lower bound."""
+def first_above_chance(summary: dict, se: float, level: float = 0.5,
+                       z: float = 3.0) -> dict:
+    """Per kernel of a :func:`summarize` result of test accuracy: per seed, the first evaluated
+    step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z`` standard
+    errors), or ``None`` if the seed never gets there."""
     if not se > 0:
         raise ValueError(f"se: expected a positive standard error, got {se!r}")
     out = {}
@@ -446,9 +447,117 @@ def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 
         steps = []
         for run in v["runs"]:
             above = np.asarray(run) > level + z * se
-            steps.append(v["step"][int(np.argmax(above))] if above.any() else v["step"][-1])
-        out[k] = float(np.mean(steps))
+            steps.append(int(v["step"][int(np.argmax(above))]) if above.any() else None)
+        out[k] = steps
     return out
+
+
+def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 3.0) -> dict:
+    """Per kernel of a :func:`summarize` result of test accuracy: the mean over seeds of the
+    first evaluated step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z``
+    standard errors). A seed that never leaves chance counts as its last step, and the result
+    is then a lower bound."""
+    firsts = first_above_chance(summary, se, level, z)
+    return {k: float(np.mean([summary[k]["step"][-1] if t is None else t for t in ts]))
+            for k, ts in firsts.items()}
+
+
+REPORT_WIDTH = 80
+"""Width of the printed summaries of this module."""
+
+
+def shell_lines(command: str, width: int = REPORT_WIDTH) -> str:
+    """A stored regenerate ``command`` laid out for reading: one ``&&``-joined part per line,
+    each wrapped at ``width`` characters with shell continuations (`` \\``), so the text can
+    still be pasted into a terminal. Words (paths, options) are never split."""
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError(f"command: expected a non-empty shell command, got {command!r}")
+    width = check_int("width", width, minimum=20)
+    out = []
+    parts = command.split(" && ")
+    for i, part in enumerate(parts):
+        tail = " &&" if i < len(parts) - 1 else ""
+        lines = textwrap.wrap(part, width - 3, break_long_words=False, break_on_hyphens=False,
+                              subsequent_indent="    ")
+        out += [line + " \\" for line in lines[:-1]] + [lines[-1] + tail]
+    return "\n".join(out)
+
+
+@dataclass
+class KernelComparison:
+    """The statistics of one task's stored runs that the experiments chapter reports.
+
+    ``kernels[k]`` holds, for kernel ``k``: ``acc`` (final test accuracy, mean over seeds),
+    ``lo``/``hi`` (its range over seeds), ``avg`` (mean accuracy over all evaluations after
+    step 0, averaged over seeds), ``loss`` (final test loss, mean over seeds), ``seeds``,
+    ``first`` (per seed, the first step above chance, see :func:`first_above_chance`) and
+    ``leave`` (their mean, see :func:`leave_chance_steps`). ``se`` is the standard error of an
+    accuracy near 1/2 on the test set, ``verdict`` and ``reading`` the sentences of
+    :func:`verdict` and :func:`verdict_reading` (first kernel of ``order`` against the
+    second)."""
+
+    task: str
+    kernels: dict
+    se: float
+    verdict: str
+    reading: str
+    final_step: int
+
+    def glue_values(self) -> dict:
+        """Flat names for :func:`tdlib.book.glue_all`: ``<kernel>_acc``, ``_lo``, ``_hi``,
+        ``_avg``, ``_loss``, ``_leave``, and ``se``, ``verdict``, ``verdict_reading``."""
+        out = {f"{k}_{key}": v[key] for k, v in self.kernels.items()
+               for key in ("acc", "lo", "hi", "avg", "loss", "leave")}
+        out.update(se=self.se, verdict=self.verdict, verdict_reading=self.reading)
+        return out
+
+    def __str__(self) -> str:
+        seeds = "/".join(str(v["seeds"]) for v in self.kernels.values())
+        lines = [f"{self.task}: test accuracy at step {self.final_step} ({seeds} seeds; "
+                 f"standard error near chance {self.se:.3f})"]
+        for k, v in self.kernels.items():
+            first = ", ".join("never" if t is None else f"step {t}" for t in v["first"])
+            lines += [f"  {k:9s} final {v['acc']:.3f} (seeds {v['lo']:.3f} to {v['hi']:.3f}), "
+                      f"average over the run {v['avg']:.3f}"]
+            lines += textwrap.wrap(f"first above chance (1/2 + 3 s.e.), per seed: {first}",
+                                   REPORT_WIDTH, initial_indent=" " * 12,
+                                   subsequent_indent=" " * 12)
+        lines += textwrap.wrap(f"{self.verdict}: {self.reading}", REPORT_WIDTH,
+                               initial_indent="  ", subsequent_indent="  ")
+        return "\n".join(lines)
+
+
+def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0) -> KernelComparison:
+    """Summarize one task's runs (a list of run dicts with test accuracy and test loss curves,
+    several seeds per kernel, each with ``n_test``) into a :class:`KernelComparison`: final
+    and average accuracy per kernel, the spread over seeds, when each seed leaves chance, and
+    the verdict of ``order[0]`` against ``order[1]``."""
+    runs = check_runs(runs)
+    acc, loss = summarize(runs, "test_acc"), summarize(runs, "test_loss")
+    missing = [k for k in order if k not in acc]
+    if len(order) != 2 or missing:
+        raise ValueError(f"order: expected two kernels of the runs {sorted(acc)}, got "
+                         f"{tuple(order)!r}")
+    n_test = {r["n_test"] for r in runs}
+    if len(n_test) != 1:
+        raise ValueError(f"runs: expected one test-set size, got n_test = {sorted(n_test)}")
+    se = accuracy_se(n_test.pop())
+    firsts = first_above_chance(acc, se, z=z)
+    leave = leave_chance_steps(acc, se, z=z)
+    kernels = {}
+    for k, v in acc.items():
+        kernels[k] = {"acc": float(v["mean"][-1]), "lo": float(v["min"][-1]),
+                      "hi": float(v["max"][-1]), "avg": float(v["mean"][1:].mean()),
+                      "loss": float(loss[k]["mean"][-1]), "seeds": len(v["runs"]),
+                      "first": firsts[k], "leave": leave[k]}
+    ranges = seed_ranges(acc)
+    a, b = order
+    name = lambda k: k.capitalize()  # noqa: E731
+    return KernelComparison(
+        task=str(runs[0].get("task", "")), kernels=kernels, se=se,
+        verdict=verdict(ranges[a], ranges[b], name(a), name(b)),
+        reading=verdict_reading(ranges[a], ranges[b], kernels[a]["seeds"], kernels[b]["seeds"]),
+        final_step=int(acc[a]["step"][-1]))
 
 
 def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "", linestyle=None):

@@ -205,12 +205,14 @@ class SignCertificate:
         return [z for z, a, b in zip(self.zeros, s, s[1:]) if a > 0 > b]
 
     def __str__(self) -> str:
+        # one line per interval of constant sign, so that the report fits a narrow column
         sym = {1: "+", -1: "-"}
-        parts = [sym[self.signs[0]]]
-        for (lo, hi), s in zip(self.zeros, self.signs[1:]):
-            parts += [f"0 in [{lo:.6f}, {hi:.6f}]", sym[s]]
-        return (f"sign of g' on the real line: {'  '.join(parts)}\n"
-                f"({len(self.zeros)} zeros; {self.pieces} exact interval evaluations)")
+        lines = [f"sign of g' on the real line ({len(self.zeros)} zeros; "
+                 f"{self.pieces} exact interval evaluations):"]
+        ends = [f"up to the zero in [{lo:.6f}, {hi:.6f}]" for lo, hi in self.zeros]
+        for s, end in zip(self.signs, ends + ["up to +infinity"]):
+            lines.append(f"  {sym[s]}  {end}")
+        return "\n".join(lines)
 
 
 def _isolate(P, max_depth: int = 80):

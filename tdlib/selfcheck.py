@@ -13,6 +13,7 @@ well done: ...
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Callable, Mapping
 
 import numpy as np
@@ -37,7 +38,9 @@ def _require(ok, message: str):
 
 
 def _ok(message: str) -> bool:
-    print("well done:", message)
+    # wrapped to the 88-character column of the book's code and outputs
+    print(textwrap.fill(f"well done: {message}", 88, subsequent_indent="  ",
+                        break_long_words=False, break_on_hyphens=False))
     return True
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional
@@ -28,8 +29,20 @@ def next_step_size(lr, accepted, grow: float = STEP_GROW):
     return lr * grow if accepted else lr / 2
 
 
+MESSAGE_WIDTH = 70
+"""Width to which divergence messages are wrapped: with the ``DivergenceError: `` that a
+traceback or a ``print`` puts in front, a line still fits an 88-character column."""
+
+
 class DivergenceError(FloatingPointError):
-    """Gradient descent produced a non-finite (or exploding) loss."""
+    """Gradient descent produced a non-finite (or exploding) loss.
+
+    The message (``args[0]``) is one sentence; ``str(err)`` wraps it into lines of at most
+    :data:`MESSAGE_WIDTH` characters, never inside a word such as ``lr=0.5``."""
+
+    def __str__(self) -> str:
+        return "\n".join(textwrap.wrap(super().__str__(), MESSAGE_WIDTH,
+                                        break_long_words=False, break_on_hyphens=False))
 
 
 class PlateauError(DivergenceError):
@@ -155,14 +168,17 @@ class History:
             ax.legend()
         return ax
 
-    def __repr__(self) -> str:  # a one-line summary, not thousands of numbers
-        loss = (f"loss {self.loss[0]:.3e} -> {self.loss[-1]:.3e}" if self.loss
+    def __repr__(self) -> str:
+        """One line of at most 88 characters: the kernel, the step size, the trained matrices,
+        the number of steps, the loss ``f`` at the start and the end, and why the run stopped
+        when it did not simply run all its steps (the wall time and the curves are attributes,
+        not part of the summary)."""
+        loss = (f"f {self.loss[0]:.1e} -> {self.loss[-1]:.1e}" if self.loss
                 else "no finite loss recorded")
-        return (
-            f"History({self.kernel or 'model'}: {self.steps} steps of size {self.lr:g} on "
-            f"{', '.join(self.trainable)}; {loss}; "
-            f"stopped by {self.stop or 'nothing yet'}; {self.seconds:.2f} s)"
-        )
+        why = f", stop: {self.stop or 'nothing yet'}" if self.stop != "steps" else ""
+        return (f"History({self.kernel or 'model'}, lr={self.lr:g}, {'+'.join(self.trainable)}: "
+                f"{self.steps} steps, {loss}{why})")
+
 
 
 def train(

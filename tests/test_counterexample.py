@@ -198,3 +198,58 @@ def test_layouts_in_the_plane():
         ce.instance("softmax", d=1, layout="rhombus")
     with pytest.raises(ValueError, match="layout"):
         ce.instance("softmax", d=2, layout="square")
+
+
+def test_saturation_bound_holds_and_is_tight_in_its_factor():
+    g = torch.Generator().manual_seed(11)
+    keys = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]
+    P = ce.PerQueryProblem(keys, 3 * torch.randn(4, 2, generator=g), 3 * torch.randn(2, generator=g))
+    u = torch.tensor([1.0, 0.3], dtype=torch.float64)  # key 1 wins by a score gap of 0.7 / sqrt 2
+    bounds = []
+    for r in (1.0, 10.0, 30.0):
+        q = r * u
+        bound = ce.saturation_bound(P, q)
+        assert float(P.grad(q).norm()) <= bound * (1 + 1e-12)
+        J = ce.softmax_jacobian(P.weights(q))
+        assert torch.linalg.eigvalsh(J).min() > -1e-15 and J.sum(1).abs().max() < 1e-15
+        bounds.append(bound)
+    assert bounds[-1] < 1e-3 * bounds[0], "saturation drives the bound to zero"
+    with pytest.raises(ValueError, match="Softmax"):
+        ce.saturation_bound(P.with_kernel("gaussian"), u)
+    with pytest.raises(ValueError, match="one query"):
+        ce.saturation_bound(P, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="probability vector"):
+        ce.softmax_jacobian([0.5, 0.6])
+
+
+def test_basin_shares_follow_the_basin_boundary():
+    P = ce.instance()
+    from tdlib import intervals
+
+    lo, hi = intervals.sign_certificate([-1, 0, 1], P.values.numpy(), -3.0).maxima()[0]
+    s_b = 0.5 * (lo + hi)  # the proved local maximum of g: the boundary of the good basin
+    sh = ce.basin_shares(P, s_b, [0.25, 4.0], runs=50, steps=300)
+    assert sh.good.shape == sh.zero.shape == sh.zero_layer.shape == (2,)
+    assert np.allclose(sh.predicted, [0.5 * (1 + math.erf(s_b / s / math.sqrt(2)))
+                                      for s in (0.25, 4.0)])
+    assert np.allclose(sh.predicted_layer, sh.predicted ** 3)
+    # a layer reaches zero only when all its queries do; a query only from the good basin
+    assert (sh.zero_layer <= sh.zero + 1e-12).all() and (sh.zero <= sh.good + 1e-12).all()
+    assert abs(sh.good - sh.predicted).max() < 0.12  # 150 queries per scale
+    assert max(len(line) for line in str(sh).splitlines()) <= ce.REPORT_WIDTH
+    for bad in ([], [0.0, 1.0], [[1.0]]):
+        with pytest.raises(ValueError, match="sigmas"):
+            ce.basin_shares(P, s_b, bad)
+    with pytest.raises(ValueError, match="d = 1"):
+        ce.basin_shares(ce.instance(d=2), s_b, [1.0])
+
+
+def test_certificate_reports_fit_the_column():
+    P = ce.instance()
+    yes = ce.certify(lambda x: P.loss(x), [2.0], zero_point=[ce.ZERO_LOSS_QUERY])
+    no = ce.certify(lambda x: P.loss(x), [-2.9], zero_point=[ce.ZERO_LOSS_QUERY])
+    assert yes.is_instance and not no.is_instance
+    for cert in (yes, no):
+        assert max(len(line) for line in str(cert).splitlines()) <= ce.REPORT_WIDTH
+    assert "CERTIFIED" in str(yes) and "NOT an instance" in str(no)
+    assert " ".join(no.reasons[0].split()) in " ".join(str(no).split())

@@ -197,3 +197,59 @@ def test_accuracy_se_and_leave_chance():
     assert leave == {"gaussian": 10.0, "softmax": 15.0}
     with pytest.raises(ValueError, match="se"):
         ex.leave_chance_steps(s, 0.0)
+
+
+def test_compare_kernels_reports_what_the_chapter_glues():
+    import numpy as np
+    import pytest
+
+    from tdlib import experiments as ex
+
+    runs = []
+    finals = {"gaussian": [0.8, 0.82, 0.85], "softmax": [0.55, 0.7, 0.75]}
+    for k, fs in finals.items():
+        for s, f in enumerate(fs):
+            acc = [0.5, 0.5 if k == "softmax" and s == 0 else f, f]
+            runs.append({"kernel": k, "seed": s, "task": "text", "n_test": 400,
+                         "curves": {"step": [0, 10, 20], "test_acc": acc,
+                                    "test_loss": [0.7, 0.6, 1 - f]}})
+    c = ex.compare_kernels(runs)
+    se = ex.accuracy_se(400)
+    assert c.se == pytest.approx(se) and c.final_step == 20
+    g, sm = c.kernels["gaussian"], c.kernels["softmax"]
+    assert g["acc"] == pytest.approx(np.mean(finals["gaussian"])) and (g["lo"], g["hi"]) == (0.8, 0.85)
+    assert g["loss"] == pytest.approx(1 - np.mean(finals["gaussian"]))
+    # 1/2 + 3 se = 0.575: softmax seed 0 ends at 0.55 and never gets there
+    assert sm["first"] == [None, 10, 10] and sm["leave"] == pytest.approx((20 + 10 + 10) / 3)
+    assert c.verdict == "every Gaussian seed ends above every Softmax seed"
+    assert "weak evidence" in c.reading
+    glued = c.glue_values()
+    assert glued["softmax_leave"] == sm["leave"] and glued["verdict"] == c.verdict
+    text = str(c)
+    assert max(len(line) for line in text.splitlines()) <= ex.REPORT_WIDTH, text
+    assert "never" in text and "0.800 to 0.850" in text
+    with pytest.raises(ValueError, match="order"):
+        ex.compare_kernels(runs, order=("gaussian", "linear"))
+    runs[0]["n_test"] = 100
+    with pytest.raises(ValueError, match="n_test"):
+        ex.compare_kernels(runs)
+
+
+def test_shell_lines_fit_and_paste_back():
+    import shlex
+
+    import pytest
+
+    from tdlib import experiments as ex
+
+    cmd = ("python -m tdlib.experiments curves --task pathfinder --image-size 16 --n-train 8000 "
+           "--steps 2500 --kernels softmax --seeds 0 1 2 --out /tmp/a-very-long/path.json && "
+           "python -m tdlib.experiments merge --out book/data/x.json /tmp/a.json")
+    text = ex.shell_lines(cmd, width=60)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 60 and len(lines) > 3
+    assert lines[-1].endswith("/tmp/a.json") and any(line.endswith(" &&") for line in lines)
+    # the shell reads the same words: continuations join the lines back
+    assert shlex.split(text.replace("\\\n", " ")) == shlex.split(cmd)
+    with pytest.raises(ValueError, match="command"):
+        ex.shell_lines("  ")

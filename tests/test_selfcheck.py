@@ -180,3 +180,12 @@ def test_experiments_checks():
     assert selfcheck.imdb(data, 1.0)
     _rejects(selfcheck.imdb, data, 0.5, match="fit")
     _rejects(selfcheck.imdb, {**data, "x_train": np.zeros((8, 64))}, 1.0, match="max_len")
+
+
+def test_well_done_messages_fit_the_column(capsys):
+    from tdlib import selfcheck
+
+    assert selfcheck._ok("a message " * 20)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 2 and max(len(line) for line in lines) <= 88
+    assert " ".join(" ".join(lines).split()) == "well done: " + " ".join(("a message " * 20).split())

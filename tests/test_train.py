@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import tdlib
+from tdlib.train import MESSAGE_WIDTH, History
 
 
 def value_problem(seed=0):
@@ -54,7 +55,7 @@ def test_tolerance_stops_early_and_callback_is_recorded():
     assert len(hist.extra["norm_V"]) == len(hist.loss)
     arrays = hist.as_arrays()
     assert set(arrays) == {"loss", "grad_norm_W_V", "norm_V", "t"}
-    assert "stopped by tol" in repr(hist)
+    assert "stop: tol" in repr(hist)
 
 
 def test_seeded_runs_are_bit_for_bit_repeatable():
@@ -70,12 +71,35 @@ def test_seeded_runs_are_bit_for_bit_repeatable():
 
 def test_divergence_raises_with_step_and_advice():
     model, X, Y = value_problem(seed=6)
-    with pytest.raises(tdlib.DivergenceError, match=r"diverged at step \d+.*lr=1000 .*smaller"):
+    with pytest.raises(tdlib.DivergenceError, match=r"(?s)diverged\s+at\s+step\s+\d+.*lr=1000\s.*smaller"):
         tdlib.train(model, X, Y, lr=1e3, steps=100, trainable=["W_V"], progress=False)
     model, X, Y = value_problem(seed=6)
     hist = tdlib.train(model, X, Y, lr=1e3, steps=100, trainable=["W_V"], on_divergence="stop", progress=False)
     assert hist.stop == "diverged" and all(np.isfinite(hist.loss))
 
+
+
+def test_divergence_message_fits_the_column_and_keeps_its_words():
+    model, X, Y = value_problem(seed=6)
+    with pytest.raises(tdlib.DivergenceError) as err:
+        tdlib.train(model, X, Y, lr=1e3, steps=100, trainable=["W_V"], progress=False)
+    lines = str(err.value).splitlines()
+    assert len(lines) > 1, "a long message is wrapped"
+    assert max(len(line) for line in lines) <= MESSAGE_WIDTH
+    assert len("DivergenceError: " + lines[0]) <= 88
+    # wrapping only moves line breaks: the words are those of the one-sentence message
+    assert " ".join(str(err.value).split()) == " ".join(err.value.args[0].split())
+    assert "lr=1000" in str(err.value).split()
+
+
+def test_history_repr_is_one_short_line():
+    long = History(lr=0.05, trainable=("W_Q", "W_K", "W_V"), loss=[1.5, 2e-27], stop="plateau",
+                   kernel="gaussian")
+    text = repr(long)
+    assert "\n" not in text and len(text) <= 88, text
+    assert "1.5e+00 -> 2.0e-27" in text and "plateau" in text and "W_Q+W_K+W_V" in text
+    assert "stop" not in repr(History(lr=0.1, trainable=("W_Q",), loss=[1.0, 0.5],
+                                      stop="steps"))
 
 class TestBadArguments:
     model, X, Y = value_problem()
