@@ -1,16 +1,16 @@
 """Loss landscapes along filter-normalized random directions (Li et al. 2018).
 
 Around trained weights ``theta*`` we draw two random directions ``d1, d2`` (one Gaussian tensor
-per parameter) and rescale them **filter by filter**: every row ``d[r]`` of a weight matrix
+per parameter) and rescale them **filter by filter**: every row ``d_row`` of a weight matrix
 (one output unit, or one token's embedding) gets the norm of the same row of ``theta*``,
 
-    d[r] <- d[r] / ||d[r]|| * ||theta*[r]||,
+    d_row <- d_row / ||d_row|| * ||theta*_row||,
 
-so that moving by ``a d1 + b d2`` changes every unit by the same *relative* amount whatever the
+so that moving by ``zeta_1 d1 + zeta_2 d2`` changes every unit by the same *relative* amount whatever the
 scale of its weights. One-dimensional parameters (biases, layer-norm gains) get direction zero,
 the choice of Li et al. for biases and normalisation layers. The picture is then
 
-    F(a, b) = f(theta* + a d1 + b d2)   on a grid of (a, b),
+    F(zeta_1, zeta_2) = f(theta* + zeta_1 d1 + zeta_2 d2)   on a grid of (zeta_1, zeta_2),
 
 and ``F(0, 0)`` is the training loss at ``theta*`` (checked by the tests).
 """
@@ -107,7 +107,7 @@ def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float],
                 F[i, j] = loss_fn(model)
                 if not np.isfinite(F[i, j]):
                     raise FloatingPointError(
-                        f"loss_fn: returned {F[i, j]} at (a, b) = ({a:g}, {b:g}); the loss "
+                        f"loss_fn: returned {F[i, j]} at (zeta_1, zeta_2) = ({a:g}, {b:g}); the loss "
                         f"overflows that far from the trained weights - use a smaller span")
     finally:
         for n, p in params.items():
@@ -153,8 +153,8 @@ def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", le
             ax.plot([0], [0], marker="*", color="white", markersize=9)
             ax.set_aspect("equal")
             ax.grid(False)
-        ax.set_xlabel(f"$a$ ({k})")
-        ax.set_ylabel("$b$")
+        ax.set_xlabel(rf"$\zeta_1$ ({k})")
+        ax.set_ylabel(r"$\zeta_2$")
         axes.append(ax)
     fig.colorbar(im, ax=axes, shrink=0.8, label="log10 training loss", format="%.3f")
     return fig, axes
