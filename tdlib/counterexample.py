@@ -21,7 +21,9 @@ derivatives have a closed form in terms of moments under ``p`` (see :func:`close
 
 Main entry points: :func:`instance` (the chapter's instance), :func:`certify` (Newton refinement
 plus a readable :class:`Certificate`), :func:`run_gd` (many GD runs at once), :func:`basins`,
-:func:`search` (random search plus certification), :func:`draw` (the interactive figure).
+:func:`search` (random search plus certification), :func:`draw` (the interactive figure),
+:func:`saturation_bound` and :func:`softmax_jacobian` (the saturation lemma), and
+:func:`basin_shares` (where GD from random initializations ends, against ``Phi(s_b / sigma)``).
 """
 from __future__ import annotations
 
