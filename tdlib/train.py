@@ -169,16 +169,15 @@ class History:
         return ax
 
     def __repr__(self) -> str:
-        """One line of at most 88 characters: the kernel, the step size, the trained matrices,
-        the number of steps, the loss ``f`` at the start and the end, and why the run stopped
-        when it did not simply run all its steps (the wall time and the curves are attributes,
-        not part of the summary)."""
+        """One short line (within 88 characters for the book's kernels, step sizes and stop
+        reasons): the kernel, the step size, the trained matrices, the number of steps, the
+        loss ``f`` at the start and the end, and why the run stopped when it did not simply
+        run all its steps (the wall time and the curves are attributes, not in the summary)."""
         loss = (f"f {self.loss[0]:.1e} -> {self.loss[-1]:.1e}" if self.loss
                 else "no finite loss recorded")
         why = f", stop: {self.stop or 'nothing yet'}" if self.stop != "steps" else ""
         return (f"History({self.kernel or 'model'}, lr={self.lr:g}, {'+'.join(self.trainable)}: "
                 f"{self.steps} steps, {loss}{why})")
-
 
 
 def train(
