@@ -462,6 +462,22 @@ def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 
             for k, ts in firsts.items()}
 
 
+def leave_sentence(firsts: dict, order=("softmax", "gaussian")) -> str:
+    """One sentence on who leaves chance, from :func:`first_above_chance` output (per kernel,
+    per seed, a step or ``None``): how many seeds of each kernel leave chance within the budget,
+    and at which evaluated steps."""
+    if set(order) != set(firsts):
+        raise ValueError(f"order: expected the kernels {sorted(firsts)}, got {list(order)}")
+    parts = []
+    for k in order:
+        steps = [t for t in firsts[k] if t is not None]
+        where = f" (first at step {', '.join(str(t) for t in steps)})" if steps else ""
+        parts.append(f"{len(steps)} of {len(firsts[k])} {k.capitalize()} seeds{where}")
+    if not any(t is not None for ts in firsts.values() for t in ts):
+        return "no seed of either kernel leaves chance within the budget"
+    return " and ".join(parts) + " leave chance within the budget"
+
+
 REPORT_WIDTH = 80
 """Width of the printed summaries of this module."""
 

@@ -23,10 +23,9 @@ Then, with **every** dropdown, proof, solution and hidden cell opened:
 * at 390 px (a phone), display math does not make the page scroll sideways (an equation may
   scroll inside its own box: ``_ext/static/book.css``).
 
-Code and printed output wider than the text column at 1280 px are collected on the same visit and
-checked by :func:`test_code_and_output_fit_the_column`, which reports them but only fails once
-``ENFORCE_CODE_WIDTH`` is true (or the environment variable ``BOOK_ENFORCE_CODE_WIDTH=1`` is
-set): chapter code is reformatted to 88 characters in one mechanical pass first.
+Code and printed output wider than the text column at 1280 px (inside a dropdown, its narrower
+column) are collected on the same visit and checked by
+:func:`test_code_and_output_fit_the_column`, which lists every offender and fails on any.
 
 If Chromium is missing the test is skipped, unless the environment variable CI is set.
 """
@@ -56,8 +55,6 @@ THEMES = ("light", "dark")
 SHOTS = ARTIFACTS / "screenshots"
 # Messages that are not errors of the page (Chromium's own noise in headless mode).
 IGNORED_CONSOLE = ()
-# Code and output wider than the column fail the test only when this is true (see the docstring).
-ENFORCE_CODE_WIDTH = os.environ.get("BOOK_ENFORCE_CODE_WIDTH") == "1"
 PHONE = {"width": 390, "height": 844}
 # What test_page_in_browser measured on each page (page, theme) -> offenders, for the code test.
 CODE_WIDTH: dict = {}
@@ -464,7 +461,6 @@ def test_code_and_output_fit_the_column(browser, site_url):
     """Code cells and printed output fit the text column at 1280 px (no sideways scrolling).
 
     Reads what :func:`test_page_in_browser` measured; pages it did not visit are opened here.
-    Fails only when ``ENFORCE_CODE_WIDTH`` is on; until then it lists the offenders and xfails.
     """
     for page_name in PAGES:
         if (page_name, "light") in CODE_WIDTH:
@@ -487,7 +483,4 @@ def test_code_and_output_fit_the_column(browser, site_url):
     print(f"{len(offenders)} code or output blocks wider than the column (list in {report})")
     for line in offenders:
         print("  " + line)
-    if offenders and not ENFORCE_CODE_WIDTH:
-        pytest.xfail(f"{len(offenders)} code/output blocks wider than the column; enforced once "
-                     f"chapter code is reformatted (ENFORCE_CODE_WIDTH)")
     assert not offenders, "code or output wider than the column:\n  " + "\n  ".join(offenders)

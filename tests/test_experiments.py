@@ -253,3 +253,14 @@ def test_shell_lines_fit_and_paste_back():
     assert shlex.split(text.replace("\\\n", " ")) == shlex.split(cmd)
     with pytest.raises(ValueError, match="command"):
         ex.shell_lines("  ")
+
+
+def test_leave_sentence_counts_seeds_and_names_steps():
+    from tdlib import experiments as ex
+    s = ex.leave_sentence({"softmax": [200, None, 300], "gaussian": [None, None, None]})
+    assert s == ("2 of 3 Softmax seeds (first at step 200, 300) and 0 of 3 Gaussian seeds "
+                 "leave chance within the budget")
+    none = ex.leave_sentence({"softmax": [None], "gaussian": [None]})
+    assert none == "no seed of either kernel leaves chance within the budget"
+    with pytest.raises(ValueError, match="order: expected the kernels"):
+        ex.leave_sentence({"softmax": [None]})
