@@ -446,7 +446,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
         ax.set_yticks(range(len(cfg["ds"])), [str(d) for d in cfg["ds"]])
         ax.set_xlabel("$D/(Nn)$")
         ax.set_ylabel("head dimension $d$")
-        ax.text(0.02, 1.02, f"{t} targets, {st} student", transform=ax.transAxes)
+        ax.text(0.0, 1.03, f"{t} targets, {st} student", transform=ax.transAxes,
+                fontsize=SMALL)
         for i in range(F.shape[0]):
             for j in range(F.shape[1]):
                 ax.text(j, i, f"{F[i, j]:.1f}", ha="center", va="center", fontsize=SMALL,
