@@ -350,7 +350,7 @@ def own_phase(result: dict) -> bool:
 
 def padding(changes: Mapping[str, bool]) -> bool:
     """ex-padding: ``changes[kernel]`` says whether the attention weights a query puts on the
-    real keys change when ``m`` identical padding keys are added (``"softmax"``, ``"gaussian"``)."""
+    real keys change when ``n_p`` identical padding keys are added (``"softmax"``, ``"gaussian"``)."""
     g = _rng(7)
     q, K = torch.randn(1, 4, generator=g), torch.randn(3, 4, generator=g)
     pad = torch.zeros(1, 4)
@@ -363,9 +363,9 @@ def padding(changes: Mapping[str, bool]) -> bool:
     for kernel, moved in truth.items():
         _require(bool(changes[kernel]) == moved,
                  f"{kernel}: the weights of the real keys {'do' if moved else 'do not'} change with "
-                 "the number m of padding keys (Softmax divides by a sum that grows with m; the "
+                 "the number n_p of padding keys (Softmax divides by a sum that grows with n_p; the "
                  "Gaussian weight of a key depends on that key only)")
-    return _ok("padding dilutes Softmax attention (the pads take m e^s / (Z + m e^s) of it) and "
+    return _ok("padding dilutes Softmax attention (the pads take n_p e^s / (Z + n_p e^s) of it) and "
                "leaves the Gaussian weights of the real keys unchanged")
 
 
