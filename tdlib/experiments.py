@@ -439,6 +439,34 @@ def merge_sweeps(docs) -> dict:
     return {"sweep": runs, "choice": choose_step_sizes(runs, last_k), "last_k": last_k}
 
 
+def sweep_reading(doc: dict, z: float = 3.0) -> str:
+    """What a stored step-size sweep (``doc`` as written by ``step-sizes``) can support: whether
+    any run's final validation accuracy rose ``z`` standard errors above its step-0 value, how
+    far apart the validation losses of the grid are, and whether a choice sits at an end of
+    the grid (where a larger or smaller step size was not tried)."""
+    runs = doc["sweep"]
+    moved = [r["curves"]["val_acc"][-1] - r["curves"]["val_acc"][0] > z * accuracy_se(r["n_val"])
+             for r in runs]
+    edges = []
+    for k, c in doc["choice"].items():
+        grid = sorted(float(v) for v in c["val_loss"])
+        if len(grid) > 1 and c["lr"] in (grid[0], grid[-1]):
+            end = "largest" if c["lr"] == grid[-1] else "smallest"
+            edges.append(f"{k.capitalize()}'s choice is the {end} step size of the grid")
+    spread = max(max(c["val_loss"].values()) - min(c["val_loss"].values())
+                 for c in doc["choice"].values())
+    if not any(moved):
+        out = (f"No step size lifted the validation accuracy of either kernel {z:g} standard "
+               f"errors above its start, and the averaged validation losses of a kernel differ "
+               f"by at most {spread:.4f}: the choice rests on differences this small and says "
+               f"little")
+    else:
+        out = (f"{sum(moved)} of {len(runs)} sweep runs lifted the validation accuracy {z:g} "
+               f"standard errors above its start; the averaged validation losses of a kernel "
+               f"differ by up to {spread:.4f}")
+    return out + ("" if not edges else "; " + " and ".join(edges)) + "."
+
+
 def pathfinder_cues(cfg: ExperimentConfig) -> dict:
     """:func:`tdlib.pathfinder.cue_baselines` on the data of a Pathfinder run: fitted on the
     training images the model trains on (without the validation split), scored on the test
@@ -755,9 +783,51 @@ def chance_rate(runs) -> float:
         if len(stored_rates) != 1:
             raise ValueError(f"runs: expected one test set, got majority rates {stored_rates}")
         return float(stored_rates.pop())
+    return majority_rate(load_data(config_of(runs[0]))["y_test"][: runs[0]["n_test"]].numpy())
+
+
+def config_of(run: dict) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of a stored run (entries it does not know are left out)."""
     names = {f.name for f in fields(ExperimentConfig)}
-    cfg = ExperimentConfig(**{k: v for k, v in runs[0]["config"].items() if k in names})
-    return majority_rate(load_data(cfg)["y_test"][: runs[0]["n_test"]].numpy())
+    return ExperimentConfig(**{k: v for k, v in run["config"].items() if k in names})
+
+
+def pathfinder_reading(shared: KernelComparison, own: KernelComparison, cue_best: float,
+                       z: float = 3.0) -> str:
+    """The chapter's conclusion on Pathfinder, from the comparisons at the shared and at each
+    kernel's own step size and the best cue rule's test accuracy ``cue_best``: whether any
+    run leaves chance, and whether any kernel's mean final accuracy rises ``z`` standard
+    errors above the best cue rule."""
+    comps = (shared, own)
+    if not any(v["left"] for c in comps for v in c.kernels.values()):
+        return ("No run of either kernel, at either step size, leaves chance within the "
+                "budget: the runs are too short for this task, and they say nothing about "
+                "which kernel learns Pathfinder better.")
+    best = max(v["acc"] for c in comps for v in c.kernels.values())
+    if best <= cue_best + z * shared.se:
+        return (f"Some runs leave chance, but no kernel's mean final accuracy rises {z:g} "
+                f"standard errors above the best cue rule ({cue_best:.3f}), so the runs do not "
+                f"show that the model follows the paths.")
+    return (f"Some runs rise above chance and above the best cue rule ({cue_best:.3f}): the "
+            f"model uses the path structure. Which kernel is ahead is for the paired "
+            f"statistics to say.")
+
+
+def plateau_reading(c: KernelComparison) -> str:
+    """Whether the Gaussian runs of a comparison stay at chance longer than the Softmax ones
+    (mean first step above chance, a seed that never leaves counted at the last step)."""
+    g, s = c.kernels["gaussian"], c.kernels["softmax"]
+    if g["left"] == 0 and s["left"] == 0:
+        return ("No Pathfinder run of either kernel leaves chance within the budget, so these "
+                "runs cannot say whether a Gaussian plateau goes with the large initial output.")
+    if g["leave"] > s["leave"]:
+        return (f"The Gaussian Pathfinder runs leave chance later than the Softmax ones (step "
+                f"{g['leave']:.0f} against {s['leave']:.0f}, mean over seeds): the plateau "
+                f"coincides with the large initial output, which fits, but does not prove, "
+                f"that the output scale causes it.")
+    return (f"The Gaussian Pathfinder runs do not leave chance later than the Softmax ones "
+            f"(step {g['leave']:.0f} against {s['leave']:.0f}, mean over seeds): here the large "
+            f"initial output does not come with a longer plateau.")
 
 
 def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0, last_k: int = 5,
@@ -852,15 +922,17 @@ def stored(name: str, path=None) -> dict:
 
 def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool = False, path=None):
     """The stored curves of one task: mean over seeds and min-max band for both kernels; with
-    ``show_seeds`` every seed's curve is drawn too. (The pure function behind the chapter's
-    interactive cell.)"""
+    ``show_seeds`` every seed's curve is drawn too; accuracy plots show the majority-class rate
+    and, where stored, the best cue rule. (The pure function behind the chapter's interactive
+    cell.)"""
     import matplotlib.pyplot as plt
 
     from .plotting import WIDTH, kernel_color
 
     check_choice("task", task, TASKS)
     check_choice("quantity", quantity, ("test_acc", "test_loss", "train_loss"))
-    runs = stored(f"{task}-curves.json", path)["runs"]
+    doc = stored(f"{task}-curves.json", path)
+    runs = doc["runs"]
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
     plot_curves(runs, quantity, ax=ax)
     if show_seeds:
@@ -868,7 +940,11 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
             ax.plot(r["curves"]["step"], r["curves"][quantity], color=kernel_color(r["kernel"]),
                     linewidth=0.7, alpha=0.8)
     if quantity == "test_acc":
-        ax.axhline(0.5, color="#888888", linewidth=0.8, linestyle=":")
+        ax.axhline(chance_rate(runs), color="#888888", linewidth=0.8, linestyle=":",
+                   label="majority class")
+        if "cues" in doc:
+            ax.axhline(doc["cues"]["best"], color="#444444", linewidth=0.8, linestyle="--",
+                       label="best cue rule")
     ax.legend()
     return fig
 

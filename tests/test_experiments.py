@@ -341,3 +341,45 @@ def test_leave_sentence_counts_seeds_and_names_steps():
     assert none == "no seed of either kernel leaves chance within the budget"
     with pytest.raises(ValueError, match="order: expected the kernels"):
         ex.leave_sentence({"softmax": [None]})
+
+
+def _comparison(left, leave, acc, se=0.016):
+    from tdlib import experiments as ex
+
+    kernels = {k: {"left": left[k], "leave": leave[k], "acc": acc[k]}
+               for k in ("gaussian", "softmax")}
+    return ex.KernelComparison(task="pathfinder", kernels=kernels, paired={}, se=se,
+                               majority=0.5, verdict="", reading="", final_step=300, last_k=5)
+
+
+def test_pathfinder_and_plateau_readings_branch_on_the_outcome():
+    from tdlib import experiments as ex
+
+    flat = _comparison({"gaussian": 0, "softmax": 0}, {"gaussian": 300, "softmax": 300},
+                       {"gaussian": 0.5, "softmax": 0.51})
+    assert ex.pathfinder_reading(flat, flat, 0.53).startswith("No run of either kernel")
+    assert ex.plateau_reading(flat).startswith("No Pathfinder run")
+    some = _comparison({"gaussian": 1, "softmax": 3}, {"gaussian": 250, "softmax": 100},
+                       {"gaussian": 0.55, "softmax": 0.6})
+    assert "do not show" in ex.pathfinder_reading(some, flat, 0.56)  # 0.6 < 0.56 + 3 se
+    assert "uses the path structure" in ex.pathfinder_reading(some, flat, 0.52)
+    assert ex.plateau_reading(some).startswith("The Gaussian Pathfinder runs leave chance later")
+    early = _comparison({"gaussian": 3, "softmax": 3}, {"gaussian": 100, "softmax": 150},
+                        {"gaussian": 0.6, "softmax": 0.6})
+    assert "do not leave chance later" in ex.plateau_reading(early)
+
+
+def test_merged_sweeps_choose_again(tmp_path):
+    from tdlib import experiments as ex
+
+    def doc(k, losses):
+        runs = [{"kernel": k, "seconds": 1.0, "config": {"lr": lr},
+                 "curves": {"val_loss": [0.7, v], "val_acc": [0.5, 0.5]}}
+                for lr, v in losses.items()]
+        return {"sweep": runs, "last_k": 1}
+    merged = ex.merge_sweeps([doc("softmax", {1e-3: 0.6, 3e-3: 0.5}),
+                              doc("gaussian", {1e-3: 0.4, 3e-4: 0.45})])
+    assert merged["choice"]["softmax"]["lr"] == 3e-3 and merged["choice"]["gaussian"]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="last_k"):
+        ex.merge_sweeps([doc("softmax", {1e-3: 0.6}), {**doc("gaussian", {1e-3: 0.4}),
+                                                       "last_k": 2}])
