@@ -447,12 +447,14 @@ def sweep_reading(doc: dict, z: float = 3.0) -> str:
     runs = doc["sweep"]
     moved = [r["curves"]["val_acc"][-1] - r["curves"]["val_acc"][0] > z * accuracy_se(r["n_val"])
              for r in runs]
-    edges = []
+    ends = {}
     for k, c in doc["choice"].items():
         grid = sorted(float(v) for v in c["val_loss"])
         if len(grid) > 1 and c["lr"] in (grid[0], grid[-1]):
-            end = "largest" if c["lr"] == grid[-1] else "smallest"
-            edges.append(f"{k.capitalize()}'s choice is the {end} step size of the grid")
+            ends.setdefault("largest" if c["lr"] == grid[-1] else "smallest", []).append(
+                k.capitalize())
+    edges = [f"{' and '.join(names)} chose the {end} step size of the grid"
+             for end, names in ends.items()]
     spread = max(max(c["val_loss"].values()) - min(c["val_loss"].values())
                  for c in doc["choice"].values())
     if not any(moved):
@@ -801,8 +803,8 @@ def pathfinder_reading(shared: KernelComparison, own: KernelComparison, cue_best
     comps = (shared, own)
     if not any(v["left"] for c in comps for v in c.kernels.values()):
         return ("No run of either kernel, at either step size, leaves chance within the "
-                "budget: the runs are too short for this task, and they say nothing about "
-                "which kernel learns Pathfinder better.")
+                "budget: in these runs neither kernel learns the task, and they say nothing "
+                "about which kernel learns Pathfinder better.")
     best = max(v["acc"] for c in comps for v in c.kernels.values())
     if best <= cue_best + z * shared.se:
         return (f"Some runs leave chance, but no kernel's mean final accuracy rises {z:g} "

@@ -383,3 +383,18 @@ def test_merged_sweeps_choose_again(tmp_path):
     with pytest.raises(ValueError, match="last_k"):
         ex.merge_sweeps([doc("softmax", {1e-3: 0.6}), {**doc("gaussian", {1e-3: 0.4}),
                                                        "last_k": 2}])
+
+
+def test_sweep_reading_says_whether_anything_moved():
+    from tdlib import experiments as ex
+
+    def run(k, lr, acc):  # the larger step size has the lower validation loss
+        return {"kernel": k, "n_val": 400, "config": {"lr": lr},
+                "curves": {"val_loss": [0.7, 0.69 - lr], "val_acc": [0.5, acc]}}
+    runs = [run("softmax", 1e-3, 0.5), run("softmax", 3e-3, 0.51),
+            run("gaussian", 1e-3, 0.5), run("gaussian", 3e-3, 0.5)]
+    doc = {"sweep": runs, "choice": ex.choose_step_sizes(runs, 1)}
+    text = ex.sweep_reading(doc)
+    assert text.startswith("No step size lifted") and "largest step size" in text
+    runs[1]["curves"]["val_acc"][-1] = 0.6  # 0.1 > 3 * 0.025
+    assert ex.sweep_reading(doc).startswith("1 of 4 sweep runs lifted")
