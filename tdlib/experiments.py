@@ -15,9 +15,16 @@ the command that made it)::
     python -m tdlib.experiments landscape --task text --stage1-steps 1000 --steps 1000 \
         --out book/data/experiments/text-landscape.npz
 
+Step sizes are chosen per kernel on a validation split carved from the training data
+(``--n-val``), never on the test set::
+
+    python -m tdlib.experiments step-sizes --task pathfinder --n-val 400 --steps 250 \
+        --lrs 3e-4 1e-3 3e-3 --out sweep.json      # records every run and the choice
+
 Runs can be split (say one process per kernel, in parallel) and joined afterwards with
 ``python -m tdlib.experiments merge --out joined.json part1.json part2.json`` (a run that
-appears twice is refused). ``python -m tdlib.experiments check`` validates every stored result
+appears twice is refused; step-size sweeps are joined the same way and the choice is made
+again on all their runs). ``python -m tdlib.experiments check`` validates every stored result
 file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.book check``).
 
 On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper --device cuda
