@@ -398,10 +398,10 @@ def caratheodory(U, lam, tol: float = 1e-12) -> np.ndarray:
 
 
 def softmax_level(U, y) -> float:
-    """The Softmax level at infinity of one query, ``beta = min_{p on the boundary of the
+    """The Softmax level at infinity of one query, ``Lambda = min_{p on the boundary of the
     simplex} 1/2 ||U^T p - y||^2 = 1/2 min_j dist(y, conv{u_l : l != j})^2``, from ``U (n, d_out)``
     (``n >= 2``) and ``y (d_out,)``. Each distance is the certified lower bound of
-    :func:`hull_distance`, so the value returned is a lower bound on ``beta`` (to rounding)."""
+    :func:`hull_distance`, so the value returned is a lower bound on ``Lambda`` (to rounding)."""
     U = np.asarray(U, dtype=float)
     y = np.asarray(y, dtype=float)
     if U.ndim != 2 or U.shape[0] < 2 or y.shape != (U.shape[1],):
@@ -411,33 +411,33 @@ def softmax_level(U, y) -> float:
     return 0.5 * min(hull_distance(np.delete(U, j, axis=0), y) ** 2 for j in range(n))
 
 
-def softmax_twin_constants(K, U, y, level: float) -> Dict[str, float]:
-    """The constants of the Softmax twin of the Gaussian theorem for one query at ``level``.
+def softmax_twin_constants(K, U, y, g_bar: float) -> Dict[str, float]:
+    """The constants of the Softmax twin of the Gaussian theorem for one query at level ``g_bar``.
 
     ``K (n, d)``, ``U (n, d_out)``, ``y (d_out,)``; ``A = K / sqrt(d)``, ``B (n, n-1)`` an
-    orthonormal basis of ``1^perp``. Returns ``beta`` (:func:`softmax_level`); ``sigma_A =
+    orthonormal basis of ``1^perp``. Returns ``Lambda`` (:func:`softmax_level`); ``sigma_A =
     sigma_min(A^T B)`` (positive iff the keys are affinely independent); ``sigma_U =
     sigma_min(B^T U)`` (positive iff the value rows affinely span ``R^d_out``, so ``n >= d_out +
-    1``); ``diam = max_jl ||u_j - u_l||``; ``p_min = (sqrt(2 beta) - sqrt(2 level)) / diam``, a lower
-    bound on every weight ``p_j`` where ``g <= level`` (when ``level < beta``); ``sigma_J =
+    1``); ``diam = max_jl ||u_j - u_l||``; ``p_min = (sqrt(2 Lambda) - sqrt(2 g_bar)) / diam``, a lower
+    bound on every weight ``p_j`` where ``g <= g_bar`` (when ``g_bar < Lambda``); ``sigma_J =
     sigma_A sigma_U p_min``, a lower bound on ``sigma_min(J)`` there; and ``L_s = ||K||_2^2 / d
     (||U||_2^2 / 4 + 3 diam max_j ||u_j - y||)``, a global Lipschitz constant of ``grad g``."""
     K, U, y = (np.asarray(a, dtype=float) for a in (K, U, y))
     if K.ndim != 2 or U.ndim != 2 or K.shape[0] != U.shape[0] or y.shape != (U.shape[1],):
         raise ValueError(f"K, U, y: expected shapes (n, d), (n, d_out), (d_out,), got "
                          f"{K.shape}, {U.shape}, {y.shape}")
-    level = check_positive("level", level, strict=False)
+    g_bar = check_positive("g_bar", g_bar, strict=False)
     n, d = K.shape
     B = _centred_basis(n)
     sv = lambda M, k: float(np.linalg.svd(M, compute_uv=False)[k - 1]) if min(M.shape) >= k else 0.0
     sigma_A = sv((K / math.sqrt(d)).T @ B, n - 1)
     sigma_U = sv(B.T @ U, U.shape[1])
     diam = max(float(np.linalg.norm(U[j] - U[l])) for j in range(n) for l in range(n))
-    beta = softmax_level(U, y)
-    p_min = max(math.sqrt(2 * beta) - math.sqrt(2 * level), 0.0) / max(diam, 1e-300)
+    Lambda = softmax_level(U, y)
+    p_min = max(math.sqrt(2 * Lambda) - math.sqrt(2 * g_bar), 0.0) / max(diam, 1e-300)
     r_max = max(float(np.linalg.norm(U[j] - y)) for j in range(n))
     L_s = np.linalg.norm(K, 2) ** 2 / d * (np.linalg.norm(U, 2) ** 2 / 4 + 3 * diam * r_max)
-    return {"beta": beta, "sigma_A": sigma_A, "sigma_U": sigma_U, "diam": diam, "p_min": p_min,
+    return {"Lambda": Lambda, "sigma_A": sigma_A, "sigma_U": sigma_U, "diam": diam, "p_min": p_min,
             "sigma_J": sigma_A * sigma_U * p_min, "L_s": float(L_s)}
 
 
@@ -445,7 +445,7 @@ def softmax_twin_certificate(problem: QueryProblem, W_Q0) -> Dict[str, object]:
     """The hypotheses and constants of the Softmax twin of the Gaussian layer theorem at
     ``W_Q0`` (the book's proposition on levels at infinity).
 
-    Needs ``Xs`` of full row rank, ``f0 = f(W_Q0) < beta_min = min_ik beta_ik`` (the smallest
+    Needs ``Xs`` of full row rank, ``f0 = f(W_Q0) < Lambda_min = min_ik Lambda_ik`` (the smallest
     Softmax level at infinity) and, for every sample, affinely independent keys and value rows
     that affinely span ``R^d_out`` (``sigma_A, sigma_U > 0``). Then ``sigma_J = min_ik sigma_A
     sigma_U p_min`` bounds ``sigma_min(J_ik)`` on every sublevel set, ``mu = sigma_X^2 sigma_J^2``,
@@ -460,14 +460,14 @@ def softmax_twin_certificate(problem: QueryProblem, W_Q0) -> Dict[str, object]:
     K, U, Y = problem.K.numpy(), problem.U.numpy(), problem.Y.numpy()
     consts = [softmax_twin_constants(K[i], U[i], Y[i, k], f0)
               for i in range(problem.N) for k in range(problem.n)]
-    beta_min = min(c["beta"] for c in consts)
-    res = {"f0": f0, "beta_min": beta_min, "sigma_X": sigma_X, "ok": False,
+    Lambda_min = min(c["Lambda"] for c in consts)
+    res = {"f0": f0, "Lambda_min": Lambda_min, "sigma_X": sigma_X, "ok": False,
            "sigma_A": min(c["sigma_A"] for c in consts),
            "sigma_U": min(c["sigma_U"] for c in consts)}
     if sigma_X <= 1e-12:
         res["reason"] = "Xs is not of full row rank (D < N n or dependent tokens)"
-    elif not f0 < beta_min:
-        res["reason"] = f"f0 = {f0:.3g} is not below the Softmax level beta_min = {beta_min:.3g}"
+    elif not f0 < Lambda_min:
+        res["reason"] = f"f0 = {f0:.3g} is not below the Softmax level Lambda_min = {Lambda_min:.3g}"
     elif res["sigma_A"] <= 1e-12 or res["sigma_U"] <= 1e-12:
         res["reason"] = "keys not affinely independent or values not spanning R^d_out affinely"
     else:
