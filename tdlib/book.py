@@ -235,13 +235,34 @@ def load_npz(path) -> dict:
     return _read(path, _npz_arrays, ".npz")
 
 
+SEED_ENV = "TDLIB_SEED"
+"""Environment variable that, when set to an integer, makes :func:`fresh_seed` reproducible."""
+
+_SEED_STREAM: list = []
+
+
 def fresh_seed() -> int:
     """A new random seed at every run (from the operating system's entropy, not from any
     seeded generator): the theorems' checks draw fresh instances with it and print it, so that
-    any instance a reader meets can be reproduced."""
+    any instance a reader meets can be reproduced.
+
+    When the environment variable ``TDLIB_SEED`` holds an integer, the seeds come instead from a
+    generator seeded with it, one after another: a chapter executed twice with the same value
+    draws the same instances, and with another value other fresh ones (the seeds test uses this
+    to run the theory chapters on several chosen streams)."""
+    import random
     import secrets
 
-    return secrets.randbits(31)
+    root = os.environ.get(SEED_ENV, "").strip()
+    if not root:
+        return secrets.randbits(31)
+    try:
+        value = int(root)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV}: expected an integer, got {root!r}") from None
+    if not _SEED_STREAM or _SEED_STREAM[0] != value:
+        _SEED_STREAM[:] = [value, random.Random(value)]
+    return _SEED_STREAM[1].getrandbits(31)
 
 
 _STORED: dict = {}

@@ -83,3 +83,20 @@ def test_glue_all_returns_values_and_checks_prefix():
     assert book.glue_all("p", {"a": np.float64(1.5)}) == {"a": 1.5}
     with pytest.raises(ValueError, match="prefix"):
         book.glue_all("", {"a": 1})
+
+
+def test_fresh_seed_follows_the_seed_variable(monkeypatch):
+    from tdlib import book
+
+    monkeypatch.setenv(book.SEED_ENV, "7")
+    book._SEED_STREAM.clear()
+    first = [book.fresh_seed() for _ in range(3)]
+    book._SEED_STREAM.clear()
+    assert [book.fresh_seed() for _ in range(3)] == first and len(set(first)) == 3
+    monkeypatch.setenv(book.SEED_ENV, "8")
+    assert book.fresh_seed() not in first
+    monkeypatch.setenv(book.SEED_ENV, "seven")
+    with pytest.raises(ValueError, match="TDLIB_SEED"):
+        book.fresh_seed()
+    monkeypatch.delenv(book.SEED_ENV)
+    assert 0 <= book.fresh_seed() < 2**31
