@@ -366,7 +366,7 @@ def softmax_loss_floor(problem: QueryProblem) -> float:
 # ---------------------------------------------------------------------------------------------
 
 def _centred_basis(n: int) -> np.ndarray:
-    """An orthonormal basis ``B`` of shape ``(n, n - 1)`` of the vectors orthogonal to ``1``."""
+    """An orthonormal basis ``Pi`` of shape ``(n, n - 1)`` of the vectors orthogonal to ``1``."""
     return np.linalg.svd(np.eye(n) - 1.0 / n)[0][:, : n - 1]
 
 
@@ -414,10 +414,10 @@ def softmax_level(U, y) -> float:
 def softmax_twin_constants(K, U, y, g_bar: float) -> Dict[str, float]:
     """The constants of the Softmax twin of the Gaussian theorem for one query at level ``g_bar``.
 
-    ``K (n, d)``, ``U (n, d_out)``, ``y (d_out,)``; ``A = K / sqrt(d)``, ``B (n, n-1)`` an
+    ``K (n, d)``, ``U (n, d_out)``, ``y (d_out,)``; ``A = K / sqrt(d)``, ``Pi (n, n-1)`` an
     orthonormal basis of ``1^perp``. Returns ``Lambda`` (:func:`softmax_level`); ``sigma_A =
-    sigma_min(A^T B)`` (positive iff the keys are affinely independent); ``sigma_U =
-    sigma_min(B^T U)`` (positive iff the value rows affinely span ``R^d_out``, so ``n >= d_out +
+    sigma_min(A^T Pi)`` (positive iff the keys are affinely independent); ``sigma_U =
+    sigma_min(Pi^T U)`` (positive iff the value rows affinely span ``R^d_out``, so ``n >= d_out +
     1``); ``diam = max_jl ||u_j - u_l||``; ``p_min = (sqrt(2 Lambda) - sqrt(2 g_bar)) / diam``, a lower
     bound on every weight ``p_j`` where ``g <= g_bar`` (when ``g_bar < Lambda``); ``sigma_J =
     sigma_A sigma_U p_min``, a lower bound on ``sigma_min(J)`` there; and ``L_s = ||K||_2^2 / d
@@ -428,10 +428,10 @@ def softmax_twin_constants(K, U, y, g_bar: float) -> Dict[str, float]:
                          f"{K.shape}, {U.shape}, {y.shape}")
     g_bar = check_positive("g_bar", g_bar, strict=False)
     n, d = K.shape
-    B = _centred_basis(n)
+    Pi = _centred_basis(n)
     sv = lambda M, k: float(np.linalg.svd(M, compute_uv=False)[k - 1]) if min(M.shape) >= k else 0.0
-    sigma_A = sv((K / math.sqrt(d)).T @ B, n - 1)
-    sigma_U = sv(B.T @ U, U.shape[1])
+    sigma_A = sv((K / math.sqrt(d)).T @ Pi, n - 1)
+    sigma_U = sv(Pi.T @ U, U.shape[1])
     diam = max(float(np.linalg.norm(U[j] - U[l])) for j in range(n) for l in range(n))
     Lambda = softmax_level(U, y)
     p_min = max(math.sqrt(2 * Lambda) - math.sqrt(2 * g_bar), 0.0) / max(diam, 1e-300)
