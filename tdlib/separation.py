@@ -11,8 +11,12 @@ One query ``q`` of dimension ``d`` meets ``n`` fixed keys ``K (n, d)`` and value
   :func:`layer_certificate` assembles the constants of the layer theorem.
 * Softmax: on the one-direction instance of :class:`SoftmaxRay` the gap to the floor obeys
   explicit ``C / (t + t0)`` bounds from both sides.
-* :func:`classify` labels a loss curve by the shape of its tail, not by a threshold reached
-  within a step budget.
+* :func:`classify` labels a loss curve at a step budget by the shape of its tail, not by a
+  threshold reached within that budget; the label is a measurement at that budget.
+* :func:`softmax_floor` proves a positive floor of the Softmax loss when a target lies outside
+  the convex hull of its value rows (exact rational arithmetic); :class:`Box` (outward-rounded
+  float64 intervals) and :func:`loss_box` enclose exact values, so that the certificates above
+  control their rounding.
 """
 from __future__ import annotations
 
@@ -535,7 +539,7 @@ def softmax_floor(U, Y) -> np.ndarray:
         acc = Box(0.0)
         for v in gaps[b]:
             acc = acc + Box(v)
-        out[b] = float((acc * 0.5).lo)
+        out[b] = max(float((acc * 0.5).lo), 0.0)
     return out[0] if single else out
 
 
@@ -630,7 +634,7 @@ def gd_path(loss_grad, q0, eta: float, steps: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# A budget-independent label for a loss curve
+# A label for a loss curve at a budget: the shape of its tail
 # ---------------------------------------------------------------------------------------------
 
 LABELS = ("converged", "linear", "power law", "stalling")
@@ -638,25 +642,29 @@ LABELS = ("converged", "linear", "power law", "stalling")
 
 def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
              pl_half: float, pl_end: float, zero_tol: float = 1e-10) -> str:
-    """Label a monotone run from its losses at steps ``T/4``, ``T/2``, ``T`` and its PL ratios
-    ``||grad f||^2 / (2 f)`` averaged (geometric mean) over the windows ``[0.45 T, 0.5 T]``
-    (``pl_half``) and ``[0.9 T, T]`` (``pl_end``); the averages smooth out the zig-zag of
-    single iterates (see :func:`pl_windows`).
+    """Label a monotone run at the budget ``t_max`` from its losses at steps ``t_max/4``,
+    ``t_max/2``, ``t_max`` and its PL ratios ``||grad f||^2 / (2 f)`` averaged (geometric mean)
+    over the windows ``[0.45 t_max, 0.5 t_max]`` (``pl_half``) and ``[0.9 t_max, t_max]``
+    (``pl_end``); the averages smooth out the zig-zag of single iterates (see
+    :func:`pl_windows`).
 
     Two scale-free numbers decide. ``kappa = pl_end / pl_half`` says whether a PL inequality
     holds along the tail: it is about 1 for a linear rate, about 1/2 for a power law
     ``f ~ t^-alpha`` and about 1/4 (or less) for a loss settling at a positive value with a
-    ``1/t`` gap. ``r1 / r0``, with ``r0 = log(f(T/4) / f(T/2))`` and ``r1 = log(f(T/2) / f(T))``,
-    is 2 for a geometric decay, 1 for a power law and about 1/2 (less for a faster gap, 0 on a
-    plateau) for a loss settling at a positive value. The labels:
+    ``1/t`` gap. ``xi_1 / xi_0``, with ``xi_0 = log(f(t_max/4) / f(t_max/2))`` and
+    ``xi_1 = log(f(t_max/2) / f(t_max))``, is 2 for a geometric decay, 1 for a power law and
+    about 1/2 (less for a faster gap, 0 on a plateau) for a loss settling at a positive value.
+    The labels:
 
-    * ``converged``: ``f(T) <= zero_tol * f_ref`` (numerically zero);
+    * ``converged``: ``f(t_max) <= zero_tol * f_ref`` (the computed loss is numerically zero);
     * ``linear``: ``kappa >= 1/sqrt 2`` (the PL ratio is not decaying);
-    * ``power law``: otherwise, if ``r1 >= r0 / sqrt 2`` (sublinear, the loss still heading to 0);
+    * ``power law``: otherwise, if ``xi_1 >= xi_0 / sqrt 2`` (sublinear, still heading to 0);
     * ``stalling``: otherwise (the decrease dies out at a positive loss).
 
-    For the model curves above the label is the same at every ``T``; a finite run can still be
-    caught in a transient (for example a plateau it is about to leave).
+    For the model curves above the label is the same at every ``t_max``. A real run's label is a
+    measurement at its budget, not a statement about ``t -> infinity``: the run can be caught in
+    a transient (a plateau it is about to leave, a fast mode before a slow one), and its label
+    at ``2 t_max`` can differ (:func:`tdlib.phase.flip_rate` measures how often).
     """
     if f_end <= zero_tol * f_ref:
         return "converged"
@@ -671,11 +679,11 @@ def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
     return "power law" if r0 > 0 and r1 >= r0 / math.sqrt(2) else "stalling"
 
 
-def pl_windows(T: int):
-    """The step windows whose mean log PL ratio :func:`classify` compares: ``[0.225 T, 0.25 T]``,
-    ``[0.45 T, 0.5 T]`` and ``[0.9 T, T]`` (the first two serve a run judged at half the
-    budget)."""
-    T = check_int("T", T, minimum=8)
+def pl_windows(t_max: int):
+    """The step windows whose mean log PL ratio :func:`classify` compares:
+    ``[0.225 t_max, 0.25 t_max]``, ``[0.45 t_max, 0.5 t_max]`` and ``[0.9 t_max, t_max]`` (the
+    first two serve a run judged at half the budget)."""
+    T = check_int("t_max", t_max, minimum=8)
     return [(int(0.225 * T), T // 4), (int(0.45 * T), T // 2), (int(0.9 * T), T)]
 
 
@@ -687,7 +695,7 @@ def _window_mean(pl: np.ndarray, a: int, b: int) -> float:
 
 
 def classify_curve(losses, pl=None, zero_tol: float = 1e-10, f_ref: Optional[float] = None) -> str:
-    """:func:`classify` on a whole curve ``losses[0..T]``. ``pl`` (the PL ratios along the run)
+    """:func:`classify` on a whole curve ``losses[0..t_max]``. ``pl`` (the PL ratios along the run)
     defaults to the relative decrease ``(f_t - f_{t+1}) / f_t``, which is ``2 eta`` times the PL
     ratio to first order for constant-step gradient descent; ``f_ref`` defaults to ``losses[0]``."""
     f = np.asarray(losses, dtype=float)
