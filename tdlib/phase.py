@@ -353,7 +353,8 @@ def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: flo
     Returns a dict of per-run lists: ``label``, ``kind``, ``certificate`` (None when
     measured), ``budget`` (the first budget at which the run carries its label; ``t_max`` for a
     measured label), ``labels_at`` and ``kinds_at`` (label and kind at every budget),
-    ``audit_label`` and ``audit_kind`` (at ``2 t_max``; None outside the audit), ``floor`` (the proved floor over ``1/2 ||Y||^2``),
+    ``audit_label`` and ``audit_kind`` (at ``2 t_max``; None outside the audit), ``floor``
+    (the proved floor over ``1/2 ||Y||^2``),
     ``start_below`` (Gaussian student: the start is proved to satisfy hypothesis 2 of the
     theorem, ``f(W_0) < min_ik 1/2 ||y_ik||^2``; None for Softmax), ``f_first`` (the computed
     loss after ``budgets[0]`` steps) and ``f_ref = 1/2 ||Y||^2``.
@@ -734,7 +735,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
                 fontsize=SMALL)
         for i in range(F.shape[0]):
             for j in range(F.shape[1]):
-                ax.text(j, i, f"{Fc[i, j]:.2f}\n+{Fm[i, j]:.2f}", ha="center", va="center",
+                short = lambda x: f"{x:.2f}".lstrip("0") if x < 1 else "1"
+                ax.text(j, i, f"{short(Fc[i, j])}\n+{short(Fm[i, j])}", ha="center", va="center",
                         fontsize=SMALL - 1, color="white" if F[i, j] < 0.6 else "black")
     what = what or "fraction " + " or ".join(labels)
     plt.colorbar(im, ax=list(axes), shrink=0.8,

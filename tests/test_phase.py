@@ -1,7 +1,6 @@
 """The phase diagram's labels: certified zero, certified positive, measured tail shapes, the
 rounding control behind the certificates, and the stored sweep."""
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import mpmath
