@@ -719,7 +719,8 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
     if axes is None:
         ncol = len(cfg["students"])
         nrow = len(cfg["teachers"])
-        fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow + 0.8), squeeze=False,
+                                 layout="constrained")
         axes = axes.ravel()
     for ax, (t, st) in zip(axes, pairs):
         Fc = label_fraction(result, t, st, labels, kind="certified")[:, :, c].T
@@ -737,10 +738,11 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
             for j in range(F.shape[1]):
                 short = lambda x: f"{x:.2f}".lstrip("0") if x < 1 else "1"
                 ax.text(j, i, f"{short(Fc[i, j])}\n+{short(Fm[i, j])}", ha="center", va="center",
-                        fontsize=SMALL - 1, color="white" if F[i, j] < 0.6 else "black")
+                        fontsize=SMALL - 2, linespacing=0.9,
+                        color="white" if F[i, j] < 0.6 else "black")
     what = what or "fraction " + " or ".join(labels)
-    plt.colorbar(im, ax=list(axes), shrink=0.8,
-                 label=what + "\n(in each cell: certified + measured)")
+    plt.colorbar(im, ax=list(axes), shrink=0.6, orientation="horizontal", aspect=40,
+                 label=what + " (in each cell: certified, + measured)")
     return axes
 
 
