@@ -362,8 +362,18 @@ def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: flo
     budgets = [check_int("budget", b, minimum=16) for b in budgets]
     if not budgets or any(a >= b for a, b in zip(budgets, budgets[1:])):
         raise ValueError(f"budgets: expected increasing step counts, got {budgets}")
+    check_choice("kernel", kernel, KERNEL_NAMES)
+    if X.ndim != 4 or K.ndim != 4 or W0.ndim != 3:
+        raise ValueError(f"X, K, W0: expected shapes (B, N, n, D), (B, N, n, d), (B, D, d), "
+                         f"got {tuple(X.shape)}, {tuple(K.shape)}, {tuple(W0.shape)}")
     B, N, n, D = X.shape
     d, d_out = K.shape[-1], U.shape[-1]
+    if (K.shape[:3] != X.shape[:3] or U.shape[:3] != X.shape[:3] or Y.shape != U.shape
+            or tuple(W0.shape) != (B, D, d)):
+        raise ValueError(f"K, U, Y, W0: expected shapes (B, N, n, d), (B, N, n, d_out) twice "
+                         f"and (B, D, d) for X of shape {tuple(X.shape)}, got "
+                         f"{tuple(K.shape)}, {tuple(U.shape)}, {tuple(Y.shape)}, "
+                         f"{tuple(W0.shape)}")
     audit = np.zeros(B, dtype=bool) if audit is None else np.asarray(audit, dtype=bool)
     if audit.shape != (B,):
         raise ValueError(f"audit: expected {B} flags, got shape {audit.shape}")

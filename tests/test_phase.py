@@ -177,6 +177,12 @@ def test_measured_labels_are_the_tail_shape_at_each_budget():
         assert (res["audit_label"][i] is None) == (i == 1)
     with pytest.raises(ValueError, match="budgets: expected increasing"):
         phase.certify_runs(X, K, U, Y, W0, "softmax", [64, 32])
+    with pytest.raises(ValueError, match="K, U, Y, W0: expected shapes"):
+        phase.certify_runs(X, K, U, Y[:, :, :, :1], W0, "softmax", [32, 64])
+    with pytest.raises(ValueError, match="audit: expected 3 flags"):
+        phase.certify_runs(X, K, U, Y, W0, "softmax", [32, 64], audit=[True])
+    with pytest.raises(ValueError, match="kernel"):
+        phase.certify_runs(X, K, U, Y, W0, "cosine", [32, 64])
 
 
 def test_tiny_certified_sweep_and_flip_rates(tmp_path):
