@@ -552,10 +552,10 @@ class SoftmaxRay:
     """One Softmax query against two keys, one output coordinate: ``d = n = 2``, ``d_out = 1``.
 
     Keys ``k_1, k_2``, values ``u_1 > u_2`` (scalars), target ``y = u_1 + delta`` with
-    ``delta > 0`` (outside the hull ``[u_2, u_1]``). With ``w = (k_1 - k_2) / sqrt(d)`` and
-    ``theta = w^T q``, the output is ``o = u_2 + du sigma(theta)`` (``du = u_1 - u_2``), the floor
-    is ``1/2 delta^2`` and the gap is ``g - 1/2 delta^2 = delta du s + 1/2 du^2 s^2`` with
-    ``s = 1 - sigma(theta)``.
+    ``delta > 0`` (outside the hull ``[u_2, u_1]``). With ``w = (k_1 - k_2) / sqrt(d)`` and the
+    logit difference ``chi = w^T q``, the output is ``o = u_2 + u_12 sigmoid(chi)`` (``u_12 = u_1 -
+    u_2``, the property ``du``), the floor is ``1/2 delta^2`` and the gap is ``g - 1/2 delta^2 =
+    delta u_12 s + 1/2 u_12^2 s^2`` with ``s = 1 - sigmoid(chi)``.
     """
 
     k1: Sequence[float] = (0.0, 0.0)
@@ -602,15 +602,17 @@ class SoftmaxRay:
 
     def bounds(self, q0, eta: float, t) -> Dict[str, np.ndarray]:
         """The book's two-sided bounds on the gap at step ``t`` of GD with step ``eta``:
-        ``lower = delta du / (1 + E0 + a e^(a / (1 + E0)) t)`` with
-        ``a = eta ||w||^2 du (delta + du)``, ``E0 = exp(theta_0)``; and, if ``theta_0 >= 0``,
-        ``upper = (delta du + du^2 / 2) / (E0 + eta ||w||^2 du delta t / 4)``."""
+        ``lower = delta u_12 / (1 + E0 + a e^(a / (1 + E0)) t)`` with
+        ``a = eta ||w||^2 u_12 (delta + u_12)``, ``E0 = exp(chi_0)``; and, if ``chi_0 >= 0``,
+        ``upper = (delta u_12 + u_12^2 / 2) / (E0 + eta ||w||^2 u_12 delta t / 4)``.
+        With ``C`` and ``t0`` as returned, ``lower = C / (t + t0)``, so the proved lower bound on
+        ``t * gap`` is ``C t / (t + t0)``, which tends to ``C`` (it is not ``C`` at finite ``t``)."""
         theta0 = float(self.w @ torch.as_tensor(q0, dtype=torch.float64))
         E0 = math.exp(theta0)
         w2 = float(self.w @ self.w)
         a = eta * w2 * self.du * (self.delta + self.du)
         t = np.asarray(t, dtype=float)
-        grow = a * math.exp(a / (1 + E0))           # the most E_t = exp(theta_t) can gain a step
+        grow = a * math.exp(a / (1 + E0))           # the most exp(chi_t) can gain in a step
         lower = self.delta * self.du / (1 + E0 + grow * t)
         upper = ((self.delta * self.du + self.du**2 / 2) / (E0 + eta * w2 * self.du * self.delta * t / 4)
                  if theta0 >= 0 else np.full_like(t, np.nan))
