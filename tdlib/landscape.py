@@ -32,7 +32,7 @@ def filter_normalize(direction: Direction, model: torch.nn.Module) -> Direction:
     for name, p in model.named_parameters():
         if name not in direction:
             raise KeyError(f"direction: missing parameter {name!r}")
-        d = direction[name]
+        d = direction[name].to(p.device)
         if d.shape != p.shape:
             raise ValueError(f"direction[{name!r}]: expected shape {tuple(p.shape)}, got {tuple(d.shape)}")
         if p.ndim <= 1:
@@ -48,27 +48,32 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
     """``k`` filter-normalized random directions for ``model``, drawn from ``seed``.
 
     The raw Gaussian draw depends only on ``seed`` and the parameter shapes, so two models with
-    the same architecture get the same draw (each then normalized against its own weights).
+    the same architecture get the same draw (each then normalized against its own weights);
+    every direction tensor lives on the device of its parameter.
     """
     g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     dirs = []
     for _ in range(check_int("k", k)):
-        raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()}
+        # drawn on the CPU (the same numbers whatever the device), then moved to the model's
+        raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)
+               for n, p in model.named_parameters()}
         dirs.append(filter_normalize(raw, model))
     return dirs
 
 
 def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[[torch.nn.Module], float]:
-    """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients."""
+    """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients; each
+    batch is moved to the model's device (keep ``x``, ``y`` there to avoid the copies)."""
 
     @torch.no_grad()
     def f(model):
         was = model.training
         model.eval()
+        device = next(model.parameters()).device
         total = 0.0
         for i in range(0, len(x), batch):
-            total += float(torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch],
-                                                             reduction="sum"))
+            xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
+            total += float(torch.nn.functional.cross_entropy(model(xb), yb, reduction="sum"))
         model.train(was)
         return total / len(x)
 
