@@ -689,11 +689,14 @@ def check_landscape(grid, span, n_loss, direction_seed=0):
 
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
                   n_loss: int = 512, direction_seed: int = 0, stage1_kernel: str = "softmax",
-                  progress: bool = True) -> dict:
+                  near_seeds=(), progress: bool = True) -> dict:
     """Two-stage training (stage 1 with ``stage1_kernel``), then the training loss on a
     ``grid x grid`` square of side ``2 span`` around each stage-2 solution along two
     filter-normalized random directions drawn from ``direction_seed`` (the same random draw for
     both kernels). Directions and the ``n_loss`` training samples live on the model's device.
+    For every seed of ``near_seeds`` another pair of directions is drawn and the loss is
+    evaluated on the central ``5 x 5`` points of the grid only (arrays ``near_<kernel>`` of
+    shape ``(len(near_seeds), 5, 5)`` on ``near_coords``): the local rise over several draws.
     Returns arrays ready for :func:`numpy.savez` plus metadata."""
     from .landscape import loss_fn_for, random_directions, surface
 
@@ -701,6 +704,9 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
     check_int("stage1_steps", stage1_steps)
     t0 = time.perf_counter()
     check_choice("stage1_kernel", stage1_kernel, tuple(KERNELS))
+    near_seeds = [check_int("near seed", v, minimum=0) for v in near_seeds]
+    if near_seeds and grid < 5:
+        raise ValueError(f"grid: expected at least 5 points per side with near seeds, got {grid}")
     runs, r1 = two_stage(cfg, stage1_steps, stage1_kernel=stage1_kernel, progress=progress)
     data = load_data(cfg)
     device = training_device(cfg.device)
@@ -714,6 +720,12 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
         Z = surface(model, loss_fn, d1, d2, coords, coords)
         out[f"loss_{k}"] = Z
         out[f"origin_{k}"] = loss_fn(model)
+        if near_seeds:
+            c = grid // 2
+            near = coords[c - 2:c + 3]
+            out["near_coords"], out["near_seeds"] = near, np.array(near_seeds)
+            out[f"near_{k}"] = np.stack([surface(model, loss_fn, *random_directions(model, seed=s),
+                                                 near, near) for s in near_seeds])
         meta["stage2"][k] = res
     meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0)
     return out, meta
@@ -789,6 +801,8 @@ def main(argv=None) -> int:
     ls.add_argument("--n-loss", dest="n_loss", type=int, default=512)
     ls.add_argument("--direction-seed", dest="direction_seed", type=int, default=0,
                     help="seed of the two random directions")
+    ls.add_argument("--near-seeds", dest="near_seeds", type=int, nargs="*", default=[],
+                    help="more direction seeds, evaluated on the central 5x5 points only")
     ls.add_argument("--stage1-kernel", dest="stage1_kernel", choices=sorted(KERNELS),
                     default="softmax", help="kernel of the shared stage 1 (default softmax)")
     mg = sub.add_parser("merge", help="join several curve files (e.g. runs made in parallel) into one")
@@ -834,6 +848,10 @@ def main(argv=None) -> int:
                 check_sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)), [k], a.seeds)
         else:
             check_landscape(a.grid, a.span, a.n_loss, a.direction_seed)
+            for v in a.near_seeds:
+                check_int("--near-seeds", v, minimum=0)
+            if a.near_seeds and a.grid < 5:
+                raise ValueError(f"--grid: expected at least 5 with --near-seeds, got {a.grid}")
             check_int("stage1_steps", a.stage1_steps)
             if Path(a.out).suffix != ".npz":
                 raise ValueError(f"--out: expected a .npz file (its .json is written beside "
@@ -849,7 +867,7 @@ def main(argv=None) -> int:
         print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training)")
     else:
         arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
-                                     direction_seed=a.direction_seed,
+                                     direction_seed=a.direction_seed, near_seeds=a.near_seeds,
                                      stage1_kernel=a.stage1_kernel, progress=not a.quiet)
         out = Path(a.out)
         meta["provenance"]["command"] = command

@@ -120,6 +120,47 @@ def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float],
     return F
 
 
+def half_axis_rises(F, coords, step: int = 1):
+    """The local shape of a landscape ``F`` (shape ``(..., g, g)`` on the grid ``coords`` of odd
+    length ``g``, centred on 0): the rise ``F(+-r d_i) - F(0, 0)`` along the four half-axes at
+    radius ``r = step`` grid spacings. Returns ``(r, rises)`` with ``rises`` of shape ``(..., 4)``
+    (order: +zeta_1, -zeta_1, +zeta_2, -zeta_2). For a quadratic ``F`` their mean is
+    ``r^2/4`` times the trace of its 2x2 Hessian in the plane: curvature at the centre, which
+    the mean of ``F`` over the whole square (dominated by the far field) does not measure."""
+    coords = _coords("coords", coords)
+    F = np.asarray(F, dtype=float)
+    g = len(coords)
+    if g % 2 == 0 or not np.allclose(coords, -coords[::-1]) or coords[g // 2] != 0:
+        raise ValueError(f"coords: expected an odd number of points symmetric about 0, got "
+                         f"{coords.tolist()!r:.80}")
+    if F.shape[-2:] != (g, g):
+        raise ValueError(f"F: expected a last shape ({g}, {g}) (the grid), got {F.shape}")
+    step = check_int("step", step)
+    c = g // 2
+    if step > c:
+        raise ValueError(f"step: expected at most {c} grid spacings (the grid's half-width), "
+                         f"got {step}")
+    centre = F[..., c, c]
+    rises = np.stack([F[..., c + step, c], F[..., c - step, c], F[..., c, c + step],
+                      F[..., c, c - step]], axis=-1) - centre[..., None]
+    return float(coords[c + step]), rises
+
+
+def flatter(rises_a, rises_b, names=("a", "b")) -> str:
+    """Which of two kernels has the flatter centre, from their half-axis rises (any shape; all
+    directions and draws pooled): ``names[0]`` if every rise of ``a`` is below every rise of
+    ``b``, ``names[1]`` for the reverse, else ``"tie"`` (the difference lies within the spread
+    over directions)."""
+    a, b = np.ravel(rises_a), np.ravel(rises_b)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("flatter: expected at least one rise per kernel, got none")
+    if a.max() < b.min():
+        return names[0]
+    if b.max() < a.min():
+        return names[1]
+    return "tie"
+
+
 def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", levels: int = 20,
               vmax: float | None = None, fig=None):
     """Side-by-side contour (``kind="contour"``) or surface (``"surface"``) plots of several
