@@ -12,7 +12,8 @@ Two sources:
 
 Both return the same dict: ``x_train`` / ``x_test`` int64 arrays of shape ``(N, max_len)`` of
 byte tokens (``1..255``; ``0`` pads), ``y_train`` / ``y_test`` labels (1 = positive), and the
-raw ``text_train`` / ``text_test`` strings.
+raw ``text_train`` / ``text_test`` strings; :func:`tweets` adds ``removed``, the counts of
+tweets its de-duplication dropped (:func:`deduplicate`).
 """
 from __future__ import annotations
 
