@@ -22,7 +22,9 @@ file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.b
 
 On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper --device cuda
 --out runs.json`` runs the paper-scale configuration (:data:`PRESETS`; ``--imdb PATH`` trains
-the text task on the real IMDb folder); every run records its device and timings.
+the text task on the real IMDb folder, and the text preset requires it); every run records its
+device and timings, and every result file the git commit of the code and the thread counts
+(``--threads N`` sets torch's).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -785,7 +787,8 @@ def main(argv=None) -> int:
         s.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset configuration")
         s.add_argument("--device", help="torch device to train on (default cpu), e.g. cuda")
         s.add_argument("--imdb", help="text: the real IMDb folder (aclImdb) instead of the tweets; "
-                       "reviews are cut to --max-len bytes (128 unless given or --preset paper)")
+                       "reviews are cut to --max-len bytes, which must then be given (the "
+                       "preset 'paper' gives 4000); required by --preset paper --task text")
         s.add_argument("--c", dest="gaussian_c", type=float,
                        help="width c of the Gaussian kernel (default 2 sqrt(d)); Gaussian runs only")
         s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice; "
