@@ -758,8 +758,8 @@ def _config_from_args(a) -> ExperimentConfig:
     if getattr(a, "preset", None):
         if a.preset == "paper" and a.task == "text" and not getattr(a, "imdb", None):
             raise ValueError("--preset paper --task text: expected --imdb PATH (the aclImdb "
-                             "folder); the preset's 4000-byte sequences would make the short "
-                             "tweets about 97 % padding")
+                             "folder); padded to the preset's 4000 bytes, the short tweets "
+                             "would be almost all padding")
         return preset(a.preset, **kw)
     if getattr(a, "imdb", None) and getattr(a, "max_len", None) is None:
         raise ValueError("--imdb without --preset: give --max-len explicitly (the default, 128 "
