@@ -147,16 +147,19 @@ def half_axis_rises(F, coords, step: int = 1):
 
 
 def flatter(rises_a, rises_b, names=("a", "b")) -> str:
-    """Which of two kernels has the flatter centre, from their half-axis rises (any shape; all
-    directions and draws pooled): ``names[0]`` if every rise of ``a`` is below every rise of
-    ``b``, ``names[1]`` for the reverse, else ``"tie"`` (the difference lies within the spread
-    over directions)."""
-    a, b = np.ravel(rises_a), np.ravel(rises_b)
-    if a.size == 0 or b.size == 0:
-        raise ValueError("flatter: expected at least one rise per kernel, got none")
-    if a.max() < b.min():
+    """Which of two kernels has the flatter centre, from their half-axis rises on the **same**
+    draws of directions (equal shapes, e.g. ``(draws, 4)``; both kernels share each raw draw,
+    so the rises pair up): ``names[0]`` if every paired difference ``b - a`` is positive,
+    ``names[1]`` if every one is negative, else ``"tie"`` (the difference lies within its
+    spread over directions)."""
+    a, b = np.asarray(rises_a, dtype=float), np.asarray(rises_b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"flatter: expected rises of equal, non-empty shapes (one per draw "
+                         f"and half-axis, paired), got {a.shape} and {b.shape}")
+    diff = b - a
+    if (diff > 0).all():
         return names[0]
-    if b.max() < a.min():
+    if (diff < 0).all():
         return names[1]
     return "tie"
 

@@ -72,8 +72,11 @@ def test_half_axis_rises_measure_curvature_at_the_centre():
     np.testing.assert_allclose(rises, expect, rtol=1e-12, atol=1e-12)
     _, batch = half_axis_rises(np.stack([F, 2 * F]), coords)
     assert batch.shape == (2, 4)
-    assert flatter([1, 2], [3, 4], ("x", "y")) == "x" and flatter([3, 4], [1, 2], ("x", "y")) == "y"
-    assert flatter([1, 3], [2, 4]) == "tie"
+    assert flatter([1, 3], [2, 4], ("x", "y")) == "x"  # paired: each rise of x is below
+    assert flatter([2, 4], [1, 3], ("x", "y")) == "y"
+    assert flatter([1, 4], [2, 3]) == "tie"
+    with pytest.raises(ValueError, match="paired"):
+        flatter([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="symmetric"):
         half_axis_rises(F[:10, :10], coords[:10])
     with pytest.raises(ValueError, match="half-width"):
