@@ -29,7 +29,9 @@ file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.b
 
 On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper --device cuda
 --out runs.json`` runs the paper-scale configuration (:data:`PRESETS`; ``--imdb PATH`` trains
-the text task on the real IMDb folder); every run records its device and timings.
+the text task on the real IMDb folder, and the text preset requires it); every run records its
+device and timings, and every result file the git commit of the code and the thread counts
+(``--threads N`` sets torch's).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -334,6 +336,7 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
     result = {"config": asdict(cfg), "seed": cfg.seed, "kernel": cfg.kernel, "task": cfg.task,
               "curves": curves, "seconds": seconds, "cpu_seconds": cpu_seconds, "device": str(device),
               "torch_threads": torch.get_num_threads(), "versions": book.versions(),
+              "git": book.git_state(),
               "n_params": model.n_params(), "n_train": len(xtr), "n_test": len(xte),
               "n_val": cfg.n_val, "test_majority": majority_rate(yte), "init_scale": init_scale}
     return model, result
@@ -497,7 +500,7 @@ def pathfinder_cues(cfg: ExperimentConfig) -> dict:
 def shared_extras(docs) -> dict:
     """The entries (besides ``provenance``, ``runs`` and ``parts``) that several stored files
     share with equal values, such as the cue baselines of the same data: kept by a merge."""
-    keys = set.intersection(*(set(d) for d in docs)) - {"provenance", "runs", "parts"}
+    keys = set.intersection(*(set(d) for d in docs)) - {"provenance", "runs", "parts", "parts_git"}
     return {k: docs[0][k] for k in sorted(keys) if all(d[k] == docs[0][k] for d in docs)}
 
 
@@ -962,21 +965,29 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
 # the two-stage protocol and the loss landscape
 # ---------------------------------------------------------------------------------------------
 
+def options_for(cfg: ExperimentConfig, kernel: str) -> dict:
+    """The kernel options of ``cfg`` if ``kernel`` is its kernel, else none (the options of
+    one kernel, e.g. the Gaussian width ``c``, mean nothing to another)."""
+    return dict(cfg.kernel_options) if kernel == cfg.kernel else {}
+
+
 def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=KERNEL_NAMES,
               stage1_kernel: str = "softmax", progress: bool = True):
     """Stage 1: train one model with ``stage1_kernel`` for ``stage1_steps``. Stage 2: from that
     same model, continue ``cfg.steps`` steps with each kernel (a fresh optimizer, the same
-    mini-batches). Returns ``{kernel: (model, result)}`` and the stage-1 result."""
+    mini-batches). ``cfg.kernel_options`` go to ``cfg.kernel`` only (:func:`options_for`).
+    Returns ``{kernel: (model, result)}`` and the stage-1 result."""
     check_int("stage1_steps", stage1_steps)
     import copy
 
     cfg = cfg.resolved()
-    c1 = replace(cfg, kernel=stage1_kernel, steps=stage1_steps, eval_every=min(cfg.eval_every, stage1_steps)).resolved()
+    c1 = replace(cfg, kernel=stage1_kernel, kernel_options=options_for(cfg, stage1_kernel),
+                 steps=stage1_steps, eval_every=min(cfg.eval_every, stage1_steps)).resolved()
     shared, r1 = train_model(c1, progress=progress, desc="stage 1")
     out = {}
     for k in kernels:
-        m = copy.deepcopy(shared).set_kernel(k, cfg.kernel_options if k == cfg.kernel else None)
-        c2 = replace(cfg, kernel=k, seed=cfg.seed + 1)
+        m = copy.deepcopy(shared).set_kernel(k, options_for(cfg, k))
+        c2 = replace(cfg, kernel=k, kernel_options=options_for(cfg, k), seed=cfg.seed + 1)
         out[k] = train_model(c2, model=m, progress=progress, desc=f"stage 2 {k}")
     return out, r1
 
@@ -991,27 +1002,44 @@ def check_landscape(grid, span, n_loss, direction_seed=0):
 
 
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
-                  n_loss: int = 512, direction_seed: int = 0, progress: bool = True) -> dict:
-    """Two-stage training, then the training loss on a ``grid x grid`` square of side ``2 span``
-    around each stage-2 solution along two filter-normalized random directions (the same random
-    draw for both kernels). Returns arrays ready for :func:`numpy.savez` plus metadata."""
+                  n_loss: int = 512, direction_seed: int = 0, stage1_kernel: str = "softmax",
+                  near_seeds=(), progress: bool = True) -> dict:
+    """Two-stage training (stage 1 with ``stage1_kernel``), then the training loss on a
+    ``grid x grid`` square of side ``2 span`` around each stage-2 solution along two
+    filter-normalized random directions drawn from ``direction_seed`` (the same random draw for
+    both kernels). Directions and the ``n_loss`` training samples live on the model's device.
+    For every seed of ``near_seeds`` another pair of directions is drawn and the loss is
+    evaluated on the central ``5 x 5`` points of the grid only (arrays ``near_<kernel>`` of
+    shape ``(len(near_seeds), 5, 5)`` on ``near_coords``): the local rise over several draws.
+    Returns arrays ready for :func:`numpy.savez` plus metadata."""
     from .landscape import loss_fn_for, random_directions, surface
 
     grid, span, n_loss, direction_seed = check_landscape(grid, span, n_loss, direction_seed)
     check_int("stage1_steps", stage1_steps)
     t0 = time.perf_counter()
-    runs, r1 = two_stage(cfg, stage1_steps, progress=progress)
+    check_choice("stage1_kernel", stage1_kernel, tuple(KERNELS))
+    near_seeds = [check_int("near seed", v, minimum=0) for v in near_seeds]
+    if near_seeds and grid < 5:
+        raise ValueError(f"grid: expected at least 5 points per side with near seeds, got {grid}")
+    runs, r1 = two_stage(cfg, stage1_steps, stage1_kernel=stage1_kernel, progress=progress)
     data = load_data(cfg)
-    loss_fn = loss_fn_for(data["x_train"][:n_loss], data["y_train"][:n_loss])
+    device = training_device(cfg.device)
+    loss_fn = loss_fn_for(data["x_train"][:n_loss].to(device), data["y_train"][:n_loss].to(device))
     coords = np.linspace(-span, span, grid)
     out = {"coords": coords}
     meta = {"stage1": r1, "stage2": {}, "grid": grid, "span": span, "n_loss": n_loss,
-            "direction_seed": direction_seed}
+            "direction_seed": direction_seed, "stage1_kernel": stage1_kernel}
     for k, (model, res) in runs.items():
         d1, d2 = random_directions(model, seed=direction_seed)
         Z = surface(model, loss_fn, d1, d2, coords, coords)
         out[f"loss_{k}"] = Z
         out[f"origin_{k}"] = loss_fn(model)
+        if near_seeds:
+            c = grid // 2
+            near = coords[c - 2:c + 3]
+            out["near_coords"], out["near_seeds"] = near, np.array(near_seeds)
+            out[f"near_{k}"] = np.stack([surface(model, loss_fn, *random_directions(model, seed=s),
+                                                 near, near) for s in near_seeds])
         meta["stage2"][k] = res
     meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0)
     return out, meta
@@ -1029,10 +1057,26 @@ def preset(name: str, task: str, **overrides) -> ExperimentConfig:
 
 
 def _config_from_args(a) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of parsed command-line arguments ``a``; raises
+    ``ValueError`` for combinations that would silently do something else than asked."""
     names = {f.name for f in fields(ExperimentConfig)}
     kw = {k: v for k, v in vars(a).items() if k in names and v is not None}
+    if getattr(a, "gaussian_c", None) is not None:  # options of the Gaussian runs only
+        kernels = getattr(a, "kernels", None) or ["softmax", "gaussian"]
+        kw["kernel"], kw["kernel_options"] = "gaussian", {"c": check_positive("--c", a.gaussian_c)}
+        if getattr(a, "cmd", None) == "curves" and "gaussian" not in kernels:
+            raise ValueError(f"--c: the Gaussian width applies to Gaussian runs, but --kernels "
+                             f"is {' '.join(kernels)}")
     if getattr(a, "preset", None):
+        if a.preset == "paper" and a.task == "text" and not getattr(a, "imdb", None):
+            raise ValueError("--preset paper --task text: expected --imdb PATH (the aclImdb "
+                             "folder); padded to the preset's 4000 bytes, the short tweets "
+                             "would be almost all padding")
         return preset(a.preset, **kw)
+    if getattr(a, "imdb", None) and getattr(a, "max_len", None) is None:
+        raise ValueError("--imdb without --preset: give --max-len explicitly (the default, 128 "
+                         "bytes, would cut every review to its first 128 bytes; the paper's "
+                         "preset uses 4000)")
     return ExperimentConfig(**kw)
 
 
@@ -1054,7 +1098,13 @@ def main(argv=None) -> int:
         s.add_argument("--cache-dir", dest="cache_dir")
         s.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset configuration")
         s.add_argument("--device", help="torch device to train on (default cpu), e.g. cuda")
-        s.add_argument("--imdb", help="text: the real IMDb folder (aclImdb) instead of the tweets")
+        s.add_argument("--imdb", help="text: the real IMDb folder (aclImdb) instead of the tweets; "
+                       "reviews are cut to --max-len bytes, which must then be given (the "
+                       "preset 'paper' gives 4000); required by --preset paper --task text")
+        s.add_argument("--c", dest="gaussian_c", type=float,
+                       help="width c of the Gaussian kernel (default 2 sqrt(d)); Gaussian runs only")
+        s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice; "
+                       "the stored runs used 1, and another count can change the last bits)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.choices["curves"].add_argument("--kernels", nargs="+", default=["softmax", "gaussian"])
     sub.choices["curves"].add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -1070,12 +1120,19 @@ def main(argv=None) -> int:
     ls.add_argument("--grid", type=int, default=21)
     ls.add_argument("--span", type=float, default=1.0)
     ls.add_argument("--n-loss", dest="n_loss", type=int, default=512)
+    ls.add_argument("--direction-seed", dest="direction_seed", type=int, default=0,
+                    help="seed of the two random directions")
+    ls.add_argument("--near-seeds", dest="near_seeds", type=int, nargs="*", default=[],
+                    help="more direction seeds, evaluated on the central 5x5 points only")
+    ls.add_argument("--stage1-kernel", dest="stage1_kernel", choices=sorted(KERNELS),
+                    default="softmax", help="kernel of the shared stage 1 (default softmax)")
     mg = sub.add_parser("merge", help="join several curve files (e.g. runs made in parallel) into one")
     mg.add_argument("--out", required=True)
     mg.add_argument("files", nargs="+")
     ck = sub.add_parser("check", help="validate every stored result file and name the bad ones")
     ck.add_argument("folder", nargs="?", default=None, help="default: book/data")
     a = p.parse_args(argv)
+    book.git_state()  # the code this process runs, read before any long work
     if a.cmd == "check":
         return book.main(["check"] + ([a.folder] if a.folder else []))
     if a.cmd in ("curves", "landscape", "merge", "step-sizes"):
@@ -1098,24 +1155,29 @@ def main(argv=None) -> int:
         merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
         # the recorded command remakes the parts (in any order, or in parallel) and joins them
         parts = [d["provenance"]["command"] for d in docs]
+        parts_git = [d["provenance"].get("git") for d in docs]
         if all("sweep" in d for d in docs):
             sweep_doc["provenance"] = book.provenance(
                 " && ".join(parts + [merge]),
                 wall_seconds=float(sum(r["seconds"] for r in sweep_doc["sweep"])))
-            path = book.save_json(a.out, {**sweep_doc, "parts": parts})
+            path = book.save_json(a.out, {**sweep_doc, "parts": parts, "parts_git": parts_git})
             print(f"wrote {path} ({len(sweep_doc['sweep'])} runs)")
             return 0
         path = save(runs, a.out, command=" && ".join(parts + [merge]),
-                    extra={"parts": parts, **shared_extras(docs)})
+                    extra={"parts": parts, "parts_git": parts_git, **shared_extras(docs)})
         print(f"wrote {path} ({len(runs)} runs)")
         return 0
-    cfg = _config_from_args(a)
     command = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
+        cfg = _config_from_args(a)
+        if a.threads is not None:
+            torch.set_num_threads(check_int("threads", a.threads))
         cfg.resolved()
         training_device(cfg.device)
         if a.cmd == "curves":
-            check_sweep(cfg, a.kernels, a.seeds)
+            kernels = _distinct("kernels", a.kernels, lambda k: k)
+            for k in kernels:
+                check_sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)), [k], a.seeds)
         elif a.cmd == "step-sizes":
             check_sweep(cfg, a.kernels, [a.seed])
             if cfg.n_val < 1:
@@ -1123,7 +1185,11 @@ def main(argv=None) -> int:
             _distinct("lrs", a.lrs, lambda v: check_positive("lr", v))
             check_int("last_k", a.last_k)
         else:
-            check_landscape(a.grid, a.span, a.n_loss)
+            check_landscape(a.grid, a.span, a.n_loss, a.direction_seed)
+            for v in a.near_seeds:
+                check_int("--near-seeds", v, minimum=0)
+            if a.near_seeds and a.grid < 5:
+                raise ValueError(f"--grid: expected at least 5 with --near-seeds, got {a.grid}")
             check_int("stage1_steps", a.stage1_steps)
             if Path(a.out).suffix != ".npz":
                 raise ValueError(f"--out: expected a .npz file (its .json is written beside "
@@ -1132,7 +1198,9 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as err:
         p.error(str(err))
     if a.cmd == "curves":
-        results = sweep(cfg, kernels=a.kernels, seeds=a.seeds, progress=not a.quiet, log=True)
+        results = [r for k in kernels
+                   for r in sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)),
+                                  kernels=[k], seeds=a.seeds, progress=not a.quiet, log=True)]
         extra = {"cues": pathfinder_cues(cfg)} if cfg.task == "pathfinder" else None
         path = save(results, a.out, command=command, extra=extra)
         print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training)")
@@ -1146,7 +1214,8 @@ def main(argv=None) -> int:
         print(f"wrote {path}: " + ", ".join(f"{k} lr {v['lr']:g}" for k, v in choice.items()))
     else:
         arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
-                                     progress=not a.quiet)
+                                     direction_seed=a.direction_seed, near_seeds=a.near_seeds,
+                                     stage1_kernel=a.stage1_kernel, progress=not a.quiet)
         out = Path(a.out)
         meta["provenance"]["command"] = command
         # one pair: the .json records the checksum of its .npz and is moved into place last

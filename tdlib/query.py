@@ -334,8 +334,9 @@ def _project_simplex(v: np.ndarray) -> np.ndarray:
 
 
 def hull_distance(U, y, iters: int = 3000) -> float:
-    """A certified lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows
-    of ``U (n, d_out)``.
+    """A lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows of
+    ``U (n, d_out)``, exact up to float64 rounding, which is not controlled here (for a proved
+    bound, see :func:`tdlib.separation.hull_gap`).
 
     Projected gradient finds a near-closest hull point ``p``; with ``w = (y - p)/||y - p||``, every
     hull point ``z`` has ``w^T (y - z) >= w^T y - max_j w^T u_j``, which is returned (``>= 0``).
@@ -359,6 +360,125 @@ def softmax_loss_floor(problem: QueryProblem) -> float:
     """``1/2 sum_ik dist(y_ik, conv(rows of U_i))^2``: no Softmax ``W_Q`` (nor ``W_K``) can go below."""
     U, Y = problem.U.numpy(), problem.Y.numpy()
     return 0.5 * sum(hull_distance(U[i], Y[i, k]) ** 2 for i in range(problem.N) for k in range(problem.n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels at infinity: the Gaussian level 1/2 ||y||^2 and the Softmax level beta
+# ---------------------------------------------------------------------------------------------
+
+def _centred_basis(n: int) -> np.ndarray:
+    """An orthonormal basis ``Pi`` of shape ``(n, n - 1)`` of the vectors orthogonal to ``1``."""
+    return np.linalg.svd(np.eye(n) - 1.0 / n)[0][:, : n - 1]
+
+
+def caratheodory(U, lam, tol: float = 1e-12) -> np.ndarray:
+    """Weights ``p (n,)`` with ``U^T p = U^T lam``, ``p >= 0``, ``sum p = 1`` and at most
+    ``d_out + 1`` positive entries (Caratheodory's theorem), from weights ``lam (n,)`` of the
+    simplex and value rows ``U (n, d_out)``: while the support is larger, move along an affine
+    dependence of the supporting rows until one weight reaches zero."""
+    U = np.asarray(U, dtype=float)
+    p = np.asarray(lam, dtype=float).copy()
+    if U.ndim != 2 or p.shape != (U.shape[0],):
+        raise ValueError(f"U, lam: expected shapes (n, d_out) and (n,), got {U.shape}, {p.shape}")
+    if p.min() < -tol or abs(p.sum() - 1) > 1e-9:
+        raise ValueError(f"lam: expected a point of the simplex, got {p}")
+    p = np.maximum(p, 0.0)
+    while True:
+        S = np.nonzero(p > tol)[0]
+        if len(S) <= U.shape[1] + 1:
+            p[p <= tol] = 0.0
+            return p / p.sum()
+        M = np.vstack([U[S].T, np.ones(len(S))])        # (d_out + 1, |S|): an affine dependence
+        v = np.linalg.svd(M)[2][-1]                     # M v = 0, v != 0, sum v = 0
+        if v.max() <= 0:
+            v = -v
+        pos = v > 0
+        step = np.min(p[S][pos] / v[pos])
+        p[S] = p[S] - step * v
+        p[S[pos][np.argmin(p[S][pos] / v[pos])]] = 0.0
+
+
+def softmax_level(U, y) -> float:
+    """The Softmax level at infinity of one query, ``Lambda = min_{p on the boundary of the
+    simplex} 1/2 ||U^T p - y||^2 = 1/2 min_j dist(y, conv{u_l : l != j})^2``, from ``U (n, d_out)``
+    (``n >= 2``) and ``y (d_out,)``. Each distance is the lower bound of
+    :func:`hull_distance`, so the value returned is a lower bound on ``Lambda`` up to float64
+    rounding."""
+    U = np.asarray(U, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if U.ndim != 2 or U.shape[0] < 2 or y.shape != (U.shape[1],):
+        raise ValueError(f"U, y: expected shapes (n, d_out) with n >= 2 and (d_out,), got "
+                         f"{U.shape} and {y.shape}")
+    n = U.shape[0]
+    return 0.5 * min(hull_distance(np.delete(U, j, axis=0), y) ** 2 for j in range(n))
+
+
+def softmax_twin_constants(K, U, y, g_bar: float) -> Dict[str, float]:
+    """The constants of the Softmax twin of the Gaussian theorem for one query at level ``g_bar``.
+
+    ``K (n, d)``, ``U (n, d_out)``, ``y (d_out,)``; ``A = K / sqrt(d)``, ``Pi (n, n-1)`` an
+    orthonormal basis of ``1^perp``. Returns ``Lambda`` (:func:`softmax_level`); ``sigma_A =
+    sigma_min(A^T Pi)`` (positive iff the keys are affinely independent); ``sigma_U =
+    sigma_min(Pi^T U)`` (positive iff the value rows affinely span ``R^d_out``, so ``n >= d_out +
+    1``); ``diam = max_jl ||u_j - u_l||``; ``p_min = (sqrt(2 Lambda) - sqrt(2 g_bar)) / diam``, a lower
+    bound on every weight ``p_j`` where ``g <= g_bar`` (when ``g_bar < Lambda``); ``sigma_J =
+    sigma_A sigma_U p_min``, a lower bound on ``sigma_min(J)`` there; and ``L_s = ||K||_2^2 / d
+    (||U||_2^2 / 4 + 3 diam max_j ||u_j - y||)``, a global Lipschitz constant of ``grad g``."""
+    K, U, y = (np.asarray(a, dtype=float) for a in (K, U, y))
+    if K.ndim != 2 or U.ndim != 2 or K.shape[0] != U.shape[0] or y.shape != (U.shape[1],):
+        raise ValueError(f"K, U, y: expected shapes (n, d), (n, d_out), (d_out,), got "
+                         f"{K.shape}, {U.shape}, {y.shape}")
+    g_bar = check_positive("g_bar", g_bar, strict=False)
+    n, d = K.shape
+    Pi = _centred_basis(n)
+    sv = lambda M, k: float(np.linalg.svd(M, compute_uv=False)[k - 1]) if min(M.shape) >= k else 0.0
+    sigma_A = sv((K / math.sqrt(d)).T @ Pi, n - 1)
+    sigma_U = sv(Pi.T @ U, U.shape[1])
+    diam = max(float(np.linalg.norm(U[j] - U[l])) for j in range(n) for l in range(n))
+    Lambda = softmax_level(U, y)
+    p_min = max(math.sqrt(2 * Lambda) - math.sqrt(2 * g_bar), 0.0) / max(diam, 1e-300)
+    r_max = max(float(np.linalg.norm(U[j] - y)) for j in range(n))
+    L_s = np.linalg.norm(K, 2) ** 2 / d * (np.linalg.norm(U, 2) ** 2 / 4 + 3 * diam * r_max)
+    return {"Lambda": Lambda, "sigma_A": sigma_A, "sigma_U": sigma_U, "diam": diam, "p_min": p_min,
+            "sigma_J": sigma_A * sigma_U * p_min, "L_s": float(L_s)}
+
+
+def softmax_twin_certificate(problem: QueryProblem, W_Q0) -> Dict[str, object]:
+    """The hypotheses and constants of the Softmax twin of the Gaussian layer theorem at
+    ``W_Q0`` (the book's proposition on levels at infinity).
+
+    Needs ``Xs`` of full row rank, ``f0 = f(W_Q0) < Lambda_min = min_ik Lambda_ik`` (the smallest
+    Softmax level at infinity) and, for every sample, affinely independent keys and value rows
+    that affinely span ``R^d_out`` (``sigma_A, sigma_U > 0``). Then ``sigma_J = min_ik sigma_A
+    sigma_U p_min`` bounds ``sigma_min(J_ik)`` on every sublevel set, ``mu = sigma_X^2 sigma_J^2``,
+    ``L = ||Xs||_2^2 max_ik L_s`` and ``eta = 1 / L`` give ``f_t <= (1 - eta mu)^t f0``. ``ok`` is
+    False (with a ``reason``) when a hypothesis fails."""
+    if problem.kernel != "softmax":
+        raise ValueError(f"problem.kernel: expected 'softmax', got {problem.kernel!r}")
+    W0 = problem.check_W(W_Q0)
+    f0 = problem.loss(W0)
+    sx = torch.linalg.svdvals(problem.Xs)
+    sigma_X = float(sx[-1]) if problem.N * problem.n <= problem.D else 0.0
+    K, U, Y = problem.K.numpy(), problem.U.numpy(), problem.Y.numpy()
+    consts = [softmax_twin_constants(K[i], U[i], Y[i, k], f0)
+              for i in range(problem.N) for k in range(problem.n)]
+    Lambda_min = min(c["Lambda"] for c in consts)
+    res = {"f0": f0, "Lambda_min": Lambda_min, "sigma_X": sigma_X, "ok": False,
+           "sigma_A": min(c["sigma_A"] for c in consts),
+           "sigma_U": min(c["sigma_U"] for c in consts)}
+    if sigma_X <= 1e-12:
+        res["reason"] = "Xs is not of full row rank (D < N n or dependent tokens)"
+    elif not f0 < Lambda_min:
+        res["reason"] = f"f0 = {f0:.3g} is not below the Softmax level Lambda_min = {Lambda_min:.3g}"
+    elif res["sigma_A"] <= 1e-12 or res["sigma_U"] <= 1e-12:
+        res["reason"] = "keys not affinely independent or values not spanning R^d_out affinely"
+    else:
+        sigma_J = min(c["sigma_J"] for c in consts)
+        L = float(sx[0]) ** 2 * max(c["L_s"] for c in consts)
+        mu = sigma_X**2 * sigma_J**2
+        res.update({"ok": True, "sigma_J": sigma_J, "mu": mu, "L": L, "eta": 1 / L,
+                    "rate": 1 - mu / L})
+    return res
 
 
 # ---------------------------------------------------------------------------------------------

@@ -615,13 +615,13 @@ def _kernel_kind(model) -> tuple:
 def joint_constants(model: AttentionLayer, X, Y, r: float, _pre=None) -> JointConstants:
     """The theorem's constants on the ball ``||theta - theta_0||_F <= r`` around the current weights.
 
-    ``theta = (W^Q, W^K, W^V)``, ``W^O`` fixed and shared. With ``xi_i = ||X_i||_2`` and, for
-    Softmax, ``kappa_i(r) = max_h max(||X_i W^Q_h||_2, ||X_i W^K_h||_2) + xi_i r``:
+    ``theta = (W^Q, W^K, W^V)``, ``W^O`` fixed and shared. With ``Gamma_i = ||X_i||_2`` and, for
+    Softmax, ``Omega_i(r) = max_h max(||X_i W^Q_h||_2, ||X_i W^K_h||_2) + Gamma_i r``:
 
-    * Softmax: ``L_B = sqrt(sum_i xi_i^4 kappa_i^2 / (2d))``,
-      ``M_B = sqrt(sum_i [xi_i^3 (2 kappa_i^2/d + 1/(2 sqrt d))]^2)``;
-    * Gaussian (``S = exp(-||q-k||^2/c)``): ``L_B = 2 sqrt(n/(c e)) sqrt(sum_i xi_i^4)``,
-      ``M_B = (4n/c)(1 + 2/e) sqrt(sum_i xi_i^6)`` (independent of ``r``);
+    * Softmax: ``L_B = sqrt(sum_i Gamma_i^4 Omega_i^2 / (2d))``,
+      ``M_B = sqrt(sum_i [Gamma_i^3 (2 Omega_i^2/d + 1/(2 sqrt d))]^2)``;
+    * Gaussian (``S = exp(-||q-k||^2/c)``): ``L_B = 2 sqrt(n/(c e)) sqrt(sum_i Gamma_i^4)``,
+      ``M_B = (4n/c)(1 + 2/e) sqrt(sum_i Gamma_i^6)`` (independent of ``r``);
     * ``nu = ||V_0||_2 + r``, ``b = ||B_0||_2 + L_B r``,
       ``beta = ||W^O||_2 sqrt(L_B^2 nu^2 + b^2)``, ``res = sqrt(2 f_0) + beta r``,
       ``L = beta^2 + res ||W^O||_2 (M_B nu + L_B)``.

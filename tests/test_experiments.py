@@ -289,7 +289,7 @@ def test_attention_scale_measures_both_streams():
     from tdlib import experiments as ex
 
     m = Classifier(ModelConfig(max_len=10, D=8, hidden=8, H=2, layers=2), seed=0)
-    x = torch.randint(0, 256, (3, 10))
+    x = torch.randint(1, 256, (3, 10))  # no padding token
     s = ex.attention_scale(m, x)
     Z = m.embed(x) + m.pos[:10]
     att = m.blocks[0].attn(m.blocks[0].ln1(Z))

@@ -122,9 +122,30 @@ RETIRED = {
     r"\\mathcal N\(0, y\^2\)|^y = 0\.|y\^2\\chi":
         "y is a target; the target scale is \\tau",
     r"^L = \d+$": "L is a smoothness constant, not a count of blocks",
+    r"\\pi_\{?T\b|f_\{T/[24]\}|\\log\(f_\{T":
+        "T(X) is the layer output; a run's step budget is t_max",
     r"F\(a, ?b\)|\\delta\[r\]|\(a, ?b\) \\in \[":
         "landscape coordinates are zeta_1, zeta_2 (a_j is a Gaussian weight); a row of a "
         "direction is delta_row (r is a radius)",
+    r"\\xi_i|\\kappa_i": "kappa, xi_0, xi_1 are the tail-shape numbers; the joint theorem's norm "
+        "bounds are Gamma_i, Omega_i",
+    r"\\sigma'|\\sigma\(\\theta|\\sigma\(\\chi":
+        "sigma is a singular value; the sigmoid is written \\operatorname{sigmoid}",
+    r"\\theta = w|\\theta_0 \\ge|e\^\{\\theta": "theta is all the weights; the two-key logit "
+        "difference is chi",
+    r"(?<!\\mathcal )(?<![\\a-zA-Z])E_(0|t|\{t)":
+        "E is the Softmax numerator; e^{chi_t} is \\mathcal E_t",
+    r"\\Delta u|\\Delta_t": "Delta is the simplex; a value difference is u_12",
+    r"(?<![\\a-zA-Z_])a = \\eta|a\\,e\^\{a|ae\^\{a|(?<![\\a-zA-Z_])a e\^\{-s\}":
+        "a_j is a Gaussian weight, not a constant of a rate",
+    r"t = e\^\{-s\}|\\max_t t": "t is a step index",
+    r"(?<![\\a-zA-Z])e = q_|\\\|e\\\|": "e is Euler's number; a difference vector is varepsilon",
+    r"(?<![\\a-zA-Z])h\(p\)": "h is a head index; the loss on the simplex is g_Delta",
+    r"S_\{i\\ell\} = \\\{": "S is an attention matrix; sublevel sets are \\mathcal L",
+    r"(?<![\\a-zA-Z])q\^t|q\^\{2s\}|q = \\sqrt\{1 -": "q is a query; a contraction factor is varrho",
+    r"(?<!underline)\\mu = \\lambda_0|(?<![\\a-zA-Z])\\mu = \\sigma_\{\\mathbf X\}":
+        "mu(theta) is the feature PL constant; the joint theorem's is underline-mu, the "
+        "query-only one mu_Q",
 }
 
 
