@@ -18,7 +18,8 @@ from typing import Callable, Dict, Mapping, Union
 
 import torch
 
-from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
+                     check_seed)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -108,7 +109,7 @@ def softmax_kernel() -> Kernel:
 
 def gaussian_width(d: int) -> float:
     """The default width ``c = 2 sqrt(d)`` of the Gaussian kernel for head dimension ``d``."""
-    return 2 * math.sqrt(d)
+    return 2 * math.sqrt(check_int("d", d))
 
 
 def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -124,6 +125,13 @@ def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     relative ``eps`` only when it is not far below the spread ``R^2``, as for any method
     based on one matrix product. The gradient is that of the exact formula (the shift cancels).
     """
+    for name, t in (("Q", Q), ("K", K)):
+        if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.numel() == 0:
+            raise ValueError(f"{name}: expected a non-empty tensor of shape (..., n, d), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else repr(t)}")
+    if Q.shape[-1] != K.shape[-1]:
+        raise ValueError(f"K: expected keys of dimension d={Q.shape[-1]} like the queries Q of "
+                         f"shape {tuple(Q.shape)}, got shape {tuple(K.shape)}")
     batch = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2])  # e.g. many queries, one K
     Q, K = Q.expand(*batch, *Q.shape[-2:]), K.expand(*batch, *K.shape[-2:])
     centre = torch.cat([Q, K], dim=-2).mean(dim=-2, keepdim=True)
@@ -244,7 +252,7 @@ class AttentionLayer(torch.nn.Module):
         scales = {p: scale for p in PARAMS} if not isinstance(scale, Mapping) else dict(scale)
         for key in list(inits) + list(scales):
             check_choice("parameter name", key, PARAMS)
-        seed = check_int("seed", seed, minimum=0)
+        seed = check_seed("seed", seed)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.no_grad():
             for p in PARAMS:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .attention import KERNEL_NAMES, PARAMS, AttentionLayer, gaussian_width
-from .checks import check_choice, check_int, check_positive
+from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
+                     check_seed)
 from .zeroloss import (F64, _check_ints, _check_kernels, _check_model, _data, _param,
                        feature_matrix, lambda_min, make_instance, output_singular_values,
                        residual, shared_output, stacked_values, value_rate)
@@ -74,6 +75,11 @@ def pl_ratio_from_history(history) -> np.ndarray:
 
     The trainer records ``||grad_p f||_F`` for each trained ``p``; this adds their squares.
     """
+    from .train import History
+
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a tdlib.History (what tdlib.train returns), got "
+                        f"{type(history).__name__}")
     loss = np.asarray(history.loss, dtype=float)
     sq = sum(np.asarray(v, dtype=float) ** 2 for v in history.grad_norm.values())
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -91,7 +97,20 @@ def certificate_callback(X, Y=None, every: int = 1, pl: bool = False) -> Callabl
     """
     every = check_int("every", every)
     if pl and Y is None:
-        raise ValueError("certificate_callback: pl=True needs the targets Y")
+        raise ValueError("Y: expected the targets (pl=True needs them), got None")
+    X = as_tensor("X", X, dtype=F64)
+    check_rank("X", X, 3, "(N, n, D)")
+    if 0 in X.shape:
+        raise ValueError(f"X: expected at least one sample, token and feature, got shape "
+                         f"{tuple(X.shape)}")
+    check_finite("X", X)
+    if Y is not None:
+        Y = as_tensor("Y", Y, dtype=F64)
+        check_rank("Y", Y, 3, "(N, n, d_out)")
+        if tuple(Y.shape[:2]) != tuple(X.shape[:2]):
+            raise ValueError(f"Y: expected shape (N, n, d_out) with (N, n) = "
+                             f"{tuple(X.shape[:2])} as in X, got {tuple(Y.shape)}")
+        check_finite("Y", Y)
 
     def callback(model, t):
         keys = ["lambda_min", "mu"] + (["pl_ratio", "pl_ratio_W_V"] if pl else [])
@@ -113,11 +132,21 @@ def certificate_callback(X, Y=None, every: int = 1, pl: bool = False) -> Callabl
 
 def distance(model: AttentionLayer, start: Dict[str, torch.Tensor], params: Sequence[str] = ("W_Q", "W_K", "W_V")) -> float:
     """``||theta - theta_0||_F`` over ``params``, with ``start`` a dict of the initial weights."""
+    _check_model(model)
+    if not isinstance(start, dict):
+        raise TypeError(f"start: expected a dict of initial weights (see snapshot), got "
+                        f"{type(start).__name__}")
+    for p in params:
+        check_choice("params", p, PARAMS)
+        if p not in start or getattr(start[p], "shape", None) != getattr(model, p).shape:
+            raise ValueError(f"start: expected {p} of shape {tuple(getattr(model, p).shape)}, "
+                             f"got {getattr(start.get(p), 'shape', start.get(p))!r}")
     return math.sqrt(sum(float(((_param(model, p) - start[p].detach().to(F64)) ** 2).sum()) for p in params))
 
 
 def snapshot(model: AttentionLayer) -> Dict[str, torch.Tensor]:
     """A detached float64 copy of every weight, e.g. ``theta_0`` for :func:`distance`."""
+    _check_model(model)
     return {p: _param(model, p).clone() for p in PARAMS}
 
 
@@ -395,6 +424,7 @@ def perturb(model: AttentionLayer, scale: float = 0.3, seed: int = 0) -> Attenti
     ``N(0, scale^2)`` noise on ``W^Q`` and ``W^K`` (they are untied) and standard normal ``W^V``."""
     _check_model(model)
     scale = check_positive("scale", scale, strict=False)
+    seed = check_seed("seed", seed)
     g = torch.Generator().manual_seed(int(seed))
     noise = lambda W: torch.randn(W.shape, dtype=F64, generator=g)  # noqa: E731
     model.set_weights(W_Q=_param(model, "W_Q") + scale * noise(model.W_Q),
@@ -415,7 +445,8 @@ def derivative_bound_ratios(model: AttentionLayer, X, Y, r: float, samples: int 
     samples = check_int("samples", samples)
     X, Y = _data(model, X, Y)
     k, theta0 = joint_constants(model, X, Y, r), snapshot(model)
-    names, g = ("W_Q", "W_K", "W_V"), torch.Generator().manual_seed(int(seed))
+    eps = check_positive("eps", eps)
+    names, g = ("W_Q", "W_K", "W_V"), torch.Generator().manual_seed(check_seed("seed", seed))
 
     def unit():
         u = {p: torch.randn(theta0[p].shape, dtype=F64, generator=g) for p in names}
@@ -456,6 +487,8 @@ def derivative_bound_ratios(model: AttentionLayer, X, Y, r: float, samples: int 
 def certified_instance(kernel: str, y_scale: float, seeds, D: int = 96, N: int = 2, n: int = 3):
     """The first instance of :func:`make_instance` over ``seeds`` on which the sufficient
     condition holds: ``(seed, model, X, Y, condition)``. Raises ``RuntimeError`` if none does."""
+    check_choice("kernel", kernel, KERNEL_NAMES)
+    seeds, y_scale = _check_ints("seeds", seeds), check_positive("y_scale", y_scale)
     tried = 0
     for seed in seeds:
         tried += 1

@@ -24,8 +24,10 @@ def next_step_size(lr, accepted, grow: float = STEP_GROW):
     and the next step size is ``grow * lr``; a step that would raise it is not taken and the
     step size is halved (the iteration is spent). ``lr`` and ``accepted`` may be a float and a
     bool, or tensors of per-instance step sizes and verdicts."""
+    grow = check_positive("grow", grow)
     if isinstance(accepted, torch.Tensor):
         return torch.where(accepted, lr * grow, lr / 2)
+    lr = check_positive("lr (step size)", lr)
     return lr * grow if accepted else lr / 2
 
 

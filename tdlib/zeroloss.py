@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .attention import KERNEL_NAMES, AttentionLayer
-from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
+                     check_seed)
 
 F64 = torch.float64
 
@@ -42,10 +43,13 @@ def _check_model(model) -> AttentionLayer:
     return model
 
 
-def _data(model, X, Y=None):
+_NO_Y = object()   # "no targets": distinct from Y=None, which is a bad target
+
+
+def _data(model, X, Y=_NO_Y):
     """Validated float64 copies of ``X`` (and ``Y``) for ``model``."""
     _check_model(model)
-    if Y is None:
+    if Y is _NO_Y:
         return model.check_X(X).detach().to(F64)
     X, Y = model.check_XY(X, Y)
     return X.detach().to(F64), Y.detach().to(F64)
@@ -75,8 +79,10 @@ def make_instance(kernel: str = "gaussian", N: int = 2, n: int = 3, D: int = 48,
     """
     from .data import random_data
 
-    X, Y = random_data(N, n, D, d_out=d_out, x_scale=x_scale, y_scale=y_scale, seed=seed, dtype=dtype)
+    check_choice("kernel", kernel, KERNEL_NAMES)
+    H, d = check_int("H", H), check_int("d", d)
     s = check_positive("s", s)
+    X, Y = random_data(N, n, D, d_out=d_out, x_scale=x_scale, y_scale=y_scale, seed=seed, dtype=dtype)
     model = AttentionLayer(D, H=H, d=d, d_v=d_out, d_out=d_out, kernel=kernel, seed=int(seed) + 1,
                            init={"W_O": "identity", "W_V": "zeros"},
                            scale={"W_Q": s * math.sqrt(D), "W_K": s * math.sqrt(D)}, dtype=dtype)
@@ -112,11 +118,18 @@ def feature_matrix(model: AttentionLayer, X) -> torch.Tensor:
     return Bh.permute(1, 0, 2).reshape(Nn, H * D)
 
 
-def _as_matrix(name: str, B) -> torch.Tensor:
+def _as_matrix(name: str, B, axes: str = "(Nn, HD)") -> torch.Tensor:
     B = as_tensor(name, B, dtype=F64)
-    check_rank(name, B, 2, "(Nn, HD)")
+    check_rank(name, B, 2, axes)
+    if 0 in B.shape:
+        raise ValueError(f"{name}: expected a non-empty matrix of shape {axes}, got shape "
+                         f"{tuple(B.shape)}")
     check_finite(name, B)
     return B
+
+
+def _rtol(rtol):
+    return None if rtol is None else check_positive("rtol", rtol)
 
 
 def gram_eigenvalues(B) -> torch.Tensor:
@@ -151,9 +164,9 @@ def lambda_max(B) -> float:
 
 def rank(B, rtol: float | None = None) -> int:
     """Numerical rank of ``B`` (singular values above ``rtol * s_max``; NumPy's default tolerance)."""
-    B = _as_matrix("B", B)
+    B, rtol = _as_matrix("B", B), _rtol(rtol)
     s = torch.linalg.svdvals(B)
-    if s.numel() == 0 or float(s[0]) == 0.0:
+    if float(s[0]) == 0.0:
         return 0
     tol = (rtol if rtol is not None else max(B.shape) * np.finfo(np.float64).eps) * float(s[0])
     return int((s > tol).sum())
@@ -161,7 +174,7 @@ def rank(B, rtol: float | None = None) -> int:
 
 def lambda_plus(B, rtol: float | None = None) -> float:
     """The smallest *positive* eigenvalue of ``B B^T`` (``0.0`` if ``B = 0``), rank as in :func:`rank`."""
-    B = _as_matrix("B", B)
+    B, rtol = _as_matrix("B", B), _rtol(rtol)
     r = rank(B, rtol)
     if r == 0:
         return 0.0
@@ -178,6 +191,7 @@ def shared_output(model: AttentionLayer, rtol: float = 1e-12) -> torch.Tensor:
     The chapter's clean statements assume ``W^O_1 = ... = W^O_H``.
     """
     _check_model(model)
+    rtol = check_positive("rtol", rtol, strict=False)
     W = _param(model, "W_O")
     scale = max(float(W.abs().max()), 1e-300)
     if float((W - W[:1]).abs().max()) > rtol * scale:
@@ -195,8 +209,7 @@ def output_singular_values(W_O) -> tuple:
     ``sigma_min`` is the ``d_out``-th singular value, so ``sigma_min^2 = lambda_min(W^O^T W^O)``;
     it is ``0.0`` unless ``W^O`` has full column rank (which needs ``d_v >= d_out``).
     """
-    W = as_tensor("W_O", W_O, dtype=F64)
-    check_rank("W_O", W, 2, "(d_v, d_out)")
+    W = _as_matrix("W_O", W_O, "(d_v, d_out)")
     s = torch.linalg.svdvals(W)
     smax = float(s[0])
     smin = float(s[-1]) if W.shape[0] >= W.shape[1] else 0.0
@@ -205,6 +218,7 @@ def output_singular_values(W_O) -> tuple:
 
 def _as_output_blocks(model, W_O=None) -> torch.Tensor:
     W = _param(model, "W_O") if W_O is None else as_tensor("W_O", W_O, dtype=F64)
+    check_finite("W_O", W)
     if W.ndim == 2:
         W = W.unsqueeze(0).expand(model.H, -1, -1)
     expected = (model.H, model.d_v, model.d_out)
@@ -303,6 +317,8 @@ def value_rate(model: AttentionLayer, X, lr: float | None = None) -> ValueRate:
     ``lr`` defaults to ``1/L``; a step above ``1/L`` is rejected because the theorem's rate
     needs ``lr <= 1/L``.
     """
+    if lr is not None:
+        lr = check_positive("lr (step size)", lr)
     B = feature_matrix(model, X)
     smin, smax = output_singular_values(shared_output(model))
     lmax = lambda_max(B)
@@ -364,8 +380,10 @@ def projection_loss(B, Y) -> float:
     if Y.ndim == 3:
         Y = Y.reshape(-1, Y.shape[-1])
     check_rank("Y", Y, 2, "(Nn, d_out)")
-    if Y.shape[0] != B.shape[0]:
-        raise ValueError(f"Y: expected {B.shape[0]} rows to match B of shape {tuple(B.shape)}, got {tuple(Y.shape)}")
+    if Y.shape[0] != B.shape[0] or Y.shape[1] == 0:
+        raise ValueError(f"Y: expected {B.shape[0]} rows to match B of shape {tuple(B.shape)} "
+                         f"and at least one column, got shape {tuple(Y.shape)}")
+    check_finite("Y", Y)
     U, s, _ = torch.linalg.svd(B, full_matrices=False)
     r = rank(B)
     U = U[:, :r]
@@ -419,6 +437,8 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
 
     from .plotting import WIDTH, kernel_style
 
+    eta_L = check_positive("eta_L", eta_L)
+    steps = check_int("steps", steps, minimum=0)
     m, X, Y = make_instance(kernel, N=N, n=n, D=D, H=H, seed=0)
     rate = value_rate(m, X)                      # constants; rate.L is L
     lr = eta_L / rate.L
@@ -449,19 +469,30 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
 # Each returns plain numbers or a figure, so the chapters show the computation in a few lines.
 # ---------------------------------------------------------------------------------------------
 
+def _sequence(name: str, values, what: str) -> list:
+    """``values`` as a list, or a clear error for a string, a number or None."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a non-empty list of {what}, got {values!r}")
+    return list(values)
+
+
 def _check_kernels(kernels) -> tuple:
-    kernels = tuple(kernels)
+    kernels = tuple(_sequence("kernels", kernels, "kernel names"))
     if not kernels:
         raise ValueError("kernels: expected at least one kernel name, got none")
     for k in kernels:
-        check_choice("kernel", k, KERNEL_NAMES)
+        check_choice("kernels", k, KERNEL_NAMES)
     return kernels
 
 
 def _check_ints(name: str, values, minimum: int = 1) -> list:
-    values = list(values)
+    """A non-empty list of integers ``>= minimum`` (of seeds in ``[0, 2^63)`` when ``name`` is
+    ``"seeds"``), or a clear error."""
+    values = _sequence(name, values, "integers")
     if not values:
         raise ValueError(f"{name}: expected a non-empty list of integers, got {values!r}")
+    if name == "seeds":
+        return [check_seed("seeds", v) for v in values]
     return [check_int(name, v, minimum=minimum) for v in values]
 
 
@@ -565,6 +596,9 @@ def phase_sweep(D_grid, N: int = 4, n: int = 6, steps: int = 2000, seeds=(100, 1
 
     if not isinstance(D_grid, dict) or not D_grid:
         raise ValueError(f"D_grid: expected a non-empty dict {{H: [D, ...]}}, got {D_grid!r}")
+    D_grid = {check_int("D_grid (a key H)", H): _check_ints("D_grid (the D of a key)", Ds)
+              for H, Ds in D_grid.items()}
+    N, n = check_int("N", N), check_int("n", n)
     kernels, seeds = _check_kernels(kernels), _check_ints("seeds", seeds, minimum=0)
     steps = check_int("steps", steps, minimum=1)
     t0, rows = time.perf_counter(), []
@@ -669,6 +703,8 @@ def rate_runs(D_above: int = 72, D_below: int = 12, N: int = 4, n: int = 6, seed
 
     kernels = _check_kernels(kernels)
     max_steps, tail = check_int("max_steps", max_steps), check_int("tail", tail, minimum=2)
+    D_above, D_below = check_int("D_above", D_above), check_int("D_below", D_below)
+    N, n, seed = check_int("N", N), check_int("n", n), check_seed("seed", seed)
     runs = []
     for D, below in ((D_above, False), (D_below, True)):
         for kernel in kernels:
