@@ -159,6 +159,7 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
 
     gaussian.name = "gaussian"
     gaussian.c = c
+    gaussian.shift_invariant = True   # depends on q - k only: the layer centres the tokens
     return gaussian
 
 
@@ -338,10 +339,26 @@ class AttentionLayer(torch.nn.Module):
     def scores(self, X) -> torch.Tensor:
         """The attention matrices ``S_h(X_i)``, shape ``(N, H, n, n)``."""
         X = self.check_X(X)
-        return self._scores(X)
+        return self._scores(X, check=True)
 
-    def _scores(self, X: torch.Tensor) -> torch.Tensor:
-        Q, K = self.queries_keys(X)
+    def _centred_queries_keys(self, X: torch.Tensor):
+        """Queries and keys with the same differences ``q_k - k_j`` as :meth:`queries_keys`,
+        computed from tokens centred per sample: ``Q = (X - m) W_Q + m (W_Q - W_K)`` and
+        ``K = (X - m) W_K`` with ``m`` the mean token. For a kernel that depends on ``q - k``
+        only (the Gaussian) this keeps float32 scores accurate for tokens far from the origin
+        (without it, rounding ``X W_Q`` at ``|X| = 1e4`` costs about 5e-4 in every score)."""
+        m = X.mean(dim=1, keepdim=True)                                  # (N, 1, D)
+        Xc = X - m
+        Q = torch.einsum("Nnd,hde->Nhne", Xc, self.W_Q)
+        Q = Q + torch.einsum("Nnd,hde->Nhne", m, self.W_Q - self.W_K)
+        K = torch.einsum("Nnd,hde->Nhne", Xc, self.W_K)
+        return Q, K
+
+    def _scores(self, X: torch.Tensor, check: bool = False) -> torch.Tensor:
+        if getattr(self.kernel, "shift_invariant", False):
+            Q, K = self._centred_queries_keys(X)
+        else:
+            Q, K = self.queries_keys(X)
         S = self.kernel(Q, K)
         want = Q.shape[:-1] + (K.shape[-2],)
         if not isinstance(S, torch.Tensor) or S.shape != want:
@@ -351,24 +368,38 @@ class AttentionLayer(torch.nn.Module):
                 f"(N, H, n, n) = {tuple(want)} for queries and keys of shape {tuple(Q.shape)}, "
                 f"got {got}"
             )
+        if check and not bool(torch.isfinite(S).all()):
+            self._nonfinite_scores(Q, K)
         return S
+
+    def _nonfinite_scores(self, Q: torch.Tensor, K: torch.Tensor):
+        """Raise the error for a kernel that returned NaN or Inf, naming the kernel."""
+        Q, K = Q.detach(), K.detach()
+        if bool(torch.isfinite(Q).all() and torch.isfinite(K).all()):
+            mag = float(max(Q.abs().max(), K.abs().max()))
+            raise FloatingPointError(
+                f"kernel {self.kernel_name!r}: returned NaN/Inf for finite queries and keys "
+                f"(largest entry {mag:.3g}); expected finite scores - check the kernel"
+                + (" (or the size of the inputs and weights)" if mag > 1e3 else ""))
+        raise FloatingPointError(f"kernel {self.kernel_name!r}: the queries or keys are not "
+                                 f"finite; expected finite weights W_Q, W_K")
 
     def features(self, X) -> torch.Tensor:
         """Per-head features ``S_h(X_i) X_i``, shape ``(N, H, n, D)``."""
         X = self.check_X(X)
-        return torch.einsum("Nhij,Njd->Nhid", self._scores(X), X)
+        return torch.einsum("Nhij,Njd->Nhid", self._scores(X, check=True), X)
 
     def forward(self, X) -> torch.Tensor:
         """``T(X_i)`` for every sample, shape ``(N, n, d_out)``."""
         X = self.check_X(X)
-        return self._forward(X)
+        return self._forward(X, check=True)
 
-    def _forward(self, X: torch.Tensor) -> torch.Tensor:
-        S = self._scores(X)
+    def _forward(self, X: torch.Tensor, check: bool = False) -> torch.Tensor:
+        S = self._scores(X, check=check)
         V = torch.einsum("Nnd,hdv->Nhnv", X, self.W_V)
         return torch.einsum("Nhij,Nhjv,hvo->Nio", S, V, self.W_O)
 
     def loss(self, X, Y) -> torch.Tensor:
         """The squared loss ``f = 1/2 sum_i ||T(X_i) - Y_i||_F^2`` (a 0-d tensor)."""
         X, Y = self.check_XY(X, Y)
-        return 0.5 * ((self._forward(X) - Y) ** 2).sum()
+        return 0.5 * ((self._forward(X, check=True) - Y) ** 2).sum()

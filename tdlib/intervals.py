@@ -286,7 +286,8 @@ def sign_certificate(keys: Sequence[int], values, target_query) -> SignCertifica
         raise ValueError(f"values: expected finite numbers of shape "
                          f"({len(keys)}, d_out), got shape {values.shape}")
     V = [[Fraction(float(x)) for x in row] for row in values]
-    st = Fraction(check_real("target_query", target_query))
+    st = target_query if isinstance(target_query, Fraction) else \
+        Fraction(check_real("target_query", target_query))
     w = [exp_enclosure(st * k).rounded() for k in keys]
     Zt = sum(w[1:], w[0])
     y = []

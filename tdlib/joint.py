@@ -97,7 +97,7 @@ def certificate_callback(X, Y=None, every: int = 1, pl: bool = False) -> Callabl
     """
     every = check_int("every", every)
     if pl and Y is None:
-        raise ValueError("Y: expected the targets (pl=True needs them), got None")
+        raise ValueError("Y: expected the targets, got None (pl=True needs the targets Y)")
     X = as_tensor("X", X, dtype=F64)
     check_rank("X", X, 3, "(N, n, D)")
     if 0 in X.shape:

@@ -383,7 +383,8 @@ def _hull_args(U, y, min_rows: int = 1):
     float64 arrays, or a clear error."""
     U, y = as_array("U", U, "(n, d_out)").numpy(), as_array("y", y, "(d_out,)").numpy()
     if U.shape[0] < min_rows:
-        raise ValueError(f"U: expected at least {min_rows} rows, got shape {U.shape}")
+        raise ValueError(f"U: expected at least {min_rows} rows (n >= {min_rows}), got shape "
+                         f"{U.shape}")
     if y.shape != (U.shape[1],):
         raise ValueError(f"y: expected shape ({U.shape[1]},) to match U of shape {U.shape}, "
                          f"got {y.shape}")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .attention import PARAMS, AttentionLayer
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_finite, check_int, check_positive
 
 
 STEP_GROW = 1.1
@@ -223,6 +223,8 @@ def train(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function (model, t) -> dict, got {callback!r}")
     X, Y = model.check_XY(X, Y)
+    for p in PARAMS:   # a NaN start is the weights' fault, not the step size's
+        check_finite(f"model.{p} (the initial weights)", getattr(model, p).detach())
     zero_output_loss = 0.5 * float((Y.double() ** 2).sum())
 
     params = {p: getattr(model, p) for p in PARAMS}

@@ -449,7 +449,7 @@ EXEMPT = {
     # kernels: the factories take their options (checked through make_kernel and the layer)
     "attention.softmax_kernel", "attention.kernel_name",
     # the checks that take (name, x) arrays are exercised through every tensor argument above
-    "checks.as_tensor", "checks.check_rank", "checks.check_finite", "checks.check_choice",
+    "checks.as_tensor", "checks.as_array", "checks.check_rank", "checks.check_finite", "checks.check_choice",
 }
 
 

@@ -494,3 +494,111 @@ def test_check_command_names_the_bad_file(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "tdlib.book", "check"], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(good.read_text())["runs"][0]["seed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the classes of bad input found by trying the library as a careless user would
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
+def test_float32_gaussian_scores_of_a_far_tight_cluster_are_accurate(offset):
+    """The layer centres the tokens before a shift-invariant kernel: float32 scores of points
+    near ``offset`` agree with float64 ones (rounding ``X W_Q`` at 1e4 alone costs 5e-4)."""
+    g = torch.Generator().manual_seed(int(offset))
+    m32 = AttentionLayer(4, kernel="gaussian", seed=1, dtype=torch.float32)
+    m32.set_weights(W_K=m32.W_Q.detach())              # tied: queries meet their own keys
+    m64 = AttentionLayer(4, kernel="gaussian", seed=1)
+    m64.set_weights(**{p: getattr(m32, p).detach().double() for p in ("W_Q", "W_K", "W_V", "W_O")})
+    X = (offset + 0.3 * torch.randn(3, 5, 4, generator=g, dtype=torch.float64)).float()
+    S32, S64 = m32.scores(X).detach().double(), m64.scores(X.double()).detach()
+    assert float(S64.max()) > 0.9                       # the scores are not all tiny
+    err = float((S32 - S64).abs().max())
+    print(f"offset {offset:g}: float32 scores within {err:.1e} of float64")
+    assert err < 1e-6
+    # the gradient is that of the same function
+    Y = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad(m64.loss(X.double(), Y), m64.W_Q)[0]
+    Q, K = m64.queries_keys(X.double())
+    direct = 0.5 * ((torch.einsum("Nhij,Njd,hdv,hvo->Nio", torch.exp(-direct_d(Q, K) / 4.0),
+                                  X.double(), m64.W_V, m64.W_O) - Y) ** 2).sum()
+    assert torch.allclose(grads, torch.autograd.grad(direct, m64.W_Q)[0], rtol=1e-6, atol=1e-9)
+
+
+def direct_d(Q, K):
+    return ((Q.unsqueeze(-2) - K.unsqueeze(-3)) ** 2).sum(-1)
+
+
+def test_a_kernel_returning_nan_is_named_by_the_forward(custom_kernel):
+    name = custom_kernel("robust-nan-forward", lambda Q, K: torch.log(Q @ K.transpose(-1, -2)))
+    model = AttentionLayer(3, kernel=name, seed=0)
+    X, _ = random_data(2, 3, 3, d_out=3)
+    with pytest.raises(FloatingPointError, match=rf"kernel '{name}'.*NaN/Inf for finite queries"):
+        model(X)
+    with pytest.raises(FloatingPointError, match=rf"kernel '{name}'"):
+        model.scores(X)
+
+
+@pytest.mark.parametrize("lr", [True, False, "0.1", np.float64("nan"), 1 + 0j])
+def test_train_refuses_a_step_size_that_is_not_a_positive_number(lr):
+    model = AttentionLayer(3, seed=0)
+    X, Y = random_data(2, 3, 3, d_out=3)
+    before = model.W_Q.detach().clone()
+    with pytest.raises((TypeError, ValueError), match=r"lr \(step size\): expected a positive"):
+        train(model, X, Y, lr=lr, steps=5, progress=False)
+    assert torch.equal(model.W_Q.detach(), before)
+
+
+def test_a_nan_start_is_blamed_on_the_weights_not_the_step_size():
+    model = AttentionLayer(3, seed=0)
+    X, Y = random_data(2, 3, 3, d_out=3)
+    with torch.no_grad():
+        model.W_K[0, 1, 2] = math.nan
+    with pytest.raises(ValueError, match=r"model\.W_K \(the initial weights\): expected finite"):
+        train(model, X, Y, lr=0.1, steps=5, progress=False)
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, -1])
+def test_seeds_outside_0_to_2_63_are_refused(seed):
+    from tdlib import joint, query, zeroloss
+
+    for call in (lambda: random_inputs(2, 2, 2, seed=seed), lambda: AttentionLayer(2, seed=seed),
+                 lambda: query.make_problem(seed=seed),
+                 lambda: joint.perturb(AttentionLayer(2), seed=seed),
+                 lambda: zeroloss.make_instance(seed=seed)):
+        with pytest.raises(ValueError, match="seed"):
+            call()
+
+
+def test_certify_on_a_flat_hessian_reports_instead_of_crashing():
+    from tdlib import counterexample as ce
+
+    cert = ce.certify(lambda x: (x ** 4).sum(), [0.3], zero_point=[0.0])
+    assert not cert.is_instance
+    assert any("Hessian eigenvalue" in r for r in cert.reasons), cert.reasons
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda ce: ce.closed_form(ce.instance(), math.nan), "s: expected finite"),
+    (lambda ce: ce.gd_1d(ce.instance(), math.nan, steps=0), "s0: expected a finite real"),
+    (lambda ce: ce.run_gd(ce.instance(), [math.nan], steps=0), "q0: expected finite"),
+    (lambda ce: ce.instance().loss([]), "q: expected at least one query"),
+])
+def test_the_counterexample_refuses_a_nan_query(call, match):
+    from tdlib import counterexample as ce
+
+    with pytest.raises(ValueError, match=match):
+        call(ce)
+
+
+def test_empty_or_misshaped_input_is_named():
+    from tdlib import query, zeroloss
+
+    with pytest.raises(ValueError, match=r"B: expected a non-empty matrix"):
+        zeroloss.lambda_max(torch.zeros(0, 3))
+    with pytest.raises(ValueError, match=r"U: expected a non-empty array"):
+        query.hull_distance(np.zeros((0, 2)), [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"y: expected shape \(2,\)"):
+        query.hull_distance(np.eye(2), [0.0, 0.0, 1.0])
+    from tdlib import counterexample as ce
+    with pytest.raises(ValueError, match=r"minima: expected a non-empty list"):
+        ce.basins(ce.instance(), [[0.5]], [], steps=1)
