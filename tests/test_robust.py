@@ -602,3 +602,12 @@ def test_empty_or_misshaped_input_is_named():
     from tdlib import counterexample as ce
     with pytest.raises(ValueError, match=r"minima: expected a non-empty list"):
         ce.basins(ce.instance(), [[0.5]], [], steps=1)
+
+
+def test_imdb_folder_and_classifier_options_are_named():
+    with pytest.raises(TypeError, match=r"root: expected the path of the aclImdb folder"):
+        text.imdb_folder(None)
+    with pytest.raises(TypeError, match=r"Classifier: expected options among .*unknown heads"):
+        Classifier(heads=4)
+    with pytest.raises(ValueError, match=r"seed: expected an integer seed in \[0, 2\^63\)"):
+        Classifier(ModelConfig(max_len=6, D=8, hidden=8, H=2), seed=2**63)
