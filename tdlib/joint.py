@@ -488,14 +488,20 @@ def certified_instance(kernel: str, y_scale: float, seeds, D: int = 96, N: int =
     """The first instance of :func:`make_instance` over ``seeds`` on which the sufficient
     condition holds: ``(seed, model, X, Y, condition)``. Raises ``RuntimeError`` if none does."""
     check_choice("kernel", kernel, KERNEL_NAMES)
-    seeds, y_scale = _check_ints("seeds", seeds), check_positive("y_scale", y_scale)
+    y_scale = check_positive("y_scale", y_scale)
+    D, N, n = check_int("D", D), check_int("N", N), check_int("n", n)
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds: expected an iterable of seeds, got {seeds!r}")
     tried = 0
-    for seed in seeds:
+    for seed in seeds:   # lazily: a generator of fresh seeds may be shared by several calls
+        seed = check_seed("seeds", seed)
         tried += 1
         m, X, Y = make_instance(kernel, N=N, n=n, D=D, y_scale=y_scale, seed=seed)
         cond = sufficient_condition(m, X, Y)
         if cond.holds:
             return seed, m, X, Y, cond
+    if not tried:
+        raise ValueError("seeds: expected at least one seed, got none (an exhausted iterator?)")
     raise RuntimeError(f"certified_instance: the condition failed on all {tried} {kernel} "
                        f"instances (y_scale={y_scale}, D={D}); try a smaller y_scale or larger D")
 
