@@ -282,7 +282,11 @@ def layer(problem: PerQueryProblem, W_Q=None, seed: int = 0):
     model = AttentionLayer(D=n, H=1, d=d, d_v=d_out, d_out=d_out, kernel=problem.kernel, seed=seed)
     model.set_weights(W_K=problem.keys, W_V=problem.values, W_O=torch.eye(d_out, dtype=torch.float64))
     if W_Q is not None:
-        model.set_weights(W_Q=as_tensor("W_Q", W_Q, dtype=torch.float64).reshape(n, d))
+        W = as_tensor("W_Q", W_Q, dtype=torch.float64)
+        if W.numel() != n * d:
+            raise ValueError(f"W_Q: expected {n * d} entries (shape ({n}, {d})), got shape "
+                             f"{tuple(W.shape)}")
+        model.set_weights(W_Q=W.reshape(n, d))
     X = torch.eye(n, dtype=torch.float64)[None]
     Y = problem.target.expand(1, n, d_out).clone()
     return model, X, Y
@@ -452,6 +456,7 @@ def certify(
         reasons.append("no zero-loss point was given")
     else:
         zp_t = as_tensor("zero_point", zero_point, dtype=torch.float64).reshape(-1)
+        check_finite("zero_point", zp_t)
         if zp_t.shape != x.shape:
             raise ValueError(f"zero_point: expected shape {tuple(x.shape)}, got {tuple(zp_t.shape)}")
         zl = float(f(zp_t))

@@ -249,13 +249,15 @@ CALLS: Dict[str, Call] = {
         ce.layer_loss_fn, lambda: {"model": layer(), "X": data()[0], "Y": data()[1]},
         {"model": "model", "X": "array", "Y": "array"}),
     "counterexample.layer": Call(
-        ce.layer, lambda: {"problem": ce_problem()}, {"seed": "seed", "problem": "model"}),
+        ce.layer, lambda: {"problem": ce_problem(), "W_Q": [[0.1], [0.2], [0.3]]},
+        {"seed": "seed", "problem": "model", "W_Q": "tensor"}),
     "counterexample.newton": Call(
         ce.newton, lambda: {"f": lambda x: ((x - 1) ** 2).sum(), "x0": [0.0], "max_iter": 3},
         {"x0": "tensor", "tol": "positive", "max_iter": "count0"}),
     "counterexample.certify": Call(
-        ce.certify, lambda: {"f": lambda x: ((x - 1) ** 2).sum(), "x0": [1.0]},
-        {"x0": "tensor", "grad_tol": "positive", "eig_tol": "positive", "loss_tol": "positive",
+        ce.certify, lambda: {"f": lambda x: ((x - 1) ** 2).sum(), "x0": [1.0],
+                             "zero_point": [1.0]},
+        {"x0": "tensor", "zero_point": "tensor", "grad_tol": "positive", "eig_tol": "positive", "loss_tol": "positive",
          "segment_points": "count"}),
     "counterexample.basin_shares": Call(
         ce.basin_shares, lambda: {"problem": ce_problem(), "s_b": 1.0, "sigmas": [0.5],
