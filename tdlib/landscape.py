@@ -21,7 +21,14 @@ from typing import Callable, Dict
 import numpy as np
 import torch
 
-from .checks import check_int
+from .checks import check_int, check_seed
+
+
+def _check_module(model) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module (e.g. a tdlib Classifier), got "
+                        f"{type(model).__name__}")
+    return model
 
 Direction = Dict[str, torch.Tensor]
 
@@ -50,7 +57,8 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
     The raw Gaussian draw depends only on ``seed`` and the parameter shapes, so two models with
     the same architecture get the same draw (each then normalized against its own weights).
     """
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    _check_module(model)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     dirs = []
     for _ in range(check_int("k", k)):
         raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()}
@@ -60,6 +68,12 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
 
 def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[[torch.nn.Module], float]:
     """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients."""
+    batch = check_int("batch", batch)
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) == 0 \
+            or len(x) != len(y):
+        raise ValueError(f"x, y: expected tensors of inputs and labels of the same non-zero "
+                         f"length, got {getattr(x, 'shape', x)!r:.60} and "
+                         f"{getattr(y, 'shape', y)!r:.60}")
 
     @torch.no_grad()
     def f(model):
@@ -92,10 +106,11 @@ def _coords(name: str, values) -> np.ndarray:
 def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float], d1: Direction,
             d2: Direction, alphas, betas) -> np.ndarray:
     """``F[i, j] = loss_fn(theta* + alphas[i] d1 + betas[j] d2)``; the model is restored after."""
-    params = dict(model.named_parameters())
-    for d in (d1, d2):
-        if set(d) != set(params):
-            raise KeyError("directions must have one entry per model parameter")
+    params = dict(_check_module(model).named_parameters())
+    for name, d in (("d1", d1), ("d2", d2)):
+        if not isinstance(d, dict) or set(d) != set(params):
+            raise ValueError(f"{name}: expected a direction with one entry per model parameter "
+                             f"(from random_directions), got {type(d).__name__}")
     theta = {n: p.detach().clone() for n, p in params.items()}
     alphas, betas = _coords("alphas", alphas), _coords("betas", betas)
     F = np.empty((len(alphas), len(betas)))

@@ -36,7 +36,7 @@ BAD = settings(max_examples=40, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 MODULES = ["attention", "train", "data", "rates", "checks", "intervals", "counterexample",
-           "query", "zeroloss", "joint"]
+           "query", "zeroloss", "joint", "text", "transformer", "landscape"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,6 +74,8 @@ KINDS: Dict[str, Callable] = {
     "kernels": _kind([], ["nope"], None, "softmax", 3),
     # a dict {H: [D, ...]} of dimensions
     "grid": _kind({}, {0: [2]}, {1: []}, {1: [0]}, {1: [1.5]}, {True: [2]}, [2], None),
+    # a folder
+    "path": _kind(None, 3, 1.5, "", ["a"]),
     # a model of the wrong type
     "model": _kind(None, "model", 3, torch.zeros(2)),
 }
@@ -435,6 +437,62 @@ CALLS: Dict[str, Call] = {
          "step_factor": "positive", "N": "count", "n": "count"}),
 }
 
+def tiny_imdb() -> str:
+    """A folder in the layout of aclImdb with one review per split and class."""
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="aclImdb-"))
+    for split in ("train", "test"):
+        for cls, word in (("pos", "good"), ("neg", "bad")):
+            (root / split / cls).mkdir(parents=True)
+            (root / split / cls / "0_1.txt").write_text(f"a {word} film")
+    return str(root)
+
+
+def small_classifier():
+    from tdlib.transformer import Classifier, ModelConfig
+
+    return Classifier(ModelConfig(vocab=16, max_len=6, D=4, hidden=4, H=2, layers=1), seed=0)
+
+
+CALLS.update({
+    # -- the experiments' models and data ---------------------------------------------------
+    "text.encode": Call(importlib.import_module("tdlib.text").encode,
+                        lambda: {"texts": ["ab", "c"], "max_len": 4}, {"max_len": "count"}),
+    "text.tweets": Call(importlib.import_module("tdlib.text").tweets, lambda: {"max_len": 8},
+                        {"max_len": "count", "test_fraction": "positive", "seed": "seed"}),
+    "text.imdb_folder": Call(importlib.import_module("tdlib.text").imdb_folder,
+                             lambda: {"root": tiny_imdb(), "max_len": 8},
+                             {"root": "path", "max_len": "count", "seed": "seed"}),
+    "transformer.Classifier": Call(
+        lambda **kw: __import__("tdlib.transformer", fromlist=["Classifier"]).Classifier(
+            __import__("tdlib.transformer", fromlist=["ModelConfig"]).ModelConfig(
+                vocab=16, max_len=6, D=4, hidden=4, H=2, layers=1), **kw),
+        lambda: {"seed": 0}, {"seed": "seed"}),
+    "transformer.ModelConfig.check": Call(
+        lambda **kw: __import__("tdlib.transformer", fromlist=["ModelConfig"]).ModelConfig(
+            **kw).check(), lambda: {"D": 4, "H": 2},
+        {"D": "count", "H": "count", "hidden": "count", "layers": "count", "vocab": "count",
+         "max_len": "count", "kernel": "kernel"}),
+    "landscape.random_directions": Call(
+        importlib.import_module("tdlib.landscape").random_directions,
+        lambda: {"model": small_classifier()}, {"model": "model", "seed": "seed", "k": "count"}),
+    "landscape.loss_fn_for": Call(
+        importlib.import_module("tdlib.landscape").loss_fn_for,
+        lambda: {"x": torch.ones(3, 6, dtype=torch.long), "y": torch.zeros(3, dtype=torch.long)},
+        {"batch": "count"}),
+    "landscape.surface": Call(
+        importlib.import_module("tdlib.landscape").surface,
+        lambda: (lambda m: {"model": m, "loss_fn": lambda mm: 0.0,
+                            "d1": importlib.import_module("tdlib.landscape").random_directions(
+                                m, seed=1)[0],
+                            "d2": importlib.import_module("tdlib.landscape").random_directions(
+                                m, seed=2)[0],
+                            "alphas": [0.0, 1.0], "betas": [0.0, 1.0]})(small_classifier()),
+        {"alphas": "tensor", "betas": "tensor", "model": "model"}),
+})
+
 EXEMPT = {
     # results and figures of results: their input is the output of a function listed above
     "train.History", "train.DivergenceError", "train.PlateauError", "rates.RateFit",
@@ -450,6 +508,13 @@ EXEMPT = {
     "query.QueryProblem",
     # kernels: the factories take their options (checked through make_kernel and the layer)
     "attention.softmax_kernel", "attention.kernel_name",
+    # text helpers without numeric input, and the path of the bundled corpus
+    "text.decode", "text.corpus_path",
+    # the classifier's parts are built and checked through Classifier and ModelConfig.check
+    "transformer.Architecture", "transformer.ModelConfig", "transformer.checked_kernel",
+    "transformer.MultiHeadKernelAttention", "transformer.Block",
+    # a direction of random_directions and a figure of surfaces
+    "landscape.filter_normalize", "landscape.plot_pair",
     # the checks that take (name, x) arrays are exercised through every tensor argument above
     "checks.as_tensor", "checks.as_array", "checks.check_rank", "checks.check_finite", "checks.check_choice",
 }
