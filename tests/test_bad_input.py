@@ -13,6 +13,7 @@ fails until it is listed in :data:`CALLS` (or in :data:`EXEMPT`, with the reason
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -437,8 +438,9 @@ CALLS: Dict[str, Call] = {
          "step_factor": "positive", "N": "count", "n": "count"}),
 }
 
+@functools.lru_cache(maxsize=1)
 def tiny_imdb() -> str:
-    """A folder in the layout of aclImdb with one review per split and class."""
+    """A folder in the layout of aclImdb with one review per split and class (made once)."""
     import tempfile
     from pathlib import Path
 
