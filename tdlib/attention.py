@@ -40,6 +40,9 @@ def register_kernel(name: str, factory: Callable[..., Kernel] | None = None, *, 
     The built-in kernels (``"softmax"``, ``"gaussian"``) are only replaced with
     ``replace=True``: every later model built with that name would silently change otherwise.
     A kernel of your own can be registered again under its name (re-running a notebook cell).
+    A kernel function with the attribute ``shift_invariant = True`` (it depends on ``q - k``
+    only, as the Gaussian does) gets from the layer queries and keys computed from centred
+    tokens, with the same differences: float32 scores stay accurate far from the origin.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"kernel name: expected a non-empty string, got {name!r}")

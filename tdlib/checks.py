@@ -41,7 +41,8 @@ def as_array(name: str, x, axes: str, *, dtype=torch.float64) -> torch.Tensor:
     """``x`` as a non-empty, finite floating tensor whose rank is the number of axes named in
     ``axes`` (e.g. ``"(n, d_out)"``; ``"()"`` for a number), or a clear error."""
     t = as_tensor(name, x, dtype=dtype)
-    rank = 0 if axes.strip("() ") == "" else axes.count(",") + 1 - axes.replace(" ", "").endswith(",)")
+    compact = axes.replace(" ", "")
+    rank = 0 if compact == "()" else compact.count(",") + 1 - compact.endswith(",)")
     check_rank(name, t, rank, axes)
     if t.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty array of shape {axes}, got shape "
