@@ -68,22 +68,52 @@ def data_path(*parts: str) -> Path:
 
 def versions() -> dict:
     """The software and machine a result was computed with (Python, torch, NumPy, tdlib,
-    platform, torch threads)."""
+    platform), torch's thread count (``threads``; two threads can give other bits than one)
+    and the environment variable ``OMP_NUM_THREADS`` (``None`` when unset)."""
     import torch
 
     from . import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "tdlib": __version__, "platform": platform.platform(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+_GIT: dict = {}
+
+
+def git_state() -> dict | None:
+    """The code a result was made with: ``{"commit": <HEAD's hash>, "dirty": <whether tracked
+    files under tdlib/ differ from that commit>}``, or ``None`` outside a git checkout (an
+    installed copy). Read once per process, at the first call: a run that starts before its
+    code is edited records the code it ran (the command line calls this at its start)."""
+    if "state" not in _GIT:
+        import subprocess
+
+        root = Path(__file__).resolve().parents[1]
+
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=30, check=True).stdout.strip()
+
+        try:
+            commit = git("rev-parse", "HEAD")
+            dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "tdlib"))
+            _GIT["state"] = {"commit": commit, "dirty": dirty}
+        except (OSError, subprocess.SubprocessError):
+            _GIT["state"] = None
+    return None if _GIT["state"] is None else dict(_GIT["state"])
 
 
 def provenance(command: str | None = None, **extra) -> dict:
-    """How a stored result was made: the command that remakes it, the time it was written and
-    :func:`versions`; ``extra`` adds fields such as ``wall_seconds``. Every producer stores
-    this dict under the key ``"provenance"`` of its result file."""
+    """How a stored result was made: the command that remakes it, the time it was written,
+    :func:`versions` and :func:`git_state` (under ``"git"``); ``extra`` adds fields such as
+    ``wall_seconds``. Every producer stores this dict under the key ``"provenance"`` of its
+    result file."""
     record = {"command": command,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **versions()}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **versions(),
+              "git": git_state()}
     record.update(extra)
     return record
 
@@ -307,6 +337,24 @@ def _check_runs(doc: dict) -> list:
     return problems
 
 
+def _check_code(prov: dict) -> list:
+    """Problems of the record of the code behind a result: ``"git"``, when present, is null or
+    a 40-hex commit with a boolean ``dirty``; ``"reproduce_at"`` (files made before commits
+    were recorded: the commit whose code remakes them), when present, is a hex commit."""
+    import re
+
+    problems = []
+    g = prov.get("git")
+    if g is not None and not (isinstance(g, dict) and isinstance(g.get("dirty"), bool)
+                              and re.fullmatch(r"[0-9a-f]{40}", str(g.get("commit")))):
+        problems.append(f"provenance 'git': expected null or {{'commit': <40 hex digits>, "
+                        f"'dirty': true/false}}, got {g!r}")
+    r = prov.get("reproduce_at")
+    if r is not None and not re.fullmatch(r"[0-9a-f]{7,40}", str(r)):
+        problems.append(f"provenance 'reproduce_at': expected a git commit hash, got {r!r}")
+    return problems
+
+
 def check_file(path) -> list:
     """The problems of one stored result file (an empty list when it is sound): unreadable or
     non-strict JSON, no provenance, a ``.npz`` without its ``.json`` or with a checksum that
@@ -339,6 +387,8 @@ def check_file(path) -> list:
     prov = doc.get("provenance")
     if not isinstance(prov, dict) or not prov.get("command"):
         problems.append("no provenance with the command that makes it")
+    else:
+        problems += _check_code(prov)
     if isinstance(doc.get("runs"), list):
         problems += _check_runs(doc)
     return problems

@@ -15,14 +15,23 @@ the command that made it)::
     python -m tdlib.experiments landscape --task text --stage1-steps 1000 --steps 1000 \
         --out book/data/experiments/text-landscape.npz
 
+Step sizes are chosen per kernel on a validation split carved from the training data
+(``--n-val``), never on the test set::
+
+    python -m tdlib.experiments step-sizes --task pathfinder --n-val 400 --steps 250 \
+        --lrs 3e-4 1e-3 3e-3 --out sweep.json      # records every run and the choice
+
 Runs can be split (say one process per kernel, in parallel) and joined afterwards with
 ``python -m tdlib.experiments merge --out joined.json part1.json part2.json`` (a run that
-appears twice is refused). ``python -m tdlib.experiments check`` validates every stored result
+appears twice is refused; step-size sweeps are joined the same way and the choice is made
+again on all their runs). ``python -m tdlib.experiments check`` validates every stored result
 file under ``book/data`` and names the bad ones (the same as ``python -m tdlib.book check``).
 
 On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper --device cuda
 --out runs.json`` runs the paper-scale configuration (:data:`PRESETS`; ``--imdb PATH`` trains
-the text task on the real IMDb folder); every run records its device and timings.
+the text task on the real IMDb folder, and the text preset requires it); every run records its
+device and timings, and every result file the git commit of the code and the thread counts
+(``--threads N`` sets torch's).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -43,6 +52,7 @@ import torch
 from . import book
 from .attention import KERNEL_NAMES, KERNELS, make_kernel
 from .checks import check_choice, check_int, check_positive
+from .pathfinder import majority_rate
 from .transformer import Architecture, Classifier, ModelConfig
 
 TASKS = ("text", "pathfinder")
@@ -74,6 +84,8 @@ class ExperimentConfig(Architecture):
     tokens; ``pathfinder`` uses ``n_train + n_test`` generated images of side ``image_size``
     (``image_size**2`` tokens) with main paths of ``path_length`` segments. ``data_seed`` fixes
     the data (split or generated images); ``seed`` fixes the initialisation and the mini-batches.
+    ``n_val > 0`` holds out the last ``n_val`` training samples as a validation set (for choosing
+    the step size, :func:`step_size_sweep`); the model then trains on the others.
     """
 
     task: str = "text"
@@ -85,9 +97,10 @@ class ExperimentConfig(Architecture):
     momentum: float | None = None
     eval_every: int | None = None
     n_eval: int | None = None  # evaluate on the first n_eval test samples (None: all)
+    n_val: int = 0  # validation samples carved from the end of the training set (never the test set)
     max_len: int = 128
     image_size: int = 16
-    path_length: int = 3
+    path_length: int = 8
     n_train: int = 8000
     n_test: int = 1000
     data_seed: int = 0
@@ -118,6 +131,7 @@ class ExperimentConfig(Architecture):
             raise ValueError(f"eval_every: expected at most steps={cfg.steps}, got {cfg.eval_every}")
         if cfg.n_eval is not None:
             check_int("n_eval", cfg.n_eval)
+        check_int("n_val", cfg.n_val, minimum=0)
         if cfg.D % cfg.H:
             raise ValueError(f"D must be divisible by H, got D={cfg.D}, H={cfg.H}")
         if cfg.task == "pathfinder":
@@ -125,8 +139,9 @@ class ExperimentConfig(Architecture):
 
             check_choice("image_size", cfg.image_size, (16, 32))
             check_geometry(cfg.image_size, cfg.path_length, cfg.data_seed)
-            if cfg.batch_size > cfg.n_train:
-                raise ValueError(f"batch_size: expected at most n_train={cfg.n_train}, got {cfg.batch_size}")
+            if cfg.batch_size > cfg.n_train - cfg.n_val:
+                raise ValueError(f"batch_size: expected at most n_train - n_val = "
+                                 f"{cfg.n_train - cfg.n_val}, got {cfg.batch_size}")
         return cfg
 
     def model_config(self) -> ModelConfig:
@@ -186,6 +201,45 @@ def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
     return loss / len(x), correct / len(x)
 
 
+def validation_split(data: dict, n_val: int) -> dict:
+    """``data`` with its last ``n_val`` training samples moved to ``x_val``/``y_val`` (the
+    test set is untouched); ``data`` itself when ``n_val == 0``."""
+    n_val = check_int("n_val", n_val, minimum=0)
+    if n_val == 0:
+        return data
+    n = len(data["x_train"])
+    if n_val >= n:
+        raise ValueError(f"n_val: expected fewer than the {n} training samples, got {n_val}")
+    out = dict(data)
+    out["x_train"], out["x_val"] = data["x_train"][: n - n_val], data["x_train"][n - n_val:]
+    out["y_train"], out["y_val"] = data["y_train"][: n - n_val], data["y_train"][n - n_val:]
+    return out
+
+
+@torch.no_grad()
+def attention_scale(model: Classifier, tokens: torch.Tensor) -> dict:
+    """The size of what attention adds to the residual stream, at the model's current weights:
+    per block, the root-mean-square entry of the attention output ``MHA(LN(Z))`` and of the
+    residual stream ``Z`` that enters the block, on ``tokens`` (B, n). Returns
+    ``{"attention": [...], "residual": [...]}`` (one number per block)."""
+    out = {"attention": [], "residual": []}
+    hooks = [b.register_forward_pre_hook(
+        lambda _m, args: out["residual"].append(float(args[0].pow(2).mean().sqrt())))
+        for b in model.blocks]
+    hooks += [b.attn.register_forward_hook(
+        lambda _m, _args, y: out["attention"].append(float(y.pow(2).mean().sqrt())))
+        for b in model.blocks]
+    was_training = model.training
+    try:
+        model.eval()
+        model(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out
+
+
 def training_device(name: str) -> torch.device:
     """``torch.device(name)``, with a clear error for a malformed or unavailable device."""
     try:
@@ -213,7 +267,7 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
     JSON-ready dict with the configuration, the curves, package versions and the wall time.
     """
     cfg = cfg.resolved()
-    data = data or load_data(cfg)
+    data = validation_split(data or load_data(cfg), cfg.n_val)
     if model is None:
         model = Classifier(cfg.model_config(), seed=cfg.seed)
     device = training_device(cfg.device)
@@ -227,6 +281,9 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
     opt = make_optimizer(cfg, model.parameters())
     gen = torch.Generator().manual_seed(10_000 + cfg.seed)
     curves = {"step": [], "test_loss": [], "test_acc": [], "train_loss": []}
+    if cfg.n_val:
+        curves.update(val_loss=[], val_acc=[])
+    init_scale = attention_scale(model, xtr[:64].to(device))
     run_loss, run_n = [], 0
     perm, pos = torch.randperm(len(xtr), generator=gen), 0
 
@@ -236,6 +293,10 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
         curves["test_loss"].append(tl)
         curves["test_acc"].append(ta)
         curves["train_loss"].append(float(np.mean(run_loss)) if run_loss else None)
+        if cfg.n_val:
+            vl, va = evaluate(model, data["x_val"], data["y_val"])
+            curves["val_loss"].append(vl)
+            curves["val_acc"].append(va)
         run_loss.clear()
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -275,7 +336,9 @@ def train_model(cfg: ExperimentConfig, model: Classifier | None = None, data: di
     result = {"config": asdict(cfg), "seed": cfg.seed, "kernel": cfg.kernel, "task": cfg.task,
               "curves": curves, "seconds": seconds, "cpu_seconds": cpu_seconds, "device": str(device),
               "torch_threads": torch.get_num_threads(), "versions": book.versions(),
-              "n_params": model.n_params(), "n_train": len(xtr), "n_test": len(xte)}
+              "git": book.git_state(),
+              "n_params": model.n_params(), "n_train": len(xtr), "n_test": len(xte),
+              "n_val": cfg.n_val, "test_majority": majority_rate(yte), "init_scale": init_scale}
     return model, result
 
 
@@ -326,6 +389,121 @@ def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress
     return results
 
 
+# ---------------------------------------------------------------------------------------------
+# step sizes chosen on a validation split, and the cue baselines of a Pathfinder run's data
+# ---------------------------------------------------------------------------------------------
+
+def step_size_sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, lrs=(3e-4, 1e-3, 3e-3),
+                    seed: int = 0, progress: bool = True, log: bool = False) -> list:
+    """One run per kernel and step size ``lr`` in ``lrs`` (seed ``seed``), each with the
+    validation curves of ``cfg.n_val`` held-out training samples (``cfg.n_val > 0`` required);
+    a list of run dicts. :func:`choose_step_sizes` picks from them."""
+    if cfg.n_val < 1:
+        raise ValueError(f"n_val: a step-size sweep chooses on a validation split; expected "
+                         f"n_val >= 1, got {cfg.n_val}")
+    lrs = _distinct("lrs", lrs, lambda v: check_positive("lr", v))
+    kernels, _ = check_sweep(cfg, kernels, [seed])
+    out = []
+    for k in kernels:
+        for lr in lrs:
+            out.append(run(replace(cfg, kernel=k, seed=int(seed), lr=float(lr)),
+                           progress=progress))
+            if log:
+                c = out[-1]["curves"]
+                print(f"{cfg.task}/{k}/lr {lr:g}: validation loss {c['val_loss'][-1]:.4f}, "
+                      f"accuracy {c['val_acc'][-1]:.3f}", flush=True)
+    return out
+
+
+def choose_step_sizes(runs, last_k: int = 3) -> dict:
+    """Per kernel, the step size of ``runs`` (from :func:`step_size_sweep`) with the smallest
+    validation loss averaged over the last ``last_k`` evaluations: ``{kernel: {"lr": best,
+    "val_loss": {lr: mean}, "val_acc": {lr: mean}}}`` (step sizes as strings, JSON keys). The
+    test set plays no part in the choice."""
+    last_k = check_int("last_k", last_k)
+    out = {}
+    for r in runs:
+        c = r["curves"]
+        if "val_loss" not in c or len(c["val_loss"]) < last_k:
+            raise ValueError(f"runs: expected validation curves of at least last_k={last_k} "
+                             f"evaluations, got a run without (kernel {r.get('kernel')})")
+        d = out.setdefault(r["kernel"], {"val_loss": {}, "val_acc": {}})
+        key = repr(float(r["config"]["lr"]))
+        if key in d["val_loss"]:
+            raise ValueError(f"runs: step size {key} appears twice for kernel {r['kernel']}")
+        d["val_loss"][key] = float(np.mean(c["val_loss"][-last_k:]))
+        d["val_acc"][key] = float(np.mean(c["val_acc"][-last_k:]))
+    for d in out.values():
+        d["lr"] = float(min(d["val_loss"], key=d["val_loss"].get))
+    return out
+
+
+def merge_sweeps(docs) -> dict:
+    """Join stored step-size sweeps (files written by ``step-sizes``, one ``last_k``) into one
+    document with the runs of all and :func:`choose_step_sizes` made again on them."""
+    last = {d.get("last_k") for d in docs}
+    if len(last) != 1:
+        raise ValueError(f"files: expected sweeps chosen with one last_k, got {sorted(last)}")
+    runs = [r for d in docs for r in d["sweep"]]
+    last_k = last.pop()
+    return {"sweep": runs, "choice": choose_step_sizes(runs, last_k), "last_k": last_k}
+
+
+def sweep_reading(doc: dict, z: float = 3.0) -> str:
+    """What a stored step-size sweep (``doc`` as written by ``step-sizes``) can support: whether
+    any run's final validation accuracy rose ``z`` standard errors above its step-0 value, how
+    far apart the validation losses of the grid are, and whether a choice sits at an end of
+    the grid (where a larger or smaller step size was not tried)."""
+    runs = doc["sweep"]
+    moved = [r["curves"]["val_acc"][-1] - r["curves"]["val_acc"][0] > z * accuracy_se(r["n_val"])
+             for r in runs]
+    ends = {}
+    for k, c in doc["choice"].items():
+        grid = sorted(float(v) for v in c["val_loss"])
+        if len(grid) > 1 and c["lr"] in (grid[0], grid[-1]):
+            ends.setdefault("largest" if c["lr"] == grid[-1] else "smallest", []).append(
+                k.capitalize())
+    edges = [f"{' and '.join(names)} chose the {end} step size of the grid"
+             for end, names in ends.items()]
+    spread = max(max(c["val_loss"].values()) - min(c["val_loss"].values())
+                 for c in doc["choice"].values())
+    if not any(moved):
+        out = (f"No step size lifted the validation accuracy of either kernel {z:g} standard "
+               f"errors above its start, and the averaged validation losses of a kernel differ "
+               f"by at most {spread:.4f}: the choice rests on differences this small and says "
+               f"little")
+    else:
+        out = (f"{sum(moved)} of {len(runs)} sweep runs lifted the validation accuracy {z:g} "
+               f"standard errors above its start; the averaged validation losses of a kernel "
+               f"differ by up to {spread:.4f}")
+    return out + ("" if not edges else "; " + " and ".join(edges)) + "."
+
+
+def pathfinder_cues(cfg: ExperimentConfig) -> dict:
+    """:func:`tdlib.pathfinder.cue_baselines` on the data of a Pathfinder run: fitted on the
+    training images the model trains on (without the validation split), scored on the test
+    images it is evaluated on (the first ``n_eval``)."""
+    from .pathfinder import cue_baselines, pathfinder
+
+    cfg = cfg.resolved()
+    if cfg.task != "pathfinder":
+        raise ValueError(f"task: cue baselines exist for 'pathfinder', got {cfg.task!r}")
+    raw = pathfinder(cfg.n_train, cfg.n_test, size=cfg.image_size, path_length=cfg.path_length,
+                     seed=cfg.data_seed, cache_dir=cfg.cache_dir)
+    n, e = cfg.n_train - cfg.n_val, cfg.n_eval or cfg.n_test
+    side = (-1, cfg.image_size, cfg.image_size)
+    train = (raw["x_train"][:n].reshape(side), raw["y_train"][:n], raw["m_train"][:n])
+    test = (raw["x_test"][:e].reshape(side), raw["y_test"][:e], raw["m_test"][:e])
+    return cue_baselines(train, test, cfg.image_size)
+
+
+def shared_extras(docs) -> dict:
+    """The entries (besides ``provenance``, ``runs`` and ``parts``) that several stored files
+    share with equal values, such as the cue baselines of the same data: kept by a merge."""
+    keys = set.intersection(*(set(d) for d in docs)) - {"provenance", "runs", "parts", "parts_git"}
+    return {k: docs[0][k] for k in sorted(keys) if all(d[k] == docs[0][k] for d in docs)}
+
+
 def check_runs(results) -> list:
     """Validate a list of run dicts: each run once (task, kernel, seed), one task. Returns the
     list; raises an error naming the offending run otherwise."""
@@ -350,7 +528,8 @@ def check_runs(results) -> list:
 
 
 def summarize(results, key: str = "test_acc") -> dict:
-    """Per kernel: ``steps`` and the mean, min and max over seeds of the curve ``key``.
+    """Per kernel: ``steps``, the mean, min and max over seeds of the curve ``key``, ``runs``
+    (one row per seed, in the order of ``seeds``) and ``seeds``.
 
     A missing value (``None``/NaN) in ``key`` is an error naming the run, except the training
     loss at step 0 (no step has been taken), which stays NaN; runs of one kernel must share
@@ -359,6 +538,8 @@ def summarize(results, key: str = "test_acc") -> dict:
     out = {}
     for k in dict.fromkeys(r["kernel"] for r in results):
         runs = [r for r in results if r["kernel"] == k]
+        if all(r.get("seed") is not None for r in runs):  # in the order of the seeds
+            runs = sorted(runs, key=lambda r: r["seed"])
         steps = np.array(runs[0]["curves"]["step"])
         rows = []
         for r in runs:
@@ -380,7 +561,7 @@ def summarize(results, key: str = "test_acc") -> dict:
             rows.append(row)
         curves = np.array(rows)
         out[k] = {"step": steps, "mean": curves.mean(0), "min": curves.min(0), "max": curves.max(0),
-                  "std": curves.std(0), "runs": curves}
+                  "std": curves.std(0), "runs": curves, "seeds": [r.get("seed") for r in runs]}
     return out
 
 
@@ -394,71 +575,115 @@ def accuracy_se(n_test: int, p: float = 0.5) -> float:
     return math.sqrt(p * (1 - p) / n_test)
 
 
-def seed_ranges(summary: dict) -> dict:
-    """Per kernel of a :func:`summarize` result: ``(min, max)`` over seeds of the final value."""
-    return {k: (float(v["min"][-1]), float(v["max"][-1])) for k, v in summary.items()}
+def paired_differences(summary: dict, order=("gaussian", "softmax"), last_k: int = 1) -> np.ndarray:
+    """Per seed, ``order[0]`` minus ``order[1]`` of a :func:`summarize` result, each run's value
+    being the mean of its last ``last_k`` evaluations (``last_k = 1``: the final value). Seed
+    ``s`` gives both kernels the same initial weights and mini-batches, so the runs pair up by
+    seed; both kernels need the same seeds, listed in the same order. Shape ``(seeds,)``."""
+    a, b = order
+    for k in order:
+        if k not in summary:
+            raise ValueError(f"order: expected kernels of the runs {sorted(summary)}, got {k!r}")
+    last_k = check_int("last_k", last_k)
+    ra, rb = summary[a], summary[b]
+    if ra.get("seeds") != rb.get("seeds"):
+        raise ValueError(f"runs: a paired comparison needs the same seeds for both kernels, got "
+                         f"{ra.get('seeds')} ({a}) and {rb.get('seeds')} ({b})")
+    if last_k > len(ra["step"]) or last_k > len(rb["step"]):
+        raise ValueError(f"last_k: expected at most {min(len(ra['step']), len(rb['step']))} "
+                         f"evaluations, got {last_k}")
+    return ra["runs"][:, -last_k:].mean(1) - rb["runs"][:, -last_k:].mean(1)
 
 
-def separation_chance(n_a: int, n_b: int) -> float:
-    """Chance that every one of ``n_a`` runs ends above every one of ``n_b`` others, in a given
-    order, when all ``n_a + n_b`` final values are exchangeable (the kernels do not matter):
-    ``1 / C(n_a + n_b, n_a)`` -- the p-value of a one-sided permutation test of complete
-    separation (ties have probability 0)."""
-    for name, v in (("n_a", n_a), ("n_b", n_b)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    return 1.0 / math.comb(n_a + n_b, n_a)
+MAX_SIGN_FLIP_SEEDS = 20
+"""The exact sign-flip test enumerates all ``2**n`` sign patterns: at most this many seeds."""
 
 
-def verdict(a, b, name_a: str, name_b: str) -> str:
-    """How two kernels' final values over seeds compare, from their ``(lo, hi)`` ranges."""
-    for name, r in (("a", a), ("b", b)):
-        if len(r) != 2 or r[0] > r[1]:
-            raise ValueError(f"{name}: expected a range (lo, hi) with lo <= hi, got {r!r}")
-    if a[0] > b[1]:
-        return f"every {name_a} seed ends above every {name_b} seed"
-    if b[0] > a[1]:
-        return f"every {name_b} seed ends above every {name_a} seed"
-    return "the ranges over seeds overlap"
+def sign_flip_test(diffs) -> float:
+    """Exact two-sided p-value of the paired sign-flip permutation test of "the kernel makes no
+    difference" on the mean paired difference: the share of the ``2**n`` sign patterns ``s``
+    with ``|mean(s * diffs)| >= |mean(diffs)|``. Under that hypothesis each seed's difference
+    is as likely to have either sign. The observed pattern and its negation always count, so
+    the smallest p-value ``n`` seeds can give is ``2 / 2**n`` (0.25 for 3 seeds)."""
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"diffs: expected a non-empty 1-d array of finite differences, "
+                         f"got {diffs!r:.80}")
+    if d.size > MAX_SIGN_FLIP_SEEDS:
+        raise ValueError(f"diffs: the exact test enumerates 2**n sign patterns; expected at "
+                         f"most {MAX_SIGN_FLIP_SEEDS} seeds, got {d.size}")
+    signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+    means = np.abs(signs @ d) / d.size
+    observed = abs(d.mean())
+    return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
 
 
-def verdict_reading(a, b, n_a: int, n_b: int) -> str:
-    """What a :func:`verdict` is worth as evidence, in one sentence that follows it: overlapping
-    ranges say nothing about which kernel is better; a complete separation of few seeds is
-    weak evidence, quantified by :func:`separation_chance` (either order)."""
-    if a[0] > b[1] or b[0] > a[1]:
-        p = 2 * separation_chance(n_a, n_b)
-        return (f"with {n_a} and {n_b} seeds, a separation in one order or the other happens by "
-                f"chance with probability {p:.2f} when the kernel makes no difference, so it is "
-                f"weak evidence, not proof, that the kernels differ")
-    return (f"with {n_a} and {n_b} seeds, a gap between means that the ranges over seeds cover "
-            f"is not evidence for either kernel")
+def smallest_p(n_seeds: int) -> float:
+    """The smallest p-value :func:`sign_flip_test` can return with ``n_seeds`` seeds: ``2/2**n``."""
+    n = check_int("n_seeds", n_seeds)
+    return 2.0 / 2 ** n
 
 
-def first_above_chance(summary: dict, se: float, level: float = 0.5,
-                       z: float = 3.0) -> dict:
+def verdict(diffs, p: float, name_a: str, name_b: str) -> str:
+    """The paired comparison in words: how many seeds favour each kernel, the mean paired
+    difference and the sign-flip p-value ``p`` (of :func:`sign_flip_test`)."""
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"diffs: expected a non-empty 1-d array, got {diffs!r:.80}")
+    if not 0 < p <= 1:
+        raise ValueError(f"p: expected a p-value in (0, 1], got {p!r}")
+    ahead, behind = int((d > 0).sum()), int((d < 0).sum())
+    ties = f", {d.size - ahead - behind} tied" if ahead + behind < d.size else ""
+    return (f"{name_a} ends ahead of {name_b} in {ahead} of {d.size} seeds, behind in "
+            f"{behind}{ties} (mean paired difference {d.mean():+.3f}, sign-flip p = {p:.2f})")
+
+
+def verdict_reading(p: float, n_seeds: int, alpha: float = 0.05) -> str:
+    """What a paired p-value ``p`` from ``n_seeds`` seeds is worth, in one sentence."""
+    floor = smallest_p(n_seeds)
+    if floor > alpha:
+        return (f"with {n_seeds} seeds the smallest p-value this test can give is {floor:.2f}, "
+                f"so it cannot show a difference at the {alpha:g} level, whichever way the seeds "
+                f"fall")
+    if p <= alpha:
+        return (f"a difference this consistent over {n_seeds} seeds has probability {p:.2f} "
+                f"when the kernel makes no difference: evidence, at the {alpha:g} level, that "
+                f"the kernels differ in this setting")
+    return (f"a difference like this one is common ({p:.2f}) when the kernel makes no "
+            f"difference: it is not evidence for either kernel")
+
+
+def chance_levels(summary: dict, majority: float) -> dict:
+    """Per kernel, per seed: the level a run must beat to "leave chance", the larger of its
+    accuracy at step 0 (the untrained model) and ``majority`` (always answering the more
+    frequent test class)."""
+    if not 0 < majority <= 1:
+        raise ValueError(f"majority: expected a rate in (0, 1], got {majority!r}")
+    return {k: [max(float(run[0]), majority) for run in v["runs"]] for k, v in summary.items()}
+
+
+def first_above_chance(summary: dict, n_test: int, majority: float, z: float = 3.0) -> dict:
     """Per kernel of a :func:`summarize` result of test accuracy: per seed, the first evaluated
-    step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z`` standard
-    errors), or ``None`` if the seed never gets there."""
-    if not se > 0:
-        raise ValueError(f"se: expected a positive standard error, got {se!r}")
+    step after step 0 whose accuracy exceeds that seed's :func:`chance_levels` level by ``z``
+    binomial standard errors (:func:`accuracy_se` at that level, ``n_test`` test samples), or
+    ``None`` if the seed never gets there."""
+    if not z > 0:
+        raise ValueError(f"z: expected a positive number of standard errors, got {z!r}")
+    levels = chance_levels(summary, majority)
     out = {}
     for k, v in summary.items():
         steps = []
-        for run in v["runs"]:
-            above = np.asarray(run) > level + z * se
-            steps.append(int(v["step"][int(np.argmax(above))]) if above.any() else None)
+        for run, level in zip(v["runs"], levels[k]):
+            above = np.asarray(run[1:]) > level + z * accuracy_se(n_test, level)
+            steps.append(int(v["step"][1 + int(np.argmax(above))]) if above.any() else None)
         out[k] = steps
     return out
 
 
-def leave_chance_steps(summary: dict, se: float, level: float = 0.5, z: float = 3.0) -> dict:
-    """Per kernel of a :func:`summarize` result of test accuracy: the mean over seeds of the
-    first evaluated step whose accuracy exceeds ``level + z * se`` (the chance level plus ``z``
-    standard errors). A seed that never leaves chance counts as its last step, and the result
-    is then a lower bound."""
-    firsts = first_above_chance(summary, se, level, z)
-    return {k: float(np.mean([summary[k]["step"][-1] if t is None else t for t in ts]))
+def leave_chance_steps(firsts: dict, last_step: int) -> dict:
+    """Per kernel, the mean over seeds of :func:`first_above_chance` steps; a seed that never
+    leaves chance counts as ``last_step`` and the result is then a lower bound."""
+    return {k: float(np.mean([last_step if t is None else t for t in ts]))
             for k, ts in firsts.items()}
 
 
@@ -504,50 +729,126 @@ class KernelComparison:
     """The statistics of one task's stored runs that the experiments chapter reports.
 
     ``kernels[k]`` holds, for kernel ``k``: ``acc`` (final test accuracy, mean over seeds),
-    ``lo``/``hi`` (its range over seeds), ``avg`` (mean accuracy over all evaluations after
-    step 0, averaged over seeds), ``loss`` (final test loss, mean over seeds), ``seeds``,
-    ``first`` (per seed, the first step above chance, see :func:`first_above_chance`) and
-    ``leave`` (their mean, see :func:`leave_chance_steps`). ``se`` is the standard error of an
-    accuracy near 1/2 on the test set, ``verdict`` and ``reading`` the sentences of
-    :func:`verdict` and :func:`verdict_reading` (first kernel of ``order`` against the
-    second)."""
+    ``lo``/``hi`` (its range over seeds), ``last`` (mean over seeds of the mean of the last
+    ``last_k`` evaluations), ``avg`` (mean accuracy over all evaluations after step 0), ``loss``
+    (final test loss, mean over seeds), ``seeds``, ``start`` (mean accuracy at step 0),
+    ``first`` (per seed, the first step above chance, see :func:`first_above_chance`),
+    ``leave`` (their mean, :func:`leave_chance_steps`) and ``left`` (how many seeds left).
+    ``paired`` holds the per-seed differences ``order[0] - order[1]`` of the final accuracy
+    (``diffs``) and of the last-``last_k`` mean (``diffs_last``), their means and sign-flip
+    p-values (``p``, ``p_last``) and ``min_p`` (the smallest p the seeds allow). ``se`` is the
+    standard error of an accuracy at ``majority`` (the majority-class rate of the test set).
+    ``verdict`` and ``reading`` are the sentences of :func:`verdict` and
+    :func:`verdict_reading` on the final accuracies."""
 
     task: str
     kernels: dict
+    paired: dict
     se: float
+    majority: float
     verdict: str
     reading: str
     final_step: int
+    last_k: int
 
     def glue_values(self) -> dict:
         """Flat names for :func:`tdlib.book.glue_all`: ``<kernel>_acc``, ``_lo``, ``_hi``,
-        ``_avg``, ``_loss``, ``_leave``, and ``se``, ``verdict``, ``verdict_reading``."""
+        ``_last``, ``_avg``, ``_loss``, ``_start``, ``_leave``, ``_left``; ``paired_mean``,
+        ``paired_p``, ``paired_mean_last``, ``paired_p_last``, ``min_p``, ``last_k``, ``se``,
+        ``majority``, ``verdict``, ``verdict_reading``."""
         out = {f"{k}_{key}": v[key] for k, v in self.kernels.items()
-               for key in ("acc", "lo", "hi", "avg", "loss", "leave")}
-        out.update(se=self.se, verdict=self.verdict, verdict_reading=self.reading)
+               for key in ("acc", "lo", "hi", "last", "avg", "loss", "start", "leave", "left")}
+        out.update({f"paired_{k}": self.paired[k] for k in ("mean", "p", "mean_last", "p_last")})
+        out.update(min_p=self.paired["min_p"], last_k=self.last_k, se=self.se,
+                   majority=self.majority, verdict=self.verdict, verdict_reading=self.reading)
         return out
 
     def __str__(self) -> str:
         seeds = "/".join(str(v["seeds"]) for v in self.kernels.values())
-        lines = [f"{self.task}: test accuracy at step {self.final_step} ({seeds} seeds; "
-                 f"standard error near chance {self.se:.3f})"]
+        lines = textwrap.wrap(f"{self.task}: test accuracy at step {self.final_step} ({seeds} "
+                              f"seeds; majority class {self.majority:.3f}, standard error "
+                              f"{self.se:.3f})", REPORT_WIDTH)
         for k, v in self.kernels.items():
             first = ", ".join("never" if t is None else f"step {t}" for t in v["first"])
             lines += [f"  {k:9s} final {v['acc']:.3f} (seeds {v['lo']:.3f} to {v['hi']:.3f}), "
-                      f"average over the run {v['avg']:.3f}"]
-            lines += textwrap.wrap(f"first above chance (1/2 + 3 s.e.), per seed: {first}",
-                                   REPORT_WIDTH, initial_indent=" " * 12,
+                      f"last {self.last_k} evaluations {v['last']:.3f}"]
+            lines += textwrap.wrap(f"step 0: {v['start']:.3f}; first 3 s.e. above chance, per "
+                                   f"seed: {first}", REPORT_WIDTH, initial_indent=" " * 12,
                                    subsequent_indent=" " * 12)
+        d = self.paired
+        lines += textwrap.wrap(
+            f"paired differences per seed: final {', '.join(f'{x:+.3f}' for x in d['diffs'])} "
+            f"(p = {d['p']:.2f}); last {self.last_k} evaluations "
+            f"{', '.join(f'{x:+.3f}' for x in d['diffs_last'])} (p = {d['p_last']:.2f})",
+            REPORT_WIDTH, initial_indent="  ", subsequent_indent="  ")
         lines += textwrap.wrap(f"{self.verdict}: {self.reading}", REPORT_WIDTH,
                                initial_indent="  ", subsequent_indent="  ")
         return "\n".join(lines)
 
 
-def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0) -> KernelComparison:
+def chance_rate(runs) -> float:
+    """The majority-class rate of the test set the runs were evaluated on: the runs' stored
+    ``test_majority`` (all equal), or, for runs stored without it, recomputed from the test
+    labels of the first run's configuration (:func:`load_data`, first ``n_test`` samples)."""
+    stored_rates = {r.get("test_majority") for r in runs}
+    if None not in stored_rates:
+        if len(stored_rates) != 1:
+            raise ValueError(f"runs: expected one test set, got majority rates {stored_rates}")
+        return float(stored_rates.pop())
+    return majority_rate(load_data(config_of(runs[0]))["y_test"][: runs[0]["n_test"]].numpy())
+
+
+def config_of(run: dict) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of a stored run (entries it does not know are left out)."""
+    names = {f.name for f in fields(ExperimentConfig)}
+    return ExperimentConfig(**{k: v for k, v in run["config"].items() if k in names})
+
+
+def pathfinder_reading(shared: KernelComparison, own: KernelComparison, cue_best: float,
+                       z: float = 3.0) -> str:
+    """The chapter's conclusion on Pathfinder, from the comparisons at the shared and at each
+    kernel's own step size and the best cue rule's test accuracy ``cue_best``: whether any
+    run leaves chance, and whether any kernel's mean final accuracy rises ``z`` standard
+    errors above the best cue rule."""
+    comps = (shared, own)
+    if not any(v["left"] for c in comps for v in c.kernels.values()):
+        return ("No run of either kernel, at either step size, leaves chance within the "
+                "budget: in these runs neither kernel learns the task, and they say nothing "
+                "about which kernel learns Pathfinder better.")
+    best = max(v["acc"] for c in comps for v in c.kernels.values())
+    if best <= cue_best + z * shared.se:
+        return (f"Some runs leave chance, but no kernel's mean final accuracy rises {z:g} "
+                f"standard errors above the best cue rule ({cue_best:.3f}), so the runs do not "
+                f"show that the model follows the paths.")
+    return (f"Some runs rise above chance and above the best cue rule ({cue_best:.3f}): the "
+            f"model uses the path structure. Which kernel is ahead is for the paired "
+            f"statistics to say.")
+
+
+def plateau_reading(c: KernelComparison) -> str:
+    """Whether the Gaussian runs of a comparison stay at chance longer than the Softmax ones
+    (mean first step above chance, a seed that never leaves counted at the last step)."""
+    g, s = c.kernels["gaussian"], c.kernels["softmax"]
+    if g["left"] == 0 and s["left"] == 0:
+        return ("No Pathfinder run of either kernel leaves chance within the budget, so these "
+                "runs cannot say whether a Gaussian plateau goes with the large initial output.")
+    if g["leave"] > s["leave"]:
+        return (f"The Gaussian Pathfinder runs leave chance later than the Softmax ones (step "
+                f"{g['leave']:.0f} against {s['leave']:.0f}, mean over seeds): the plateau "
+                f"coincides with the large initial output, which fits, but does not prove, "
+                f"that the output scale causes it.")
+    return (f"The Gaussian Pathfinder runs do not leave chance later than the Softmax ones "
+            f"(step {g['leave']:.0f} against {s['leave']:.0f}, mean over seeds): here the large "
+            f"initial output does not come with a longer plateau.")
+
+
+def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0, last_k: int = 5,
+                    majority: float | None = None) -> KernelComparison:
     """Summarize one task's runs (a list of run dicts with test accuracy and test loss curves,
-    several seeds per kernel, each with ``n_test``) into a :class:`KernelComparison`: final
-    and average accuracy per kernel, the spread over seeds, when each seed leaves chance, and
-    the verdict of ``order[0]`` against ``order[1]``."""
+    the same seeds for both kernels, each with ``n_test``) into a :class:`KernelComparison`:
+    final and last-``last_k`` accuracy per kernel, when each seed leaves chance (against its
+    step-0 accuracy and the majority class ``majority``, by default :func:`chance_rate`),
+    and the paired comparison of ``order[0]`` against ``order[1]``."""
     runs = check_runs(runs)
     acc, loss = summarize(runs, "test_acc"), summarize(runs, "test_loss")
     missing = [k for k in order if k not in acc]
@@ -557,23 +858,31 @@ def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0) -> Kern
     n_test = {r["n_test"] for r in runs}
     if len(n_test) != 1:
         raise ValueError(f"runs: expected one test-set size, got n_test = {sorted(n_test)}")
-    se = accuracy_se(n_test.pop())
-    firsts = first_above_chance(acc, se, z=z)
-    leave = leave_chance_steps(acc, se, z=z)
+    n_test = n_test.pop()
+    majority = chance_rate(runs) if majority is None else float(majority)
+    firsts = first_above_chance(acc, n_test, majority, z=z)
+    final_step = int(acc[order[0]]["step"][-1])
+    leave = leave_chance_steps(firsts, final_step)
     kernels = {}
     for k, v in acc.items():
         kernels[k] = {"acc": float(v["mean"][-1]), "lo": float(v["min"][-1]),
                       "hi": float(v["max"][-1]), "avg": float(v["mean"][1:].mean()),
+                      "last": float(v["runs"][:, -last_k:].mean()), "start": float(v["mean"][0]),
                       "loss": float(loss[k]["mean"][-1]), "seeds": len(v["runs"]),
-                      "first": firsts[k], "leave": leave[k]}
-    ranges = seed_ranges(acc)
-    a, b = order
+                      "first": firsts[k], "leave": leave[k],
+                      "left": sum(t is not None for t in firsts[k])}
+    diffs = paired_differences(acc, order)
+    diffs_last = paired_differences(acc, order, last_k)
+    p = sign_flip_test(diffs)
+    paired = {"diffs": [float(x) for x in diffs], "mean": float(diffs.mean()), "p": p,
+              "diffs_last": [float(x) for x in diffs_last], "mean_last": float(diffs_last.mean()),
+              "p_last": sign_flip_test(diffs_last), "min_p": smallest_p(len(diffs))}
     name = lambda k: k.capitalize()  # noqa: E731
     return KernelComparison(
-        task=str(runs[0].get("task", "")), kernels=kernels, se=se,
-        verdict=verdict(ranges[a], ranges[b], name(a), name(b)),
-        reading=verdict_reading(ranges[a], ranges[b], kernels[a]["seeds"], kernels[b]["seeds"]),
-        final_step=int(acc[a]["step"][-1]))
+        task=str(runs[0].get("task", "")), kernels=kernels, paired=paired,
+        se=accuracy_se(n_test, majority), majority=majority,
+        verdict=verdict(diffs, p, name(order[0]), name(order[1])),
+        reading=verdict_reading(p, len(diffs)), final_step=final_step, last_k=last_k)
 
 
 def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "", linestyle=None):
@@ -625,15 +934,17 @@ def stored(name: str, path=None) -> dict:
 
 def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool = False, path=None):
     """The stored curves of one task: mean over seeds and min-max band for both kernels; with
-    ``show_seeds`` every seed's curve is drawn too. (The pure function behind the chapter's
-    interactive cell.)"""
+    ``show_seeds`` every seed's curve is drawn too; accuracy plots show the majority-class rate
+    and, where stored, the best cue rule. (The pure function behind the chapter's interactive
+    cell.)"""
     import matplotlib.pyplot as plt
 
     from .plotting import WIDTH, kernel_color
 
     check_choice("task", task, TASKS)
     check_choice("quantity", quantity, ("test_acc", "test_loss", "train_loss"))
-    runs = stored(f"{task}-curves.json", path)["runs"]
+    doc = stored(f"{task}-curves.json", path)
+    runs = doc["runs"]
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
     plot_curves(runs, quantity, ax=ax)
     if show_seeds:
@@ -641,7 +952,11 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
             ax.plot(r["curves"]["step"], r["curves"][quantity], color=kernel_color(r["kernel"]),
                     linewidth=0.7, alpha=0.8)
     if quantity == "test_acc":
-        ax.axhline(0.5, color="#888888", linewidth=0.8, linestyle=":")
+        ax.axhline(chance_rate(runs), color="#888888", linewidth=0.8, linestyle=":",
+                   label="majority class")
+        if "cues" in doc:
+            ax.axhline(doc["cues"]["best"], color="#444444", linewidth=0.8, linestyle="--",
+                       label="best cue rule")
     ax.legend()
     return fig
 
@@ -650,21 +965,29 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
 # the two-stage protocol and the loss landscape
 # ---------------------------------------------------------------------------------------------
 
+def options_for(cfg: ExperimentConfig, kernel: str) -> dict:
+    """The kernel options of ``cfg`` if ``kernel`` is its kernel, else none (the options of
+    one kernel, e.g. the Gaussian width ``c``, mean nothing to another)."""
+    return dict(cfg.kernel_options) if kernel == cfg.kernel else {}
+
+
 def two_stage(cfg: ExperimentConfig, stage1_steps: int, kernels=KERNEL_NAMES,
               stage1_kernel: str = "softmax", progress: bool = True):
     """Stage 1: train one model with ``stage1_kernel`` for ``stage1_steps``. Stage 2: from that
     same model, continue ``cfg.steps`` steps with each kernel (a fresh optimizer, the same
-    mini-batches). Returns ``{kernel: (model, result)}`` and the stage-1 result."""
+    mini-batches). ``cfg.kernel_options`` go to ``cfg.kernel`` only (:func:`options_for`).
+    Returns ``{kernel: (model, result)}`` and the stage-1 result."""
     check_int("stage1_steps", stage1_steps)
     import copy
 
     cfg = cfg.resolved()
-    c1 = replace(cfg, kernel=stage1_kernel, steps=stage1_steps, eval_every=min(cfg.eval_every, stage1_steps)).resolved()
+    c1 = replace(cfg, kernel=stage1_kernel, kernel_options=options_for(cfg, stage1_kernel),
+                 steps=stage1_steps, eval_every=min(cfg.eval_every, stage1_steps)).resolved()
     shared, r1 = train_model(c1, progress=progress, desc="stage 1")
     out = {}
     for k in kernels:
-        m = copy.deepcopy(shared).set_kernel(k, cfg.kernel_options if k == cfg.kernel else None)
-        c2 = replace(cfg, kernel=k, seed=cfg.seed + 1)
+        m = copy.deepcopy(shared).set_kernel(k, options_for(cfg, k))
+        c2 = replace(cfg, kernel=k, kernel_options=options_for(cfg, k), seed=cfg.seed + 1)
         out[k] = train_model(c2, model=m, progress=progress, desc=f"stage 2 {k}")
     return out, r1
 
@@ -679,27 +1002,44 @@ def check_landscape(grid, span, n_loss, direction_seed=0):
 
 
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
-                  n_loss: int = 512, direction_seed: int = 0, progress: bool = True) -> dict:
-    """Two-stage training, then the training loss on a ``grid x grid`` square of side ``2 span``
-    around each stage-2 solution along two filter-normalized random directions (the same random
-    draw for both kernels). Returns arrays ready for :func:`numpy.savez` plus metadata."""
+                  n_loss: int = 512, direction_seed: int = 0, stage1_kernel: str = "softmax",
+                  near_seeds=(), progress: bool = True) -> dict:
+    """Two-stage training (stage 1 with ``stage1_kernel``), then the training loss on a
+    ``grid x grid`` square of side ``2 span`` around each stage-2 solution along two
+    filter-normalized random directions drawn from ``direction_seed`` (the same random draw for
+    both kernels). Directions and the ``n_loss`` training samples live on the model's device.
+    For every seed of ``near_seeds`` another pair of directions is drawn and the loss is
+    evaluated on the central ``5 x 5`` points of the grid only (arrays ``near_<kernel>`` of
+    shape ``(len(near_seeds), 5, 5)`` on ``near_coords``): the local rise over several draws.
+    Returns arrays ready for :func:`numpy.savez` plus metadata."""
     from .landscape import loss_fn_for, random_directions, surface
 
     grid, span, n_loss, direction_seed = check_landscape(grid, span, n_loss, direction_seed)
     check_int("stage1_steps", stage1_steps)
     t0 = time.perf_counter()
-    runs, r1 = two_stage(cfg, stage1_steps, progress=progress)
+    check_choice("stage1_kernel", stage1_kernel, tuple(KERNELS))
+    near_seeds = [check_int("near seed", v, minimum=0) for v in near_seeds]
+    if near_seeds and grid < 5:
+        raise ValueError(f"grid: expected at least 5 points per side with near seeds, got {grid}")
+    runs, r1 = two_stage(cfg, stage1_steps, stage1_kernel=stage1_kernel, progress=progress)
     data = load_data(cfg)
-    loss_fn = loss_fn_for(data["x_train"][:n_loss], data["y_train"][:n_loss])
+    device = training_device(cfg.device)
+    loss_fn = loss_fn_for(data["x_train"][:n_loss].to(device), data["y_train"][:n_loss].to(device))
     coords = np.linspace(-span, span, grid)
     out = {"coords": coords}
     meta = {"stage1": r1, "stage2": {}, "grid": grid, "span": span, "n_loss": n_loss,
-            "direction_seed": direction_seed}
+            "direction_seed": direction_seed, "stage1_kernel": stage1_kernel}
     for k, (model, res) in runs.items():
         d1, d2 = random_directions(model, seed=direction_seed)
         Z = surface(model, loss_fn, d1, d2, coords, coords)
         out[f"loss_{k}"] = Z
         out[f"origin_{k}"] = loss_fn(model)
+        if near_seeds:
+            c = grid // 2
+            near = coords[c - 2:c + 3]
+            out["near_coords"], out["near_seeds"] = near, np.array(near_seeds)
+            out[f"near_{k}"] = np.stack([surface(model, loss_fn, *random_directions(model, seed=s),
+                                                 near, near) for s in near_seeds])
         meta["stage2"][k] = res
     meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0)
     return out, meta
@@ -717,10 +1057,26 @@ def preset(name: str, task: str, **overrides) -> ExperimentConfig:
 
 
 def _config_from_args(a) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of parsed command-line arguments ``a``; raises
+    ``ValueError`` for combinations that would silently do something else than asked."""
     names = {f.name for f in fields(ExperimentConfig)}
     kw = {k: v for k, v in vars(a).items() if k in names and v is not None}
+    if getattr(a, "gaussian_c", None) is not None:  # options of the Gaussian runs only
+        kernels = getattr(a, "kernels", None) or ["softmax", "gaussian"]
+        kw["kernel"], kw["kernel_options"] = "gaussian", {"c": check_positive("--c", a.gaussian_c)}
+        if getattr(a, "cmd", None) == "curves" and "gaussian" not in kernels:
+            raise ValueError(f"--c: the Gaussian width applies to Gaussian runs, but --kernels "
+                             f"is {' '.join(kernels)}")
     if getattr(a, "preset", None):
+        if a.preset == "paper" and a.task == "text" and not getattr(a, "imdb", None):
+            raise ValueError("--preset paper --task text: expected --imdb PATH (the aclImdb "
+                             "folder); padded to the preset's 4000 bytes, the short tweets "
+                             "would be almost all padding")
         return preset(a.preset, **kw)
+    if getattr(a, "imdb", None) and getattr(a, "max_len", None) is None:
+        raise ValueError("--imdb without --preset: give --max-len explicitly (the default, 128 "
+                         "bytes, would cut every review to its first 128 bytes; the paper's "
+                         "preset uses 4000)")
     return ExperimentConfig(**kw)
 
 
@@ -729,12 +1085,12 @@ def main(argv=None) -> int:
     the exit status. Every argument (and the output path) is checked before any work."""
     p = argparse.ArgumentParser(prog="python -m tdlib.experiments", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("curves", "landscape"):
+    for name in ("curves", "landscape", "step-sizes"):
         s = sub.add_parser(name)
         s.add_argument("--task", choices=TASKS, required=True)
         s.add_argument("--out", required=True, help="output file (.json for curves, .npz for landscape)")
         for f in ("steps", "batch_size", "eval_every", "n_eval", "max_len", "image_size", "path_length",
-                  "n_train", "n_test", "data_seed", "D", "hidden", "H", "layers"):
+                  "n_train", "n_test", "n_val", "data_seed", "D", "hidden", "H", "layers"):
             s.add_argument("--" + f.replace("_", "-"), dest=f, type=int)
         s.add_argument("--optimizer", choices=OPTIMIZERS)
         s.add_argument("--lr", type=float)
@@ -742,25 +1098,44 @@ def main(argv=None) -> int:
         s.add_argument("--cache-dir", dest="cache_dir")
         s.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset configuration")
         s.add_argument("--device", help="torch device to train on (default cpu), e.g. cuda")
-        s.add_argument("--imdb", help="text: the real IMDb folder (aclImdb) instead of the tweets")
+        s.add_argument("--imdb", help="text: the real IMDb folder (aclImdb) instead of the tweets; "
+                       "reviews are cut to --max-len bytes, which must then be given (the "
+                       "preset 'paper' gives 4000); required by --preset paper --task text")
+        s.add_argument("--c", dest="gaussian_c", type=float,
+                       help="width c of the Gaussian kernel (default 2 sqrt(d)); Gaussian runs only")
+        s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice; "
+                       "the stored runs used 1, and another count can change the last bits)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.choices["curves"].add_argument("--kernels", nargs="+", default=["softmax", "gaussian"])
     sub.choices["curves"].add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ss = sub.choices["step-sizes"]
+    ss.add_argument("--kernels", nargs="+", default=["softmax", "gaussian"])
+    ss.add_argument("--lrs", nargs="+", type=float, required=True, help="step sizes to try")
+    ss.add_argument("--seed", type=int, default=0)
+    ss.add_argument("--last-k", dest="last_k", type=int, default=3,
+                    help="choose by the validation loss averaged over the last k evaluations")
     ls = sub.choices["landscape"]
     ls.add_argument("--seed", type=int, default=0)
     ls.add_argument("--stage1-steps", dest="stage1_steps", type=int, required=True)
     ls.add_argument("--grid", type=int, default=21)
     ls.add_argument("--span", type=float, default=1.0)
     ls.add_argument("--n-loss", dest="n_loss", type=int, default=512)
+    ls.add_argument("--direction-seed", dest="direction_seed", type=int, default=0,
+                    help="seed of the two random directions")
+    ls.add_argument("--near-seeds", dest="near_seeds", type=int, nargs="*", default=[],
+                    help="more direction seeds, evaluated on the central 5x5 points only")
+    ls.add_argument("--stage1-kernel", dest="stage1_kernel", choices=sorted(KERNELS),
+                    default="softmax", help="kernel of the shared stage 1 (default softmax)")
     mg = sub.add_parser("merge", help="join several curve files (e.g. runs made in parallel) into one")
     mg.add_argument("--out", required=True)
     mg.add_argument("files", nargs="+")
     ck = sub.add_parser("check", help="validate every stored result file and name the bad ones")
     ck.add_argument("folder", nargs="?", default=None, help="default: book/data")
     a = p.parse_args(argv)
+    book.git_state()  # the code this process runs, read before any long work
     if a.cmd == "check":
         return book.main(["check"] + ([a.folder] if a.folder else []))
-    if a.cmd in ("curves", "landscape", "merge"):
+    if a.cmd in ("curves", "landscape", "merge", "step-sizes"):
         try:
             book.check_writable(a.out)
         except OSError as err:
@@ -771,24 +1146,50 @@ def main(argv=None) -> int:
             p.error(f"files: {', '.join(same)} given more than once; each run must count once")
         try:
             docs = [load(f) for f in a.files]
-            runs = check_runs([r for d in docs for r in d["runs"]])
+            if all("sweep" in d for d in docs):  # step-size sweeps: join them, choose again
+                sweep_doc = merge_sweeps(docs)
+            else:
+                runs = check_runs([r for d in docs for r in d["runs"]])
         except (ValueError, FileNotFoundError, KeyError) as err:
             p.error(str(err))
         merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
         # the recorded command remakes the parts (in any order, or in parallel) and joins them
         parts = [d["provenance"]["command"] for d in docs]
-        path = save(runs, a.out, command=" && ".join(parts + [merge]), extra={"parts": parts})
+        parts_git = [d["provenance"].get("git") for d in docs]
+        if all("sweep" in d for d in docs):
+            sweep_doc["provenance"] = book.provenance(
+                " && ".join(parts + [merge]),
+                wall_seconds=float(sum(r["seconds"] for r in sweep_doc["sweep"])))
+            path = book.save_json(a.out, {**sweep_doc, "parts": parts, "parts_git": parts_git})
+            print(f"wrote {path} ({len(sweep_doc['sweep'])} runs)")
+            return 0
+        path = save(runs, a.out, command=" && ".join(parts + [merge]),
+                    extra={"parts": parts, "parts_git": parts_git, **shared_extras(docs)})
         print(f"wrote {path} ({len(runs)} runs)")
         return 0
-    cfg = _config_from_args(a)
     command = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
+        cfg = _config_from_args(a)
+        if a.threads is not None:
+            torch.set_num_threads(check_int("threads", a.threads))
         cfg.resolved()
         training_device(cfg.device)
         if a.cmd == "curves":
-            check_sweep(cfg, a.kernels, a.seeds)
+            kernels = _distinct("kernels", a.kernels, lambda k: k)
+            for k in kernels:
+                check_sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)), [k], a.seeds)
+        elif a.cmd == "step-sizes":
+            check_sweep(cfg, a.kernels, [a.seed])
+            if cfg.n_val < 1:
+                raise ValueError("--n-val: a step-size sweep needs a validation split (>= 1)")
+            _distinct("lrs", a.lrs, lambda v: check_positive("lr", v))
+            check_int("last_k", a.last_k)
         else:
-            check_landscape(a.grid, a.span, a.n_loss)
+            check_landscape(a.grid, a.span, a.n_loss, a.direction_seed)
+            for v in a.near_seeds:
+                check_int("--near-seeds", v, minimum=0)
+            if a.near_seeds and a.grid < 5:
+                raise ValueError(f"--grid: expected at least 5 with --near-seeds, got {a.grid}")
             check_int("stage1_steps", a.stage1_steps)
             if Path(a.out).suffix != ".npz":
                 raise ValueError(f"--out: expected a .npz file (its .json is written beside "
@@ -797,12 +1198,24 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as err:
         p.error(str(err))
     if a.cmd == "curves":
-        results = sweep(cfg, kernels=a.kernels, seeds=a.seeds, progress=not a.quiet, log=True)
-        path = save(results, a.out, command=command)
+        results = [r for k in kernels
+                   for r in sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)),
+                                  kernels=[k], seeds=a.seeds, progress=not a.quiet, log=True)]
+        extra = {"cues": pathfinder_cues(cfg)} if cfg.task == "pathfinder" else None
+        path = save(results, a.out, command=command, extra=extra)
         print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training)")
+    elif a.cmd == "step-sizes":
+        results = step_size_sweep(cfg, a.kernels, a.lrs, a.seed, progress=not a.quiet, log=True)
+        choice = choose_step_sizes(results, a.last_k)
+        wall = float(sum(r["seconds"] for r in results))
+        doc = {"provenance": book.provenance(command, wall_seconds=wall), "sweep": results,
+               "choice": choice, "last_k": a.last_k}
+        path = book.save_json(a.out, doc)
+        print(f"wrote {path}: " + ", ".join(f"{k} lr {v['lr']:g}" for k, v in choice.items()))
     else:
         arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
-                                     progress=not a.quiet)
+                                     direction_seed=a.direction_seed, near_seeds=a.near_seeds,
+                                     stage1_kernel=a.stage1_kernel, progress=not a.quiet)
         out = Path(a.out)
         meta["provenance"]["command"] = command
         # one pair: the .json records the checksum of its .npz and is moved into place last

@@ -39,7 +39,7 @@ def filter_normalize(direction: Direction, model: torch.nn.Module) -> Direction:
     for name, p in model.named_parameters():
         if name not in direction:
             raise KeyError(f"direction: missing parameter {name!r}")
-        d = direction[name]
+        d = direction[name].to(p.device)
         if d.shape != p.shape:
             raise ValueError(f"direction[{name!r}]: expected shape {tuple(p.shape)}, got {tuple(d.shape)}")
         if p.ndim <= 1:
@@ -55,19 +55,23 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
     """``k`` filter-normalized random directions for ``model``, drawn from ``seed``.
 
     The raw Gaussian draw depends only on ``seed`` and the parameter shapes, so two models with
-    the same architecture get the same draw (each then normalized against its own weights).
+    the same architecture get the same draw (each then normalized against its own weights);
+    every direction tensor lives on the device of its parameter.
     """
     _check_module(model)
     g = torch.Generator().manual_seed(check_seed("seed", seed))
     dirs = []
     for _ in range(check_int("k", k)):
-        raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()}
+        # drawn on the CPU (the same numbers whatever the device), then moved to the model's
+        raw = {n: torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)
+               for n, p in model.named_parameters()}
         dirs.append(filter_normalize(raw, model))
     return dirs
 
 
 def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[[torch.nn.Module], float]:
-    """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients."""
+    """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients; each
+    batch is moved to the model's device (keep ``x``, ``y`` there to avoid the copies)."""
     batch = check_int("batch", batch)
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) == 0 \
             or len(x) != len(y):
@@ -79,10 +83,11 @@ def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[
     def f(model):
         was = model.training
         model.eval()
+        device = next(model.parameters()).device
         total = 0.0
         for i in range(0, len(x), batch):
-            total += float(torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch],
-                                                             reduction="sum"))
+            xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
+            total += float(torch.nn.functional.cross_entropy(model(xb), yb, reduction="sum"))
         model.train(was)
         return total / len(x)
 
@@ -128,6 +133,50 @@ def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float],
         for n, p in params.items():
             p.copy_(theta[n])
     return F
+
+
+def half_axis_rises(F, coords, step: int = 1):
+    """The local shape of a landscape ``F`` (shape ``(..., g, g)`` on the grid ``coords`` of odd
+    length ``g``, centred on 0): the rise ``F(+-r d_i) - F(0, 0)`` along the four half-axes at
+    radius ``r = step`` grid spacings. Returns ``(r, rises)`` with ``rises`` of shape ``(..., 4)``
+    (order: +zeta_1, -zeta_1, +zeta_2, -zeta_2). For a quadratic ``F`` their mean is
+    ``r^2/4`` times the trace of its 2x2 Hessian in the plane: curvature at the centre, which
+    the mean of ``F`` over the whole square (dominated by the far field) does not measure."""
+    coords = _coords("coords", coords)
+    F = np.asarray(F, dtype=float)
+    g = len(coords)
+    if g % 2 == 0 or not np.allclose(coords, -coords[::-1]) or coords[g // 2] != 0:
+        raise ValueError(f"coords: expected an odd number of points symmetric about 0, got "
+                         f"{coords.tolist()!r:.80}")
+    if F.shape[-2:] != (g, g):
+        raise ValueError(f"F: expected a last shape ({g}, {g}) (the grid), got {F.shape}")
+    step = check_int("step", step)
+    c = g // 2
+    if step > c:
+        raise ValueError(f"step: expected at most {c} grid spacings (the grid's half-width), "
+                         f"got {step}")
+    centre = F[..., c, c]
+    rises = np.stack([F[..., c + step, c], F[..., c - step, c], F[..., c, c + step],
+                      F[..., c, c - step]], axis=-1) - centre[..., None]
+    return float(coords[c + step]), rises
+
+
+def flatter(rises_a, rises_b, names=("a", "b")) -> str:
+    """Which of two kernels has the flatter centre, from their half-axis rises on the **same**
+    draws of directions (equal shapes, e.g. ``(draws, 4)``; both kernels share each raw draw,
+    so the rises pair up): ``names[0]`` if every paired difference ``b - a`` is positive,
+    ``names[1]`` if every one is negative, else ``"tie"`` (the difference lies within its
+    spread over directions)."""
+    a, b = np.asarray(rises_a, dtype=float), np.asarray(rises_b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"flatter: expected rises of equal, non-empty shapes (one per draw "
+                         f"and half-axis, paired), got {a.shape} and {b.shape}")
+    diff = b - a
+    if (diff > 0).all():
+        return names[0]
+    if (diff < 0).all():
+        return names[1]
+    return "tie"
 
 
 def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", levels: int = 20,

@@ -1,29 +1,33 @@
-"""For the chapter *Gaussian attention and query-only training*: how often query-only gradient
-descent reaches zero loss, as a phase diagram over random problems.
+"""For the chapter *Gaussian attention and query-only training*: what query-only gradient
+descent does over many random problems, as a phase diagram whose labels say what is proved and
+what is measured.
 
 For every cell of a grid (ratio ``D / (N n)``, head dimension ``d``, initialization scale) and
 every pair (teacher kernel, student kernel), ``instances`` random problems from
-:func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone. Every run gets a
-*label* from :func:`tdlib.separation.classify_curve`: ``converged`` (numerically zero),
-``linear`` (the PL ratio is not decaying), ``power law`` (sublinear, still falling towards zero)
-or ``stalling`` (the decrease dies out at a positive loss). A label read at one fixed budget
-depends on that budget, so :func:`settle` doubles each run's budget (``steps``, ``2 steps``,
-... up to ``max_steps``) until its labels at ``T/2`` and ``T`` agree; runs that never settle are
-counted as ``undecided``. For comparison the sweep also records the label at ``steps / 2`` and
-the old threshold count: final loss after ``steps`` iterations at most ``tol`` times
-``1/2 ||Y||^2`` (the loss of the zero output).
+:func:`tdlib.query.make_problem` are trained by full-batch GD on ``W_Q`` alone, for the fixed
+budgets ``t_max / 2^k, ..., t_max / 2, t_max`` (:class:`SweepConfig`); the runs of the first
+``audit`` instances of every cell go on to ``2 t_max``. :func:`certify_runs` gives every run a
+label at every budget:
+
+* *certified*: ``positive`` (a Softmax student with a target outside the convex hull of its
+  value rows: :func:`tdlib.separation.softmax_floor` proves a positive floor for every ``W_Q``)
+  or ``zero`` (the loss is proved to be at most ``zero_tol * 1/2 ||Y||^2``, or the hypotheses
+  of the Gaussian layer theorem are proved at the iterate of the last budget);
+* *measured*: the tail shape of :func:`tdlib.separation.classify_curve` (``linear``,
+  ``power law``, ``stalling``) at that budget. A measured label depends on the budget; the
+  sweep records it at every budget, and the audit measures how often it changes at ``2 t_max``.
 
 Step size: each instance starts with ``eta = 1 / sigma_max(Xs)^2``; at every iteration a step
 that would raise the loss is not taken and ``eta`` is halved (the iteration is spent), a step that
 lowers it is taken and ``eta`` grows by the factor ``grow`` (1.1). Every run is therefore monotone
 gradient descent with a safeguarded step; :func:`tdlib.query.run` with ``adaptive=True`` follows
-the same rule. Constant-step GD can be much slower (on a Softmax plateau the growing step makes
-progress that a fixed step does not).
+the same rule. This is not the constant step ``eta <= 1/L`` of the layer theorem: a theorem
+certificate proves what constant-step GD does from that iterate, not what the sweep's run does.
 
 Command line (results and provenance go to ``OUT/results.json``)::
 
-    python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 2000 \
-        --max-steps 16000
+    python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 1000 \
+        --max-steps 4000 --audit 4
 """
 from __future__ import annotations
 
@@ -42,13 +46,10 @@ from . import book
 from .attention import KERNEL_NAMES
 from .checks import check_choice, check_int, check_positive
 from .query import jacobians, make_problem, outputs
-from .separation import LABELS, classify_curve
+from . import separation
+from .separation import Box, classify_curve
 from .train import STEP_GROW, next_step_size
 
-
-LABEL_RULE = ("tdlib.separation.classify_curve at budgets T = steps, 2 steps, ... <= max_steps; "
-              "a run stops when its labels at T/2 and T agree (or it has converged); "
-              "'undecided' if they still differ at max_steps")
 
 MAX_D = 4096
 """The largest embedding dimension a sweep accepts (memory grows with instances * N n D)."""
@@ -56,7 +57,9 @@ MAX_D = 4096
 
 @dataclass
 class SweepConfig:
-    """The grid and the training budget of a sweep (all lists are axes of the grid)."""
+    """The grid and the budgets of a sweep (all lists are axes of the grid). The fixed budgets
+    are ``steps, 2 steps, ..., max_steps`` (``t_max = max_steps``, default ``4 steps``); the
+    runs of the first ``audit`` instances of every cell also go on to ``2 t_max``."""
 
     ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])
     ds: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
@@ -67,27 +70,36 @@ class SweepConfig:
     n: int = 4
     d_out: int = 2
     instances: int = 16
-    steps: int = 2000
-    max_steps: Optional[int] = None   # default 8 * steps
+    steps: int = 1000
+    max_steps: Optional[int] = None   # default 4 * steps
     tol: float = 1e-4
     seed: int = 0
+    audit: int = 0
+    zero_tol: float = 1e-20
+    thm_max_d: int = 4
+    thm_max_boxes: int = 50_000
 
     def validate(self) -> "SweepConfig":
         """Check every field; raise ``ValueError`` naming the bad one and what was expected."""
-        for name in ("N", "n", "d_out", "instances", "steps"):
+        for name in ("N", "n", "d_out", "instances", "steps", "thm_max_d", "thm_max_boxes"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
+        check_int("audit", self.audit, minimum=0)
+        if self.audit > self.instances:
+            raise ValueError(f"audit: expected at most instances = {self.instances}, "
+                             f"got {self.audit}")
         check_int("steps", self.steps, minimum=16)
         if self.max_steps is None:
-            self.max_steps = 8 * self.steps
+            self.max_steps = 4 * self.steps
         check_int("max_steps", self.max_steps, minimum=self.steps)
         k = self.max_steps // self.steps
         if self.max_steps % self.steps or k & (k - 1):
             raise ValueError(f"max_steps: expected steps ({self.steps}) times a power of two, "
                              f"got {self.max_steps}")
-        check_positive("tol", self.tol)
-        if not self.tol < 1:
-            raise ValueError(f"tol: expected a number in (0, 1), got {self.tol}")
+        for name in ("tol", "zero_tol"):
+            check_positive(name, getattr(self, name))
+            if not getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a number in (0, 1), got {getattr(self, name)}")
         for name in ("ratios", "ds", "init_scales", "teachers", "students"):
             if not list(getattr(self, name)):
                 raise ValueError(f"{name}: expected a non-empty list, got {getattr(self, name)!r}")
@@ -105,6 +117,14 @@ class SweepConfig:
         for k in list(self.teachers) + list(self.students):
             check_choice("kernel", k, KERNEL_NAMES)
         return self
+
+    def budgets(self) -> List[int]:
+        """The fixed budgets ``steps, 2 steps, ..., max_steps``."""
+        self.validate()
+        out = [self.steps]
+        while out[-1] < self.max_steps:
+            out.append(2 * out[-1])
+        return out
 
 
 def _batch(cfg: SweepConfig, D: int, d: int, init_scale: float, teacher: str, student: str, seeds):
@@ -177,20 +197,21 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW,
 
 def settle(X, K, U, Y, W0, kernel: str, steps: int, max_steps: int, grow: float = STEP_GROW,
            f_ref=None):
-    """Run :func:`batched_gd`'s monotone GD on every problem of a batch until its label no longer
-    depends on the budget.
+    """Run :func:`batched_gd`'s monotone GD on every problem of a batch until doubling the
+    budget once leaves its label unchanged (an older labelling rule, kept for comparison).
 
-    The label of a run at budget ``T`` is :func:`tdlib.separation.classify_curve` of its losses
-    and PL ratios up to step ``T``. At ``T = steps, 2 steps, 4 steps, ...`` each run still going
-    is labelled at ``T`` and at ``T/2``; when the two labels agree, or the run has converged
-    (its loss is numerically zero and stays so, since every step is monotone), the run stops
-    with that label: doubling its budget did not change it. Runs whose labels still disagree at
-    ``max_steps`` are ``"undecided"``. ``max_steps`` must be ``steps`` times a power of two.
+    The label of a run at budget ``t_max`` is :func:`tdlib.separation.classify_curve` of its
+    losses and PL ratios up to step ``t_max``. At ``t_max = steps, 2 steps, 4 steps, ...`` each
+    run still going is labelled at ``t_max`` and at ``t_max / 2``; when the two labels agree, or
+    the run's computed loss is numerically zero, the run stops with that label. This does *not*
+    make the label independent of the budget: the label at ``2 t_max`` is never looked at, and
+    on random problems many settled labels change there (:func:`certify_runs` and
+    :func:`flip_rate` measure how often). Runs whose labels still disagree at ``max_steps`` are
+    ``"undecided"``. ``max_steps`` must be ``steps`` times a power of two.
 
-    Returns a dict of per-run lists: ``label``, ``budget`` (the ``T`` at which the run stopped),
-    ``first`` (its label at ``steps / 2``, what a single fixed budget would have said), and the
-    losses ``f_steps`` after ``steps`` iterations and ``f_ref = 1/2 ||Y||^2`` (or the given
-    ``f_ref``) for the threshold count."""
+    Returns a dict of per-run lists: ``label``, ``budget`` (the ``t_max`` at which the run
+    stopped), ``first`` (its label at ``steps / 2``), and the losses ``f_steps`` after
+    ``steps`` iterations and ``f_ref = 1/2 ||Y||^2`` (or the given ``f_ref``)."""
     steps = check_int("steps", steps, minimum=16)
     max_steps = check_int("max_steps", max_steps, minimum=steps)
     ratio = max_steps // steps
@@ -250,7 +271,188 @@ def settle(X, K, U, Y, W0, kernel: str, steps: int, max_steps: int, grow: float 
     return out
 
 
-RUN_LABELS = LABELS + ("undecided",)
+LABELS_CERTIFIED = ("zero", "positive")
+LABELS_MEASURED = ("zero", "linear", "power law", "stalling")
+RUN_LABELS = ("zero", "positive", "linear", "power law", "stalling")
+"""The labels of a run. ``zero`` and ``positive`` are certified (proved; ``zero`` can also be
+measured, when the computed loss is below the zero level but its enclosure is not);
+``linear``, ``power law`` and ``stalling`` are measured at a budget by
+:func:`tdlib.separation.classify_curve`."""
+
+CERTIFICATES = ("numerical zero", "thm-gauss-query", "softmax hull floor")
+
+ZERO_TOL = 1e-20
+"""The numerical-zero level: a run is *zero (certified)* at step ``t`` when the enclosure
+:func:`tdlib.separation.loss_box` proves ``f(W_t) <= ZERO_TOL * 1/2 ||Y||^2``, that is, every
+residual is at most ``1e-10`` times the size of the targets."""
+
+LABEL_RULE = (
+    "certified positive: softmax student, separation.softmax_floor > 0 (a proved lower bound on "
+    "the loss at every W_Q); certified zero: the enclosure separation.loss_box of f(W_t) is at "
+    "most zero_tol * 1/2 ||Y||^2 ('numerical zero'), or, at the last budget t_max, gaussian "
+    "student, separation.layer_certificate_arrays proves the hypotheses of thm-gauss-query at "
+    "W_t ('thm-gauss-query': gradient descent with eta <= 1/L from W_t converges linearly to "
+    "zero; the sweep's own growing step is not covered); otherwise measured: "
+    "separation.classify_curve at the budget")
+
+
+def _loss_and_grad(X, K, U, Y, W, kernel):
+    B, N, n, D = X.shape
+    Q = X @ W.unsqueeze(1)
+    r = outputs(Q, K, U, kernel) - Y
+    f = 0.5 * (r * r).sum((1, 2, 3))
+    J = jacobians(Q, K, U, kernel)
+    G = torch.einsum("BNkoe,BNko->BNke", J, r).reshape(B, N * n, -1)
+    return f, X.reshape(B, N * n, D).transpose(1, 2) @ G
+
+
+def _descend(X, K, U, Y, state, kernel, t0, t1, F, P, grow, marks, keep):
+    """Monotone GD from step ``t0`` to ``t1`` on the runs of a batch; records losses and PL
+    ratios in ``F, P`` and a copy of ``W`` at every step in ``marks`` into ``keep``."""
+    W, f, g, lr = state
+    for t in range(t0 + 1, t1 + 1):
+        W_new = W - lr[:, None, None] * g
+        f_new, g_new = _loss_and_grad(X, K, U, Y, W_new, kernel)
+        ok = torch.isfinite(f_new) & (f_new <= f)
+        W = torch.where(ok[:, None, None], W_new, W)
+        f = torch.where(ok, f_new, f)
+        g = torch.where(ok[:, None, None], g_new, g)
+        lr = next_step_size(lr, ok, grow)
+        F[:, t] = f.numpy()
+        P[:, t] = ((g * g).sum((1, 2)) / (2 * f)).numpy()
+        if t in marks:
+            keep[t] = W.clone()
+    return W, f, g, lr
+
+
+def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: float = ZERO_TOL,
+                 grow: float = STEP_GROW, thm_max_d: int = 4, thm_max_boxes: int = 50_000):
+    """Label every run of a batch at the fixed budgets ``budgets`` (increasing step counts; the
+    last is ``t_max``), and the runs flagged in ``audit`` also at ``2 t_max``.
+
+    Every run is :func:`batched_gd`'s monotone GD (the step starts at ``1 / ||Xs||_2^2``, grows by
+    ``grow`` after a step that does not raise the loss and halves otherwise). A run's label at
+    budget ``b`` is, in this order:
+
+    * ``positive`` (certified, ``"softmax hull floor"``): Softmax student and
+      :func:`tdlib.separation.softmax_floor` ``> 0`` -- no ``W_Q`` goes below it, at any budget;
+    * ``zero`` (certified, ``"numerical zero"``): the enclosure of the exact loss at ``W_b``
+      (:func:`tdlib.separation.loss_box`) is at most ``zero_tol * 1/2 ||Y||^2``;
+    * ``zero`` (certified, ``"thm-gauss-query"``), only at ``b = t_max`` and after it: Gaussian
+      student, ``d_out <= d <= thm_max_d``, ``D >= N n`` and the computed loss below the smallest
+      per-token loss at infinity, and :func:`tdlib.separation.layer_certificate_arrays` proves
+      every hypothesis of the theorem at ``W_{t_max}``. What is proved: gradient descent with a
+      constant step ``eta <= 1/L`` from ``W_{t_max}`` converges linearly to zero loss, and every
+      later iterate of this monotone run satisfies the PL inequality with ``mu > 0``; the sweep's
+      growing step itself is not covered by the theorem;
+    * otherwise measured: :func:`tdlib.separation.classify_curve` of the losses and PL ratios up
+      to ``b`` (``linear``, ``power law``, ``stalling``; ``zero`` if only the computed loss is
+      below the zero level).
+
+    Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``, ``U, Y (B, N, n, d_out)``, ``W0 (B, D, d)``.
+    Returns a dict of per-run lists: ``label``, ``kind``, ``certificate`` (None when
+    measured), ``budget`` (the first budget at which the run carries its label; ``t_max`` for a
+    measured label), ``labels_at`` and ``kinds_at`` (label and kind at every budget),
+    ``audit_label`` and ``audit_kind`` (at ``2 t_max``; None outside the audit), ``floor``
+    (the proved floor over ``1/2 ||Y||^2``),
+    ``start_below`` (Gaussian student: the start is proved to satisfy hypothesis 2 of the
+    theorem, ``f(W_0) < min_ik 1/2 ||y_ik||^2``; None for Softmax), ``f_first`` (the computed
+    loss after ``budgets[0]`` steps) and ``f_ref = 1/2 ||Y||^2``.
+    """
+    budgets = [check_int("budget", b, minimum=16) for b in budgets]
+    if not budgets or any(a >= b for a, b in zip(budgets, budgets[1:])):
+        raise ValueError(f"budgets: expected increasing step counts, got {budgets}")
+    check_choice("kernel", kernel, KERNEL_NAMES)
+    if X.ndim != 4 or K.ndim != 4 or W0.ndim != 3:
+        raise ValueError(f"X, K, W0: expected shapes (B, N, n, D), (B, N, n, d), (B, D, d), "
+                         f"got {tuple(X.shape)}, {tuple(K.shape)}, {tuple(W0.shape)}")
+    B, N, n, D = X.shape
+    d, d_out = K.shape[-1], U.shape[-1]
+    if (K.shape[:3] != X.shape[:3] or U.shape[:3] != X.shape[:3] or Y.shape != U.shape
+            or tuple(W0.shape) != (B, D, d)):
+        raise ValueError(f"K, U, Y, W0: expected shapes (B, N, n, d), (B, N, n, d_out) twice "
+                         f"and (B, D, d) for X of shape {tuple(X.shape)}, got "
+                         f"{tuple(K.shape)}, {tuple(U.shape)}, {tuple(Y.shape)}, "
+                         f"{tuple(W0.shape)}")
+    audit = np.zeros(B, dtype=bool) if audit is None else np.asarray(audit, dtype=bool)
+    if audit.shape != (B,):
+        raise ValueError(f"audit: expected {B} flags, got shape {audit.shape}")
+    t_max = budgets[-1]
+    fref = (0.5 * (Y * Y).sum((1, 2, 3))).numpy()
+    fref_lo = (Box(Y.numpy()).sq().sum(-1).sum(-1).sum(-1) * 0.5).lo
+    floor = (separation.softmax_floor(U, Y) if kernel == "softmax" else np.zeros(B))
+    c = 2 * math.sqrt(d)
+    g_inf = (0.5 * (Y * Y).sum(-1)).reshape(B, -1).min(1).values.numpy()
+    start_below = [None] * B
+    if kernel == "gaussian":
+        f0_hi = separation.loss_box(X, K, U, Y, W0, "gaussian").hi
+        g_inf_lo = (Box(Y.numpy()).sq().sum(-1) * 0.5).lo.reshape(B, -1).min(1)
+        start_below = [bool(a < b) for a, b in zip(f0_hi, g_inf_lo)]
+    T_all = 2 * t_max if audit.any() else t_max
+    F = np.full((B, T_all + 1), np.nan)
+    P = np.full((B, T_all + 1), np.nan)
+    W = W0.clone()
+    f, g = _loss_and_grad(X, K, U, Y, W, kernel)
+    F[:, 0], P[:, 0] = f.numpy(), ((g * g).sum((1, 2)) / (2 * f)).numpy()
+    lr = 1.0 / torch.linalg.matrix_norm(X.reshape(B, N * n, D), 2) ** 2
+    keep = {0: W.clone()} if 0 in budgets else {}
+    state = _descend(X, K, U, Y, (W, f, g, lr), kernel, 0, t_max, F, P, grow, set(budgets),
+                     keep)
+    marks = list(budgets)
+    if audit.any():
+        a = torch.as_tensor(np.flatnonzero(audit))
+        sub = [v[a] for v in state]
+        Fa, Pa = F[a.numpy()], P[a.numpy()]
+        ka = {}
+        _descend(X[a], K[a], U[a], Y[a], sub, kernel, t_max, 2 * t_max, Fa, Pa, grow,
+                 {2 * t_max}, ka)
+        F[a.numpy()], P[a.numpy()] = Fa, Pa
+        marks.append(2 * t_max)
+    f_hi = {b: separation.loss_box(X, K, U, Y, keep[b], kernel).hi for b in budgets}
+    if audit.any():
+        f_hi[2 * t_max] = np.full(B, np.inf)
+        f_hi[2 * t_max][a.numpy()] = separation.loss_box(X[a], K[a], U[a], Y[a],
+                                                         ka[2 * t_max], kernel).hi
+    thm = [False] * B
+    if kernel == "gaussian" and D >= N * n and d_out <= d <= thm_max_d:
+        for i in range(B):
+            if F[i, t_max] < g_inf[i] and not f_hi[t_max][i] <= zero_tol * fref_lo[i]:
+                cert = separation.layer_certificate_arrays(
+                    X[i], K[i], U[i], Y[i], keep[t_max][i], c, max_boxes=thm_max_boxes,
+                    max_depth=24)
+                thm[i] = bool(cert["ok"])
+
+    def label(i, b):
+        if floor[i] > 0:
+            return "positive", "certified", "softmax hull floor"
+        if f_hi[b][i] <= zero_tol * fref_lo[i]:
+            return "zero", "certified", "numerical zero"
+        if thm[i] and b >= t_max:
+            return "zero", "certified", "thm-gauss-query"
+        shape = separation.classify_curve(F[i, :b + 1], P[i, :b + 1], zero_tol=zero_tol,
+                                          f_ref=fref[i])
+        return ("zero" if shape == "converged" else shape), "measured", None
+
+    out = {k: [] for k in ("label", "kind", "certificate", "budget", "labels_at",
+                           "kinds_at", "audit_label", "audit_kind")}
+    for i in range(B):
+        at = [label(i, b) for b in budgets]
+        lab, kind, cert = at[-1]
+        first = next(b for b, x in zip(budgets, at) if x == at[-1])
+        out["label"].append(lab)
+        out["kind"].append(kind)
+        out["certificate"].append(cert)
+        out["budget"].append(first if kind == "certified" else t_max)
+        out["labels_at"].append([x[0] for x in at])
+        out["kinds_at"].append([x[1] for x in at])
+        late = label(i, 2 * t_max) if audit[i] else (None, None, None)
+        out["audit_label"].append(late[0])
+        out["audit_kind"].append(late[1])
+    out["floor"] = (floor / fref).tolist()
+    out["start_below"] = start_below
+    out["f_first"] = F[:, budgets[0]].tolist()
+    out["f_ref"] = fref.tolist()
+    return out
 
 
 def _problems(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, which=None):
@@ -263,22 +465,32 @@ def _problems(cfg: SweepConfig, a: int, b: int, c: int, teacher: str, which=None
 
 
 def _runs(cfg: SweepConfig, a: int, b: int, cells, student: str, which=None):
-    """Settle the runs of several cells ``(c, teacher)`` of one ``(ratio, d)`` at once (one
+    """Label the runs of several cells ``(c, teacher)`` of one ``(ratio, d)`` at once (one
     batch: the runs are independent, batching only saves time); one result dict per cell."""
+    which = list(range(cfg.instances)) if which is None else list(which)
     parts = [_problems(cfg, a, b, c, teacher, which) for c, teacher in cells]
     X, K, U, Y, W0 = (torch.cat(z) for z in zip(*parts))
-    res = settle(X, K, U, Y, W0, student, cfg.steps, cfg.max_steps)
-    m = len(parts[0][0])
+    audit = np.array([i < cfg.audit for i in which] * len(cells))
+    res = certify_runs(X, K, U, Y, W0, student, cfg.budgets(), audit, cfg.zero_tol,
+                       thm_max_d=cfg.thm_max_d, thm_max_boxes=cfg.thm_max_boxes)
+    m = len(which)
     return [{k: v[j * m:(j + 1) * m] for k, v in res.items()} for j in range(len(cells))]
+
+
+PER_RUN = ("label", "kind", "certificate", "budget", "labels_at", "kinds_at", "audit_label",
+           "audit_kind", "floor", "start_below")
+"""The per-run fields of a stored sweep (arrays ``[ratio, d, init_scale, instance]``)."""
 
 
 def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, init_scale: float,
                which=None) -> dict:
     """Recompute runs of one cell of a stored sweep from its configuration and seeds: all of
-    them (default) or the instances listed in ``which``. Returns the success count, the count
-    of every label, and the label and budget of every recomputed run."""
+    them (default) or the instances listed in ``which``. Returns, for the recomputed runs, the
+    per-run fields of :func:`certify_runs` under the names ``run_<field>`` (``run_label``,
+    ``run_kind``, ...) and the count of every final label."""
     cfg = SweepConfig(**result["config"]).validate()
-    for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds), ("init_scale", init_scale, cfg.init_scales)):
+    for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds),
+                              ("init_scale", init_scale, cfg.init_scales)):
         if value not in axis:
             raise ValueError(f"{name}: expected one of {axis} (the stored grid), got {value}")
     if which is not None:
@@ -288,44 +500,42 @@ def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, i
                              f"got {which}")
     c = cfg.init_scales.index(init_scale)
     r = _runs(cfg, cfg.ratios.index(ratio), cfg.ds.index(d), [(c, teacher)], student, which)[0]
-    success = sum(f <= cfg.tol * fr for f, fr in zip(r["f_steps"], r["f_ref"]))
-    return {"success": int(success), **{k: r["label"].count(k) for k in RUN_LABELS},
-            "run_labels": r["label"], "run_budgets": r["budget"]}
+    return {**{k: r["label"].count(k) for k in RUN_LABELS},
+            **{f"run_{k}": r[k] for k in PER_RUN}}
 
 
 def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
     """Run the whole grid; returns a dict with the configuration, provenance and, for every
-    (teacher, student), arrays ``[ratio, d, init_scale]``: the count of every settled label
-    (:func:`settle`), the count of runs whose label at ``steps / 2`` differs from the settled
-    one, the median budget, and the old threshold count (final loss after ``steps`` iterations
-    at most ``tol * 1/2 ||Y||^2``) with the median final relative loss; and per run
-    (``[ratio, d, init_scale, instance]``) its label and budget."""
+    (teacher, student), arrays ``[ratio, d, init_scale]``: the count of every final label
+    (``labels``), the old threshold count ``success`` (final loss after ``steps`` iterations at
+    most ``tol * 1/2 ||Y||^2``), the number of runs whose label at the first budget differs
+    from the final one; and per run (``[ratio, d, init_scale, instance]``) every field of
+    :data:`PER_RUN` under the name ``run_<field>``."""
     cfg.validate()
     start = time.perf_counter()
+    cpu0 = time.process_time()
     shape = (len(cfg.ratios), len(cfg.ds), len(cfg.init_scales))
     pairs = [(t, s) for t in cfg.teachers for s in cfg.students]
-    acc = {p: {"success": np.zeros(shape, dtype=int), "median_rel_loss": np.zeros(shape),
+    acc = {p: {"success": np.zeros(shape, dtype=int),
                "labels": {k: np.zeros(shape, dtype=int) for k in RUN_LABELS},
                "first_label_differs": np.zeros(shape, dtype=int),
-               "median_budget": np.zeros(shape),
-               "run_labels": np.empty(shape + (cfg.instances,), dtype=object),
-               "run_budgets": np.zeros(shape + (cfg.instances,), dtype=int)} for p in pairs}
+               **{f"run_{k}": np.empty(shape + (cfg.instances,), dtype=object)
+                  for k in PER_RUN}} for p in pairs}
     cells = [(c, t) for c in range(shape[2]) for t in cfg.teachers]
     for a, ratio in enumerate(cfg.ratios):
         for b, d in enumerate(cfg.ds):
             for student in cfg.students:
                 for (c, teacher), r in zip(cells, _runs(cfg, a, b, cells, student)):
                     z = acc[(teacher, student)]
-                    rel = np.asarray(r["f_steps"]) / np.asarray(r["f_ref"])
+                    rel = np.asarray(r["f_first"]) / np.asarray(r["f_ref"])
                     z["success"][a, b, c] = int((rel <= cfg.tol).sum())
-                    z["median_rel_loss"][a, b, c] = float(np.median(rel))
                     for k in RUN_LABELS:
                         z["labels"][k][a, b, c] = r["label"].count(k)
                     z["first_label_differs"][a, b, c] = sum(
-                        x != y for x, y in zip(r["first"], r["label"]))
-                    z["median_budget"][a, b, c] = float(np.median(r["budget"]))
-                    z["run_labels"][a, b, c] = r["label"]
-                    z["run_budgets"][a, b, c] = r["budget"]
+                        x[0] != y for x, y in zip(r["labels_at"], r["label"]))
+                    for k in PER_RUN:
+                        for i, v in enumerate(r[k]):
+                            z[f"run_{k}"][a, b, c, i] = v
                 if progress:
                     print(f"D/(Nn)={ratio:g} d={d} student={student} "
                           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
@@ -335,33 +545,110 @@ def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
         "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
         "results": {f"{t}->{s}": tolist(z) for (t, s), z in acc.items()},
         "provenance": book.provenance(wall_seconds=time.perf_counter() - start,
+                                      cpu_seconds=time.process_time() - cpu0,
+                                      budgets=cfg.budgets(),
                                       success_rule="final loss after steps <= tol * 1/2 ||Y||^2",
                                       label_rule=LABEL_RULE),
     }
 
 
+def _pair(result: dict, teacher: str, student: str) -> dict:
+    key = f"{teacher}->{student}"
+    if key not in result["results"]:
+        raise ValueError(f"no results for teacher {teacher!r} and student {student!r}; "
+                         f"available: {sorted(result['results'])}")
+    return result["results"][key]
+
+
 def success_fraction(result: dict, teacher: str, student: str) -> np.ndarray:
-    """Fraction of successful runs, array ``[ratio, d, init_scale]``."""
-    key = f"{teacher}->{student}"
-    if key not in result["results"]:
-        raise ValueError(f"no results for teacher {teacher!r} and student {student!r}; "
-                         f"available: {sorted(result['results'])}")
-    return np.asarray(result["results"][key]["success"]) / result["config"]["instances"]
+    """Fraction of runs whose loss after ``steps`` iterations is at most ``tol * 1/2 ||Y||^2``
+    (the old threshold count), array ``[ratio, d, init_scale]``."""
+    return np.asarray(_pair(result, teacher, student)["success"]) / result["config"]["instances"]
 
 
-def label_fraction(result: dict, teacher: str, student: str, labels=("converged", "linear")) -> np.ndarray:
-    """Fraction of runs whose label is one of ``labels``, array ``[ratio, d, init_scale]``."""
-    key = f"{teacher}->{student}"
-    if key not in result["results"]:
-        raise ValueError(f"no results for teacher {teacher!r} and student {student!r}; "
-                         f"available: {sorted(result['results'])}")
-    stored = result["results"][key].get("labels")
-    if stored is None:
-        raise ValueError("result: this sweep stores no labels (it predates them); rerun it")
+def run_array(result: dict, teacher: str, student: str, field: str) -> np.ndarray:
+    """One per-run field (see :data:`PER_RUN`) as an object array
+    ``[ratio, d, init_scale, instance]`` (``labels_at`` gains a last axis: the budgets)."""
+    if field not in PER_RUN:
+        raise ValueError(f"field: expected one of {PER_RUN}, got {field!r}")
+    r = _pair(result, teacher, student)
+    if f"run_{field}" not in r:
+        raise ValueError("result: this sweep stores no certified labels (it predates them); "
+                         "rerun it with python -m tdlib.phase")
+    return np.asarray(r[f"run_{field}"], dtype=object)
+
+
+def _check_labels(labels):
     for k in labels:
-        if k not in stored:
-            raise ValueError(f"labels: expected names from {sorted(stored)}, got {k!r}")
-    return sum(np.asarray(stored[k]) for k in labels) / result["config"]["instances"]
+        if k not in RUN_LABELS:
+            raise ValueError(f"labels: expected names from {RUN_LABELS}, got {k!r}")
+
+
+def label_fraction(result: dict, teacher: str, student: str, labels=("zero", "linear"),
+                   kind: Optional[str] = None, budget: Optional[int] = None) -> np.ndarray:
+    """Fraction of runs whose label is one of ``labels``, array ``[ratio, d, init_scale]``:
+    the final label (at the last budget ``t_max``), or with ``budget`` the label at that fixed
+    budget (one of the sweep's budgets, or ``2 t_max``: then over the audited runs only,
+    NaN in a cell without them). ``kind`` ("certified" or "measured") counts only labels of
+    that kind (final labels only)."""
+    _check_labels(labels)
+    if kind not in (None, "certified", "measured"):
+        raise ValueError(f"kind: expected 'certified', 'measured' or None, got {kind!r}")
+    if budget is None:
+        lab = run_array(result, teacher, student, "label")
+        hit = np.isin(lab, list(labels))
+        if kind is not None:
+            hit &= run_array(result, teacher, student, "kind") == kind
+        return hit.mean(-1)
+    if kind is not None:
+        raise ValueError("kind: only for the final labels (budget=None)")
+    budgets = budgets_of(result)
+    if budget == 2 * budgets[-1]:
+        lab = run_array(result, teacher, student, "audit_label")
+        seen = lab != None  # noqa: E711 (an object array)
+        hit = np.isin(lab, list(labels)) & seen
+        with np.errstate(invalid="ignore"):
+            return hit.sum(-1) / np.where(seen.sum(-1) > 0, seen.sum(-1), np.nan)
+    if budget not in budgets:
+        raise ValueError(f"budget: expected one of {budgets} or {2 * budgets[-1]}, got {budget}")
+    lab = run_array(result, teacher, student, "labels_at")[..., budgets.index(budget)]
+    return np.isin(lab, list(labels)).mean(-1)
+
+
+def budgets_of(result: dict) -> List[int]:
+    """The fixed budgets of a stored sweep."""
+    return SweepConfig(**result["config"]).validate().budgets()
+
+
+def flip_rate(result: dict, start: int, pairs=None) -> dict:
+    """How firm the measured labels at budget ``start`` are: among the runs whose label at
+    ``start`` is measured, the fraction whose label at ``2 start`` differs. ``start = t_max``
+    uses the audited runs (continued to ``2 t_max``). Returns ``{"runs", "flips", "to_zero",
+    "rate"}`` summed over ``pairs`` (keys ``"teacher->student"``, default all); ``to_zero``
+    counts the flips to ``zero``."""
+    budgets = budgets_of(result)
+    if start not in budgets:
+        raise ValueError(f"start: expected one of {budgets}, got {start}")
+    j = budgets.index(start)
+    if start != budgets[-1] and budgets[j + 1] != 2 * start:
+        raise ValueError(f"start: the next budget after {start} is not {2 * start}")
+    runs = flips = to_zero = 0
+    for key in (pairs or result["results"]):
+        t, s = key.split("->")
+        at = run_array(result, t, s, "labels_at").reshape(-1, len(budgets))
+        kinds = run_array(result, t, s, "kinds_at").reshape(-1, len(budgets))
+        before, use = at[:, j], kinds[:, j] == "measured"
+        if start == budgets[-1]:
+            after = run_array(result, t, s, "audit_label").ravel()
+            use &= after != None  # noqa: E711 (an object array)
+        else:
+            after = at[:, j + 1]
+        changed = use & (before != after)
+        runs += int(use.sum())
+        flips += int(changed.sum())
+        to_zero += int((changed & (after == "zero")).sum())
+    return {"runs": runs, "flips": flips, "to_zero": to_zero,
+            "rate": flips / runs if runs else math.nan}
 
 
 REGIONS = {
@@ -380,25 +667,33 @@ def region_masks(result: dict) -> dict:
             "d1": (r >= 1) & (d == 1)}
 
 
-def summary(result: dict, init_scale: float = 1.0) -> dict:
+SUMMARY_KEYS = ("zero_c", "pos_c", "zero_m", "lin", "power", "stall")
+"""Columns of :func:`summary`: certified zero, certified positive, measured zero, linear, power
+law, stalling (the last four measured)."""
+
+
+def summary(result: dict, init_scale: float = 1.0, budget: Optional[int] = None) -> dict:
     """Fractions of runs over each region of :data:`REGIONS` at one initialization scale, for
-    every (teacher, student): ``lin`` (converged or linear), ``power``, ``stall``, ``undecided``,
-    ``succ`` (the threshold count after ``steps``) and ``first`` (runs whose label at
-    ``steps / 2`` differs from the settled one). Keys ``(teacher, student, region)``; a region
-    with no cell of the grid gives NaN."""
+    every (teacher, student), keys ``(teacher, student, region)`` -> :data:`SUMMARY_KEYS`
+    (they add up to one). With ``budget`` (one of the sweep's budgets) the labels at that
+    budget, with ``zero_c``/``pos_c`` the runs certified by then. A region with no cell of the
+    grid gives NaN."""
     cfg = result["config"]
     if init_scale not in cfg["init_scales"]:
         raise ValueError(f"init_scale: expected one of {cfg['init_scales']}, got {init_scale}")
     c = cfg["init_scales"].index(init_scale)
+    budgets = budgets_of(result)
+    b = budgets[-1] if budget is None else budget
+    if b not in budgets:
+        raise ValueError(f"budget: expected one of {budgets}, got {b}")
     out = {}
-    for key, r in result["results"].items():
+    for key in result["results"]:
         t, s = key.split("->")
-        first = np.asarray(r["first_label_differs"]) / cfg["instances"]
-        fr = {"lin": label_fraction(result, t, s, ("converged", "linear")),
-              "power": label_fraction(result, t, s, ("power law",)),
-              "stall": label_fraction(result, t, s, ("stalling",)),
-              "undecided": label_fraction(result, t, s, ("undecided",)),
-              "succ": success_fraction(result, t, s), "first": first}
+        lab = run_array(result, t, s, "labels_at")[..., budgets.index(b)]
+        meas = run_array(result, t, s, "kinds_at")[..., budgets.index(b)] == "measured"
+        fr = {"zero_c": (lab == "zero") & ~meas, "pos_c": (lab == "positive") & ~meas,
+              "zero_m": (lab == "zero") & meas, "lin": lab == "linear",
+              "power": lab == "power law", "stall": lab == "stalling"}
         for name, mask in region_masks(result).items():
             out[(t, s, name)] = {k: float(v[:, :, c][mask].mean()) if mask.any() else math.nan
                                  for k, v in fr.items()}
@@ -407,20 +702,19 @@ def summary(result: dict, init_scale: float = 1.0) -> dict:
 
 def summary_table(table: dict) -> str:
     """:func:`summary` as lines of at most 72 characters."""
-    cols = ("lin", "power", "stall", "undecided", "succ", "first")
-    lines = ["targets->student  region  " + " ".join(f"{k[:6]:>6s}" for k in cols)]
+    lines = ["targets->student  region  " + " ".join(f"{k:>6s}" for k in SUMMARY_KEYS)]
     for (t, s, name), v in table.items():
         lines.append(f"{t[:5]:>7s}->{s[:5]:<8s} {name:7s} "
-                     + " ".join(f"{v[k]:6.2f}" for k in cols))
+                     + " ".join(f"{v[k]:6.2f}" for k in SUMMARY_KEYS))
     return "\n".join(lines)
 
 
 def plot(result: dict, init_scale: Optional[float] = None, axes=None,
-         labels: Optional[tuple] = None, what: Optional[str] = None):
-    """Heat maps against ``D/(N n)`` (columns) and ``d`` (rows), one panel per (teacher, student),
-    at one initialization scale (default: the middle one): the success fraction, or with
-    ``labels`` the fraction of runs with one of those labels (``what`` names it on the colour
-    bar)."""
+         labels: tuple = ("zero", "linear"), what: Optional[str] = None):
+    """Heat maps against ``D/(N n)`` (columns) and ``d`` (rows), one panel per (teacher,
+    student), at one initialization scale (default: the middle one): the fraction of runs whose
+    final label is one of ``labels`` (colour), written in each cell as ``c + m``: the certified
+    part and the measured part (``what`` names the fraction on the colour bar)."""
     import matplotlib.pyplot as plt
 
     from .plotting import SMALL, WIDTH
@@ -435,11 +729,13 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
     if axes is None:
         ncol = len(cfg["students"])
         nrow = len(cfg["teachers"])
-        fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow + 0.8), squeeze=False,
+                                 layout="constrained")
         axes = axes.ravel()
     for ax, (t, st) in zip(axes, pairs):
-        F = (success_fraction(result, t, st) if labels is None
-             else label_fraction(result, t, st, labels))[:, :, c].T   # rows: d, columns: ratio
+        Fc = label_fraction(result, t, st, labels, kind="certified")[:, :, c].T
+        Fm = label_fraction(result, t, st, labels, kind="measured")[:, :, c].T
+        F = Fc + Fm
         im = ax.imshow(F, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         ax.grid(False)
         ax.set_xticks(range(len(cfg["ratios"])), [f"{r:g}" for r in cfg["ratios"]])
@@ -450,10 +746,13 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
                 fontsize=SMALL)
         for i in range(F.shape[0]):
             for j in range(F.shape[1]):
-                ax.text(j, i, f"{F[i, j]:.1f}", ha="center", va="center", fontsize=SMALL,
+                short = lambda x: f"{x:.2f}".lstrip("0") if x < 1 else "1"
+                ax.text(j, i, f"{short(Fc[i, j])}\n+{short(Fm[i, j])}", ha="center", va="center",
+                        fontsize=SMALL - 2, linespacing=0.9,
                         color="white" if F[i, j] < 0.6 else "black")
-    what = what or ("fraction reaching zero loss" if labels is None else "fraction " + " or ".join(labels))
-    plt.colorbar(im, ax=list(axes), shrink=0.8, label=what)
+    what = what or "fraction " + " or ".join(labels)
+    plt.colorbar(im, ax=list(axes), shrink=0.6, orientation="horizontal", aspect=40,
+                 label=what + " (in each cell: certified, + measured)")
     return axes
 
 
@@ -467,17 +766,20 @@ def main(argv=None) -> int:
     p.add_argument("--init-scales", type=float, nargs="+", default=d.init_scales)
     p.add_argument("--teachers", nargs="+", default=d.teachers)
     p.add_argument("--students", nargs="+", default=d.students)
-    for name in ("N", "n", "d_out", "instances", "steps", "seed"):
+    for name in ("N", "n", "d_out", "instances", "steps", "seed", "audit"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--max-steps", type=int, default=None,
-                   help="largest budget a run may need to settle (default 8 * steps)")
+                   help="the last fixed budget t_max (default 4 * steps); the budgets are "
+                        "steps, 2 steps, ..., t_max, and the audited runs also go to 2 t_max")
     p.add_argument("--tol", type=float, default=d.tol)
+    p.add_argument("--zero-tol", type=float, default=d.zero_tol)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    cfg = SweepConfig(ratios=args.ratios, ds=args.ds, init_scales=args.init_scales, teachers=args.teachers,
-                      students=args.students, N=args.N, n=args.n, d_out=args.d_out,
-                      instances=args.instances, steps=args.steps, max_steps=args.max_steps,
-                      tol=args.tol, seed=args.seed)
+    cfg = SweepConfig(ratios=args.ratios, ds=args.ds, init_scales=args.init_scales,
+                      teachers=args.teachers, students=args.students, N=args.N, n=args.n,
+                      d_out=args.d_out, instances=args.instances, steps=args.steps,
+                      max_steps=args.max_steps, tol=args.tol, seed=args.seed, audit=args.audit,
+                      zero_tol=args.zero_tol)
     try:
         cfg.validate()
         book.check_writable(Path(args.out) / "results.json")

@@ -399,8 +399,9 @@ def _check_problem(problem) -> "QueryProblem":
 
 
 def hull_distance(U, y, iters: int = 3000) -> float:
-    """A certified lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows
-    of ``U (n, d_out)``.
+    """A lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows of
+    ``U (n, d_out)``, exact up to float64 rounding, which is not controlled here (for a proved
+    bound, see :func:`tdlib.separation.hull_gap`).
 
     Projected gradient finds a near-closest hull point ``p``; with ``w = (y - p)/||y - p||``, every
     hull point ``z`` has ``w^T (y - z) >= w^T y - max_j w^T u_j``, which is returned (``>= 0``).
@@ -468,8 +469,9 @@ def caratheodory(U, lam, tol: float = 1e-12) -> np.ndarray:
 def softmax_level(U, y) -> float:
     """The Softmax level at infinity of one query, ``Lambda = min_{p on the boundary of the
     simplex} 1/2 ||U^T p - y||^2 = 1/2 min_j dist(y, conv{u_l : l != j})^2``, from ``U (n, d_out)``
-    (``n >= 2``) and ``y (d_out,)``. Each distance is the certified lower bound of
-    :func:`hull_distance`, so the value returned is a lower bound on ``Lambda`` (to rounding)."""
+    (``n >= 2``) and ``y (d_out,)``. Each distance is the lower bound of
+    :func:`hull_distance`, so the value returned is a lower bound on ``Lambda`` up to float64
+    rounding."""
     U, y = _hull_args(U, y, min_rows=2)
     n = U.shape[0]
     return 0.5 * min(hull_distance(np.delete(U, j, axis=0), y) ** 2 for j in range(n))

@@ -11,8 +11,12 @@ One query ``q`` of dimension ``d`` meets ``n`` fixed keys ``K (n, d)`` and value
   :func:`layer_certificate` assembles the constants of the layer theorem.
 * Softmax: on the one-direction instance of :class:`SoftmaxRay` the gap to the floor obeys
   explicit ``C / (t + t0)`` bounds from both sides.
-* :func:`classify` labels a loss curve by the shape of its tail, not by a threshold reached
-  within a step budget.
+* :func:`classify` labels a loss curve at a step budget by the shape of its tail, not by a
+  threshold reached within that budget; the label is a measurement at that budget.
+* :func:`softmax_floor` proves a positive floor of the Softmax loss when a target lies outside
+  the convex hull of its value rows (exact rational arithmetic); :class:`Box` (outward-rounded
+  float64 intervals) and :func:`loss_box` enclose exact values, so that the certificates above
+  control their rounding.
 """
 from __future__ import annotations
 
@@ -27,6 +31,219 @@ from .checks import as_tensor, check_int, check_positive
 from .query import QueryProblem, jacobians, outputs, smallest_singular_values
 
 E = math.e
+
+
+# ---------------------------------------------------------------------------------------------
+# Rounding control: float64 intervals with outward rounding
+# ---------------------------------------------------------------------------------------------
+
+EPS = 2.0**-52
+"""The float64 machine epsilon (one unit in the last place at 1)."""
+
+LIBM_SLACK = 2.0**-40
+"""The relative widening of every ``exp`` and ``log`` value: about ``2^12`` units in the last
+place, far above the error of the float64 ``exp`` and ``log`` of numpy and the C library (a
+few units at most; the tests compare them with 50-digit values)."""
+
+
+def _dn(x):
+    return np.nextafter(x, -np.inf)
+
+
+def _up(x):
+    return np.nextafter(x, np.inf)
+
+
+class Box:
+    """Arrays ``lo <= hi`` (float64, any shape) enclosing unknown real numbers.
+
+    Every operation rounds its result outward by one unit in the last place, which encloses the
+    exact result because IEEE 754 rounds each operation to the nearest float; ``exp`` and
+    ``log`` are widened by :data:`LIBM_SLACK` as well. So a ``Box`` computed from exact inputs
+    (floats are exact rationals) contains the exact value of the same formula.
+    """
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo, hi=None):
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = self.lo if hi is None else np.asarray(hi, dtype=np.float64)
+
+    def __getitem__(self, i):
+        return Box(self.lo[i], self.hi[i])
+
+    def __add__(self, o):
+        o = _box(o)
+        return Box(_dn(self.lo + o.lo), _up(self.hi + o.hi))
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return Box(-self.hi, -self.lo)
+
+    def __sub__(self, o):
+        return self + (-_box(o))
+
+    def __rsub__(self, o):
+        return _box(o) - self
+
+    def __mul__(self, o):
+        o = _box(o)
+        p = np.stack(np.broadcast_arrays(self.lo * o.lo, self.lo * o.hi,
+                                         self.hi * o.lo, self.hi * o.hi))
+        return Box(_dn(p.min(0)), _up(p.max(0)))
+
+    __rmul__ = __mul__
+
+    def inv(self):
+        """``1 / x`` for boxes of positive numbers."""
+        if np.any(self.lo <= 0):
+            raise ZeroDivisionError("Box.inv: expected positive lower ends")
+        return Box(_dn(1 / self.hi), _up(1 / self.lo))
+
+    def __truediv__(self, o):
+        return self * _box(o).inv()
+
+    def sq(self):
+        """``x^2`` (tighter than ``x * x`` when the box contains 0)."""
+        a, b = np.abs(self.lo), np.abs(self.hi)
+        lo = np.where((self.lo <= 0) & (self.hi >= 0), 0.0, np.minimum(a, b) ** 2)
+        return Box(np.maximum(_dn(lo), 0.0), _up(np.maximum(a, b) ** 2))
+
+    def sqrt(self):
+        """``sqrt(x)`` of the non-negative part (IEEE ``sqrt`` is correctly rounded)."""
+        return Box(_dn(np.sqrt(np.maximum(self.lo, 0.0))).clip(min=0.0),
+                   _up(np.sqrt(np.maximum(self.hi, 0.0))))
+
+    def exp(self):
+        return Box(np.maximum(_dn(np.exp(self.lo) * (1 - LIBM_SLACK)), 0.0),
+                   _up(np.exp(self.hi) * (1 + LIBM_SLACK)))
+
+    def log(self):
+        """``log(x)`` for boxes of positive numbers."""
+        lo, hi = np.log(self.lo), np.log(self.hi)
+        return Box(_dn(lo - np.abs(lo) * LIBM_SLACK - 1e-300),
+                   _up(hi + np.abs(hi) * LIBM_SLACK + 1e-300))
+
+    def sum(self, axis):
+        """Sum along ``axis`` one term at a time, each addition rounded outward."""
+        lo, hi = np.moveaxis(self.lo, axis, 0), np.moveaxis(self.hi, axis, 0)
+        acc = Box(lo[0], hi[0])
+        for a, b in zip(lo[1:], hi[1:]):
+            acc = acc + Box(a, b)
+        return acc
+
+    def min_lo(self, axis):
+        """The box of the minimum along ``axis``."""
+        return Box(self.lo.min(axis), self.hi.min(axis))
+
+
+def _box(x) -> Box:
+    return x if isinstance(x, Box) else Box(x)
+
+
+E_BOX = Box(_dn(math.e), _up(math.e))
+"""An enclosure of Euler's number."""
+
+
+def matmul_box(A, B) -> Box:
+    """An enclosure of the exact product ``A @ B`` of float64 arrays (inner size ``k``): the
+    float product ``P`` plus or minus ``1.01 gamma_(k+1) |A| @ |B|`` (Higham's bound for a dot
+    product in any summation order, ``gamma_k = k eps / (1 - k eps)``, widened for the rounding
+    of the bound itself) plus ``k`` times the smallest subnormal for underflow."""
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    k = A.shape[-1]
+    gam = 1.01 * (k + 1) * EPS / (1 - (k + 1) * EPS)
+    P = A @ B
+    rad = _up(_up(gam * (np.abs(A) @ np.abs(B))) + k * 5e-324)
+    return Box(_dn(P - rad), _up(P + rad))
+
+
+def cholesky_ok(G: Box) -> np.ndarray:
+    """True where every symmetric matrix in ``G`` (shape ``(..., m, m)``, lower triangle read)
+    is positive definite: the Cholesky factorisation in interval arithmetic meets only pivots
+    with positive lower ends. Returns a boolean array of shape ``(...)``."""
+    m = G.lo.shape[-1]
+    ok = np.ones(G.lo.shape[:-2], dtype=bool)
+    L = {}
+    for j in range(m):
+        s = G[..., j, j]
+        for k in range(j):
+            s = s - L[j, k].sq()
+        ok &= s.lo > 0
+        piv = Box(np.where(ok, s.lo, 1.0), np.where(ok, s.hi, 1.0)).sqrt()
+        L[j, j] = piv
+        for i in range(j + 1, m):
+            t = G[..., i, j]
+            for k in range(j):
+                t = t - L[i, k] * L[j, k]
+            L[i, j] = t / piv
+    return ok
+
+
+def lambda_min_lower(G: Box, shrink: float = 1e-7) -> np.ndarray:
+    """A proved lower bound ``>= 0`` on the smallest eigenvalue of every symmetric matrix in
+    ``G`` (shape ``(..., m, m)``): ``lam = (1 - shrink) lambda_min(mid G)`` (a float estimate)
+    is kept where ``G - lam I`` is proved positive definite (:func:`cholesky_ok`), else 0."""
+    mid = 0.5 * (G.lo + G.hi)
+    mid = 0.5 * (mid + np.swapaxes(mid, -1, -2))
+    lam = np.linalg.eigvalsh(mid)[..., 0] * (1 - shrink)
+    lam = np.where(lam > 0, lam, 0.0)
+    eye = np.eye(G.lo.shape[-1])
+    S = G - Box(lam[..., None, None] * eye)
+    return np.where((lam > 0) & cholesky_ok(S), lam, 0.0)
+
+
+def lambda_max_upper(G: Box, grow: float = 1e-7) -> np.ndarray:
+    """A proved upper bound on the largest eigenvalue of every symmetric matrix in ``G``:
+    ``lam = (1 + grow) lambda_max(mid G)`` (plus a tiny absolute term) where ``lam I - G`` is
+    proved positive definite, else the larger bound ``max_i sum_j max |G_ij|`` (Gershgorin)."""
+    mid = 0.5 * (G.lo + G.hi)
+    mid = 0.5 * (mid + np.swapaxes(mid, -1, -2))
+    lam = np.linalg.eigvalsh(mid)[..., -1] * (1 + grow) + 1e-300
+    eye = np.eye(G.lo.shape[-1])
+    S = Box(lam[..., None, None] * eye) - G
+    gersh = Box(np.maximum(np.abs(G.lo), np.abs(G.hi))).sum(-1).hi.max(-1)
+    return np.where(cholesky_ok(S), lam, gersh)
+
+
+def gaussian_box(Z, K, U, y, c: float):
+    """Enclosures at exact float64 queries ``Z (B, d)`` of one Gaussian per-query problem
+    (keys ``K (n, d)``, values ``U (n, d_out)``, target ``y (d_out,)``, width ``c``): the
+    distances ``||z - k_j|| (B, n)``, the residual norm ``||o(z) - y|| (B,)`` and the Gram matrix
+    ``J J^T (B, d_out, d_out)`` of the Jacobian. Returns three :class:`Box` values."""
+    Z, K, U, y = (np.asarray(v, dtype=np.float64) for v in (Z, K, U, y))
+    diff = Box(Z[:, None, :]) - Box(K[None])                      # (B, n, d)
+    dist2 = diff.sq().sum(-1)                                     # (B, n)
+    a = (-(dist2 / c)).exp()                                      # (B, n)
+    o = (a[..., None] * Box(U[None])).sum(1)                      # (B, d_out)
+    res = (o - Box(y)).sq().sum(-1).sqrt()                        # (B,)
+    t = a[..., None] * diff                                       # (B, n, d): a_j (z - k_j)
+    # J = -(2/c) sum_j u_j t_j^T; the Gram matrix of -J equals that of J
+    J = (Box(U[None, :, :, None]) * t[:, :, None, :]).sum(1) * (Box(2.0) / c)   # (B, d_out, d)
+    d_out = U.shape[1]
+    lo = np.zeros(J.lo.shape[:1] + (d_out, d_out))
+    hi = np.zeros_like(lo)
+    for i in range(d_out):
+        for k in range(i + 1):
+            g = J[:, i].sq().sum(-1) if i == k else (J[:, i] * J[:, k]).sum(-1)
+            lo[:, i, k], hi[:, i, k] = g.lo, g.hi
+            lo[:, k, i], hi[:, k, i] = g.lo, g.hi
+    return dist2.sqrt(), res, Box(lo, hi)
+
+
+def gaussian_bounds_upper(U, y, c: float) -> Dict[str, float]:
+    """Proved upper bounds on the constants of :func:`gaussian_bounds` (and ``||y||``'s
+    enclosure), from the float64 data taken as exact."""
+    U, y = np.asarray(U, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    S_u = Box(U).sq().sum(-1).sqrt().sum(0)
+    ny = Box(y).sq().sum(0).sqrt()
+    J_max = (Box(2.0) / (Box(c) * E_BOX)).sqrt() * S_u
+    two_c = Box(2.0) / c
+    r_max = S_u + ny
+    L_g = J_max.sq() + two_c * S_u * r_max
+    return {"S_u": float(S_u.hi), "J_max": float(J_max.hi), "L_J": float((two_c * S_u).hi),
+            "r_max": float(r_max.hi), "L_g": float(L_g.hi), "norm_y": (float(ny.lo), float(ny.hi))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,56 +281,80 @@ def sublevel_certificate(K, U, y, beta: float, c: float, max_boxes: int = 400_00
 
     Needs ``beta < 1/2 ||y||^2``. With ``m = ||y|| - sqrt(2 beta)`` every point of ``S`` has
     ``||o(q)|| >= m``, and ``||o(q)|| <= S_u max_j a_j(q)``; so ``S`` lies in the union of the
-    balls ``B(k_j, rho)``, ``rho^2 = c log(S_u / m)`` (``S`` is empty if ``S_u < m``). Cubes
-    covering these balls are split until each cube ``C`` (centre ``z``, circumradius ``h``) is
+    balls ``B(k_j, rho)``, ``rho^2 = c log(S_u / m)`` (``S`` is empty if ``S_u < m``; at
+    ``S_u = m`` it may hold a key). Cubes covering these balls are split until each cube ``C``
+    (centre ``z``, contained in the ball ``B(z, h)``) is
 
     * *outside* ``S``: ``||o(z) - y|| - J_max h > sqrt(2 beta)`` (``o`` is ``J_max``-Lipschitz),
       or ``min_j ||z - k_j|| - h > rho``; or
-    * *certified*: ``sigma_min(J(z)) >= 2 L_J h``, so ``sigma_min(J) >= sigma_min(J(z)) - L_J h``
-      on ``C`` (Weyl's inequality and the Lipschitz bound on ``J``).
+    * *certified*: ``sigma_min(J(z)) - 2 L_J h > 0``, so ``sigma_min(J) >= sigma_min(J(z)) -
+      L_J h > 0`` on ``C`` (Weyl's inequality and the Lipschitz bound on ``J``).
 
-    Returns ``ok`` (every cube decided), ``sigma`` (the smallest certified lower bound, ``inf``
-    if ``S`` is empty), the cube counts and the constants. Arithmetic is float64; the margins
-    are far above rounding.
+    Rounding is controlled: the data ``K (n, d)``, ``U (n, d_out)``, ``y (d_out,)``, ``beta``
+    and ``c`` are taken as exact; every quantity of a decision is enclosed by :class:`Box`
+    arithmetic (``sigma_min(J(z))^2`` by a Cholesky factorisation of ``J J^T - lam I``), the
+    constants are proved upper bounds, and ``h`` includes the rounding of the computed centres.
+    A cube is decided only when the lower end of its inequality's left side minus right side,
+    its *margin*, is positive. Returns ``ok`` (every cube decided), ``sigma`` (the smallest
+    proved lower bound, ``inf`` if ``S`` is empty), the cube counts, the constants, and
+    ``min_margin`` / ``min_rel_margin``: the smallest margin of a decision, absolute and divided
+    by the size of the largest term it compares (the scale at which rounding acts).
     """
-    K = as_tensor("K", K, dtype=torch.float64)
-    U = as_tensor("U", U, dtype=torch.float64)
-    y = as_tensor("y", y, dtype=torch.float64)
+    K = as_tensor("K", K, dtype=torch.float64).numpy()
+    U = as_tensor("U", U, dtype=torch.float64).numpy()
+    y = as_tensor("y", y, dtype=torch.float64).numpy()
+    if K.ndim != 2 or U.ndim != 2 or y.ndim != 1 or U.shape != (K.shape[0], y.shape[0]):
+        raise ValueError(f"K, U, y: expected shapes (n, d), (n, d_out), (d_out,), got "
+                         f"{K.shape}, {U.shape}, {y.shape}")
     n, d = K.shape
     beta = check_positive("beta", beta, strict=False)
+    c = check_positive("c", c)
     bnd = gaussian_bounds(U, y, c)
-    ny = float(y.norm())
-    if not beta < 0.5 * ny**2:
+    up = gaussian_bounds_upper(U, y, c)
+    ny = float(np.linalg.norm(y))
+    sq_b = (Box(2.0) * beta).sqrt()                             # sqrt(2 beta), enclosed
+    m_lo = float((Box(up["norm_y"][0]) - sq_b).lo)
+    if not beta < 0.5 * ny**2 or not m_lo > 0:
         raise ValueError(f"beta: expected a level below 1/2 ||y||^2 = {0.5 * ny**2:.6g} "
-                         f"(the loss at infinity), got {beta}")
-    m = ny - math.sqrt(2 * beta)
+                         f"(the loss at infinity, with room for rounding), got {beta}")
     out = {"beta": beta, "rho": 0.0, "certified": 0, "outside": 0, "undecided": 0,
-           "depth": 0, "ok": True, "sigma": float("inf"), **bnd}
-    if bnd["S_u"] <= m:
-        return out                                               # S is empty
-    rho = math.sqrt(c * math.log(bnd["S_u"] / m))
+           "depth": 0, "ok": True, "sigma": float("inf"), "min_margin": float("inf"),
+           "min_rel_margin": float("inf"), **bnd}
+    if up["S_u"] < m_lo:
+        return out                                               # S is empty: S_u < m
+    ratio = Box(up["S_u"]) / m_lo                                # >= S_u / m
+    rho = float((Box(c) * Box(np.maximum(ratio.log().hi, 0.0))).sqrt().hi)
     out["rho"] = rho
-    # one cube of half side rho around each key covers B(k_j, rho)
-    centres, half = K.clone(), rho
+    J_max, L_J, sq_hi = up["J_max"], up["L_J"], float(sq_b.hi)
+    # every coordinate of every centre is at most M in size; each split rounds it once
+    M = float(np.abs(K).max()) + 2 * rho
+    centres, half = K.copy(), rho
     sigma, counts = float("inf"), {"certified": 0, "outside": 0}
-    children = torch.tensor(np.array(np.meshgrid(*[[-1.0, 1.0]] * d, indexing="ij"))
-                            .reshape(d, -1).T, dtype=torch.float64)   # (2^d, d)
-    sq = math.sqrt(2 * beta)
+    margins = []
+    children = np.array(np.meshgrid(*[[-1.0, 1.0]] * d, indexing="ij")).reshape(d, -1).T
     for depth in range(max_depth + 1):
         if len(centres) == 0:
             break
-        h = half * math.sqrt(d)                                  # circumradius
-        Kb, Ub = K.expand(len(centres), n, d), U.expand(len(centres), *U.shape)
-        r = outputs(centres[:, None, :], Kb, Ub, "gaussian", c)[:, 0, :] - y
-        far = torch.cdist(centres, K).min(1).values - h > rho
-        outside = (r.norm(dim=-1) - bnd["J_max"] * h > sq) | far
-        J = jacobians(centres[:, None, :], Kb, Ub, "gaussian", c)[:, 0]
-        s = _sigma_min(J)
-        cert = (~outside) & (s >= 2 * bnd["L_J"] * h)
+        drift = 2 * (depth + 1) * EPS * M * math.sqrt(d)         # |computed - exact centre|
+        h = float(_up(_up(half * math.sqrt(d) * (1 + 4 * EPS)) + drift))
+        dist, res, G = gaussian_box(centres, K, U, y, c)
+        m_far = (dist.min_lo(1) - h - rho).lo
+        m_out = (res - J_max * h - sq_hi).lo
+        s_lo = _dn(np.sqrt(lambda_min_lower(G)))
+        m_cert = (Box(s_lo) - 2 * L_J * h).lo
+        outside = (m_far > 0) | (m_out > 0)
+        cert = (~outside) & (m_cert > 0)
+        if outside.any():
+            mo = np.maximum(m_far, m_out)[outside]
+            scale = np.maximum(np.maximum(dist.hi.min(1), rho + h),
+                               np.maximum(res.hi, J_max * h + sq_hi))[outside]
+            margins.append((float(mo.min()), float((mo / scale).min())))
+        if cert.any():
+            mc = m_cert[cert]
+            margins.append((float(mc.min()), float((mc / s_lo[cert]).min())))
+            sigma = min(sigma, float((Box(s_lo[cert]) - L_J * h).lo.min()))
         counts["outside"] += int(outside.sum())
         counts["certified"] += int(cert.sum())
-        if cert.any():
-            sigma = min(sigma, float((s[cert] - bnd["L_J"] * h).min()))
         rest = centres[~outside & ~cert]
         out["depth"] = depth
         if len(rest) == 0:
@@ -127,51 +368,179 @@ def sublevel_certificate(K, U, y, beta: float, c: float, max_boxes: int = 400_00
         half /= 2
         centres = (rest[:, None, :] + half * children[None]).reshape(-1, d)
     out.update(counts)
+    if margins:
+        out["min_margin"] = min(a for a, _ in margins)
+        out["min_rel_margin"] = min(b for _, b in margins)
     out["sigma"] = sigma if out["ok"] else 0.0
     return out
 
 
-def layer_certificate(problem: QueryProblem, W_Q0, **kw) -> Dict[str, object]:
-    """The constants of the book's Gaussian layer theorem at the start ``W_Q0``.
+def loss_box(X, K, U, Y, W, kernel: str, c: Optional[float] = None) -> Box:
+    """An enclosure of the exact query-only loss ``f(W) = 1/2 sum_ik ||o_ik - y_ik||^2`` for a
+    batch of problems, all float64 data taken as exact: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
+    ``U, Y (B, N, n, d_out)``, ``W (B, D, d)``; a :class:`Box` of shape ``(B,)``. The Gaussian
+    width ``c`` defaults to ``2 sqrt(d)`` (as a float, taken as exact)."""
+    X, K, U, Y, W = (np.asarray(torch.as_tensor(v, dtype=torch.float64)) for v in (X, K, U, Y, W))
+    if X.ndim != 4 or W.ndim != 3:
+        raise ValueError(f"X, W: expected shapes (B, N, n, D), (B, D, d), got {X.shape}, "
+                         f"{W.shape}")
+    d = W.shape[-1]
+    Q = matmul_box(X, W[:, None])                                 # (B, N, n, d)
+    if kernel == "gaussian":
+        cc = 2 * math.sqrt(d) if c is None else float(c)
+        diff = Q[..., :, None, :] - Box(K[..., None, :, :])      # (B, N, n_q, n_k, d)
+        w = (-(diff.sq().sum(-1) / cc)).exp()                    # (B, N, n_q, n_k)
+    elif kernel == "softmax":
+        s = (Q[..., :, None, :] * Box(K[..., None, :, :])).sum(-1) / Box(float(d)).sqrt()
+        shift = 0.5 * (s.lo + s.hi).max(-1, keepdims=True)
+        e = (s - shift).exp()
+        w = e / e.sum(-1)[..., None]
+    else:
+        raise ValueError(f"kernel: expected 'softmax' or 'gaussian', got {kernel!r}")
+    o = (w[..., None] * Box(U[..., None, :, :])).sum(-2)          # (B, N, n, d_out)
+    r2 = (o - Box(Y)).sq().sum(-1)
+    return r2.sum(-1).sum(-1) * 0.5
 
-    ``f0 = f(W_Q0)`` must be below ``beta_inf = min_ik 1/2 ||y_ik||^2``; every query of every
-    ``W`` with ``f(W) <= f0`` lies in its own sublevel set ``{g_ik <= f0}``, on which
-    :func:`sublevel_certificate` proves ``sigma_min(J_ik) >= sigma_J``. With
-    ``sigma_X = sigma_min(Xs)``, ``mu = sigma_X^2 sigma_J^2``, the global Lipschitz constant
-    ``L = ||Xs||_2^2 max_ik L_g,ik`` and ``eta = 1 / L``, the theorem gives
-    ``f_t <= (1 - eta mu)^t f0``. ``ok`` is False (with a ``reason``) when a hypothesis fails.
+
+def layer_certificate(problem: QueryProblem, W_Q0, **kw) -> Dict[str, object]:
+    """The hypotheses and constants of the book's Gaussian layer theorem at the start ``W_Q0``,
+    with rounding controlled (the float64 data of ``problem`` and ``W_Q0`` taken as exact).
+
+    ``f0 = f(W_Q0)`` must be below ``beta_inf = min_ik 1/2 ||y_ik||^2`` (checked on enclosures:
+    the upper end ``f0_hi`` of the loss against the lower end of ``beta_inf``); every query of
+    every ``W`` with ``f(W) <= f0`` lies in its own sublevel set ``{g_ik <= f0_hi}``, on which
+    :func:`sublevel_certificate` proves ``sigma_min(J_ik) >= sigma_J``. ``sigma_X`` is a proved
+    lower bound on ``sigma_min(Xs)`` and ``||Xs||_2^2 <= Xn2`` (Cholesky factorisations in
+    interval arithmetic), ``mu = sigma_X^2 sigma_J^2`` is rounded down, ``L = Xn2 max_ik
+    L_g,ik`` up and ``eta = 1 / L`` down; the theorem then gives ``f_t <= (1 - eta mu)^t f0``.
+    ``ok`` is False (with a ``reason``) when a hypothesis is not proved. ``min_margin`` and
+    ``min_rel_margin`` are the smallest over all queries of :func:`sublevel_certificate`.
     """
     if problem.kernel != "gaussian":
         raise ValueError(f"problem.kernel: expected 'gaussian', got {problem.kernel!r}")
     W0 = problem.check_W(W_Q0)
-    f0 = problem.loss(W0)
     c = problem.c if problem.c is not None else 2 * math.sqrt(problem.d)
-    sx = torch.linalg.svdvals(problem.Xs)
-    sigma_X = float(sx[-1]) if problem.N * problem.n <= problem.D else 0.0
-    Y, K, U = problem.Y, problem.K, problem.U
+    return layer_certificate_arrays(problem.X, problem.K, problem.U, problem.Y, W0, c, **kw)
+
+
+def layer_certificate_arrays(X, K, U, Y, W, c: float, **kw) -> Dict[str, object]:
+    """:func:`layer_certificate` for plain arrays: ``X (N, n, D)``, keys ``K (N, n, d)``,
+    values ``U`` and targets ``Y (N, n, d_out)``, the start ``W (D, d)`` and the width ``c``;
+    ``kw`` goes to :func:`sublevel_certificate`."""
+    X, K, U, Y, W0 = (torch.as_tensor(v, dtype=torch.float64) for v in (X, K, U, Y, W))
+    N, n, D = X.shape
+    c = check_positive("c", c)
+    r = (X @ W0).reshape(N, n, -1)
+    f0 = float(0.5 * ((outputs(r, K, U, "gaussian", c) - Y) ** 2).sum())
+    f0_hi = float(loss_box(X[None], K[None], U[None], Y[None], W0[None], "gaussian", c).hi[0])
+    Yn = Y.numpy()
+    beta_inf_lo = float((Box(Yn).sq().sum(-1) * 0.5).lo.min())
     beta_inf = float(0.5 * (Y * Y).sum(-1).min())
-    res = {"f0": f0, "beta_inf": beta_inf, "sigma_X": sigma_X, "c": c, "ok": False}
-    if sigma_X <= 1e-12:
-        res["reason"] = "Xs is not of full row rank (D < N n or dependent tokens)"
+    res = {"f0": f0, "f0_hi": f0_hi, "beta_inf": beta_inf, "sigma_X": 0.0, "c": c, "ok": False}
+    Xs = X.reshape(N * n, D).numpy()
+    if N * n > D:
+        res["reason"] = "Xs is not of full row rank (D < N n)"
         return res
-    if not f0 < beta_inf:
+    G = matmul_box(Xs, Xs.T)
+    lam = float(lambda_min_lower(G))
+    if not lam > 0:
+        res["reason"] = "Xs is not proved to be of full row rank (dependent tokens?)"
+        return res
+    sigma_X = float(_dn(math.sqrt(lam)))
+    Xn2 = float(lambda_max_upper(G))
+    res["sigma_X"] = sigma_X
+    if not f0_hi < beta_inf_lo:
         res["reason"] = f"f0 = {f0:.3g} is not below min_ik 1/2 ||y_ik||^2 = {beta_inf:.3g}"
         return res
     sig, Lg, boxes = float("inf"), 0.0, 0
-    for i in range(problem.N):
-        for k in range(problem.n):
-            cert = sublevel_certificate(K[i], U[i], Y[i, k], f0, c, **kw)
+    margin, rel = float("inf"), float("inf")
+    for i in range(N):
+        for k in range(n):
+            cert = sublevel_certificate(K[i], U[i], Y[i, k], f0_hi, c, **kw)
             boxes += cert["certified"] + cert["outside"]
             if not cert["ok"]:
                 res["reason"] = f"query ({i}, {k}): a cube of its sublevel set was not certified"
                 return res
             sig = min(sig, cert["sigma"])
-            Lg = max(Lg, cert["L_g"])
-    L = float(sx[0]) ** 2 * Lg
-    mu = sigma_X**2 * sig**2
-    res.update({"ok": True, "sigma_J": sig, "mu": mu, "L": L, "eta": 1 / L, "boxes": boxes,
-                "rate": 1 - mu / L})
+            Lg = max(Lg, gaussian_bounds_upper(U[i], Y[i, k], c)["L_g"])
+            margin, rel = min(margin, cert["min_margin"]), min(rel, cert["min_rel_margin"])
+    L = float((Box(Xn2) * Lg).hi)
+    mu = float((Box(sigma_X).sq() * Box(sig).sq()).lo)
+    eta = float(Box(L).inv().lo)
+    res.update({"ok": True, "sigma_J": sig, "mu": mu, "L": L, "eta": eta, "boxes": boxes,
+                "rate": 1 - eta * mu, "min_margin": margin, "min_rel_margin": rel})
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax: a proved floor when a target lies outside the hull of its value rows
+# ---------------------------------------------------------------------------------------------
+
+def _project_rows_to_simplex(V: np.ndarray) -> np.ndarray:
+    """Euclidean projection of every row of ``V (m, n)`` onto the probability simplex."""
+    n = V.shape[1]
+    s = -np.sort(-V, axis=1)
+    css = np.cumsum(s, axis=1) - 1
+    k = np.arange(1, n + 1)
+    r = (s - css / k > 0).sum(1)
+    tau = css[np.arange(len(V)), r - 1] / r
+    return np.maximum(V - tau[:, None], 0.0)
+
+
+def hull_gap(U, y, iters: int = 2000):
+    """Proved lower bounds on ``dist(y, conv(rows of U))^2``, exact in rational arithmetic.
+
+    ``U (m, n, d_out)`` holds ``m`` sets of value rows, ``y (m, d_out)`` their targets (float64
+    numbers, taken as exact). Projected gradient finds a near-closest hull point ``p`` (float);
+    with ``w = y - p``, every hull point ``z`` has ``w.(y - z) >= w.y - max_j w.u_j =: gap``,
+    so ``dist(y, hull) >= gap / ||w||`` whenever ``gap > 0``. ``gap^2 / (w.w)`` is evaluated in
+    exact fractions and rounded down to a float. Returns an array ``(m,)`` (0 where no positive
+    bound was found: ``y`` inside the hull or too close to it)."""
+    from fractions import Fraction
+
+    U = np.asarray(U, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    m, n, _ = U.shape
+    lam = np.full((m, n), 1.0 / n)
+    step = 1.0 / np.maximum(np.linalg.norm(U, 2, axis=(1, 2)) ** 2, 1e-12)
+    for _ in range(iters):
+        r = np.einsum("mn,mno->mo", lam, U) - y
+        lam = _project_rows_to_simplex(lam - step[:, None] * np.einsum("mno,mo->mn", U, r))
+    w = y - np.einsum("mn,mno->mo", lam, U)
+    out = np.zeros(m)
+    rough = np.einsum("mo,mo->m", w, y) - np.einsum("mno,mo->mn", U, w).max(1)
+    for i in np.flatnonzero(rough > 0):
+        wf = [Fraction(float(v)) for v in w[i]]
+        dot = lambda v: sum((a * Fraction(float(b)) for a, b in zip(wf, v)), Fraction(0))
+        gap = dot(y[i]) - max(dot(u) for u in U[i])
+        if gap > 0:
+            exact = gap * gap / sum(a * a for a in wf)
+            val = float(exact)
+            out[i] = val if Fraction(val) <= exact else float(_dn(val))
+    return out
+
+
+def softmax_floor(U, Y) -> np.ndarray:
+    """A proved lower bound on the Softmax query-only loss at every ``W_Q``: ``1/2 sum_ik
+    dist(y_ik, conv(rows of U_i))^2`` with each distance bounded below by :func:`hull_gap`
+    (every Softmax output is a convex combination of the value rows). ``U, Y`` have shape
+    ``(B, N, n, d_out)`` (or ``(N, n, d_out)``); returns ``(B,)`` (or a scalar), rounded down."""
+    U = np.asarray(torch.as_tensor(U, dtype=torch.float64))
+    Y = np.asarray(torch.as_tensor(Y, dtype=torch.float64))
+    single = U.ndim == 3
+    U, Y = (U[None], Y[None]) if single else (U, Y)
+    if U.ndim != 4 or Y.shape != U.shape[:3] + (U.shape[3],):
+        raise ValueError(f"U, Y: expected shapes (B, N, n, d_out), got {U.shape}, {Y.shape}")
+    B, N, n, d_out = U.shape
+    Ut = np.repeat(U[:, :, None], n, axis=2).reshape(-1, n, d_out)   # token (b, i, k) -> U_bi
+    gaps = hull_gap(Ut, Y.reshape(-1, d_out)).reshape(B, N * n)
+    out = np.zeros(B)
+    for b in range(B):
+        acc = Box(0.0)
+        for v in gaps[b]:
+            acc = acc + Box(v)
+        out[b] = max(float((acc * 0.5).lo), 0.0)
+    return out[0] if single else out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,10 +552,10 @@ class SoftmaxRay:
     """One Softmax query against two keys, one output coordinate: ``d = n = 2``, ``d_out = 1``.
 
     Keys ``k_1, k_2``, values ``u_1 > u_2`` (scalars), target ``y = u_1 + delta`` with
-    ``delta > 0`` (outside the hull ``[u_2, u_1]``). With ``w = (k_1 - k_2) / sqrt(d)`` and
-    ``theta = w^T q``, the output is ``o = u_2 + du sigma(theta)`` (``du = u_1 - u_2``), the floor
-    is ``1/2 delta^2`` and the gap is ``g - 1/2 delta^2 = delta du s + 1/2 du^2 s^2`` with
-    ``s = 1 - sigma(theta)``.
+    ``delta > 0`` (outside the hull ``[u_2, u_1]``). With ``w = (k_1 - k_2) / sqrt(d)`` and the
+    logit difference ``chi = w^T q``, the output is ``o = u_2 + u_12 sigmoid(chi)`` (``u_12 = u_1 -
+    u_2``, the property ``du``), the floor is ``1/2 delta^2`` and the gap is ``g - 1/2 delta^2 =
+    delta u_12 s + 1/2 u_12^2 s^2`` with ``s = 1 - sigmoid(chi)``.
     """
 
     k1: Sequence[float] = (0.0, 0.0)
@@ -233,15 +602,17 @@ class SoftmaxRay:
 
     def bounds(self, q0, eta: float, t) -> Dict[str, np.ndarray]:
         """The book's two-sided bounds on the gap at step ``t`` of GD with step ``eta``:
-        ``lower = delta du / (1 + E0 + a e^(a / (1 + E0)) t)`` with
-        ``a = eta ||w||^2 du (delta + du)``, ``E0 = exp(theta_0)``; and, if ``theta_0 >= 0``,
-        ``upper = (delta du + du^2 / 2) / (E0 + eta ||w||^2 du delta t / 4)``."""
+        ``lower = delta u_12 / (1 + E0 + a e^(a / (1 + E0)) t)`` with
+        ``a = eta ||w||^2 u_12 (delta + u_12)``, ``E0 = exp(chi_0)``; and, if ``chi_0 >= 0``,
+        ``upper = (delta u_12 + u_12^2 / 2) / (E0 + eta ||w||^2 u_12 delta t / 4)``.
+        With ``C`` and ``t0`` as returned, ``lower = C / (t + t0)``, so the proved lower bound on
+        ``t * gap`` is ``C t / (t + t0)``, which tends to ``C`` (it is not ``C`` at finite ``t``)."""
         theta0 = float(self.w @ torch.as_tensor(q0, dtype=torch.float64))
         E0 = math.exp(theta0)
         w2 = float(self.w @ self.w)
         a = eta * w2 * self.du * (self.delta + self.du)
         t = np.asarray(t, dtype=float)
-        grow = a * math.exp(a / (1 + E0))           # the most E_t = exp(theta_t) can gain a step
+        grow = a * math.exp(a / (1 + E0))           # the most exp(chi_t) can gain in a step
         lower = self.delta * self.du / (1 + E0 + grow * t)
         upper = ((self.delta * self.du + self.du**2 / 2) / (E0 + eta * w2 * self.du * self.delta * t / 4)
                  if theta0 >= 0 else np.full_like(t, np.nan))
@@ -265,7 +636,7 @@ def gd_path(loss_grad, q0, eta: float, steps: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# A budget-independent label for a loss curve
+# A label for a loss curve at a budget: the shape of its tail
 # ---------------------------------------------------------------------------------------------
 
 LABELS = ("converged", "linear", "power law", "stalling")
@@ -273,25 +644,29 @@ LABELS = ("converged", "linear", "power law", "stalling")
 
 def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
              pl_half: float, pl_end: float, zero_tol: float = 1e-10) -> str:
-    """Label a monotone run from its losses at steps ``T/4``, ``T/2``, ``T`` and its PL ratios
-    ``||grad f||^2 / (2 f)`` averaged (geometric mean) over the windows ``[0.45 T, 0.5 T]``
-    (``pl_half``) and ``[0.9 T, T]`` (``pl_end``); the averages smooth out the zig-zag of
-    single iterates (see :func:`pl_windows`).
+    """Label a monotone run at the budget ``t_max`` from its losses at steps ``t_max/4``,
+    ``t_max/2``, ``t_max`` and its PL ratios ``||grad f||^2 / (2 f)`` averaged (geometric mean)
+    over the windows ``[0.45 t_max, 0.5 t_max]`` (``pl_half``) and ``[0.9 t_max, t_max]``
+    (``pl_end``); the averages smooth out the zig-zag of single iterates (see
+    :func:`pl_windows`).
 
     Two scale-free numbers decide. ``kappa = pl_end / pl_half`` says whether a PL inequality
     holds along the tail: it is about 1 for a linear rate, about 1/2 for a power law
     ``f ~ t^-alpha`` and about 1/4 (or less) for a loss settling at a positive value with a
-    ``1/t`` gap. ``r1 / r0``, with ``r0 = log(f(T/4) / f(T/2))`` and ``r1 = log(f(T/2) / f(T))``,
-    is 2 for a geometric decay, 1 for a power law and about 1/2 (less for a faster gap, 0 on a
-    plateau) for a loss settling at a positive value. The labels:
+    ``1/t`` gap. ``xi_1 / xi_0``, with ``xi_0 = log(f(t_max/4) / f(t_max/2))`` and
+    ``xi_1 = log(f(t_max/2) / f(t_max))``, is 2 for a geometric decay, 1 for a power law and
+    about 1/2 (less for a faster gap, 0 on a plateau) for a loss settling at a positive value.
+    The labels:
 
-    * ``converged``: ``f(T) <= zero_tol * f_ref`` (numerically zero);
+    * ``converged``: ``f(t_max) <= zero_tol * f_ref`` (the computed loss is numerically zero);
     * ``linear``: ``kappa >= 1/sqrt 2`` (the PL ratio is not decaying);
-    * ``power law``: otherwise, if ``r1 >= r0 / sqrt 2`` (sublinear, the loss still heading to 0);
+    * ``power law``: otherwise, if ``xi_1 >= xi_0 / sqrt 2`` (sublinear, still heading to 0);
     * ``stalling``: otherwise (the decrease dies out at a positive loss).
 
-    For the model curves above the label is the same at every ``T``; a finite run can still be
-    caught in a transient (for example a plateau it is about to leave).
+    For the model curves above the label is the same at every ``t_max``. A real run's label is a
+    measurement at its budget, not a statement about ``t -> infinity``: the run can be caught in
+    a transient (a plateau it is about to leave, a fast mode before a slow one), and its label
+    at ``2 t_max`` can differ (:func:`tdlib.phase.flip_rate` measures how often).
     """
     if f_end <= zero_tol * f_ref:
         return "converged"
@@ -306,11 +681,11 @@ def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
     return "power law" if r0 > 0 and r1 >= r0 / math.sqrt(2) else "stalling"
 
 
-def pl_windows(T: int):
-    """The step windows whose mean log PL ratio :func:`classify` compares: ``[0.225 T, 0.25 T]``,
-    ``[0.45 T, 0.5 T]`` and ``[0.9 T, T]`` (the first two serve a run judged at half the
-    budget)."""
-    T = check_int("T", T, minimum=8)
+def pl_windows(t_max: int):
+    """The step windows whose mean log PL ratio :func:`classify` compares:
+    ``[0.225 t_max, 0.25 t_max]``, ``[0.45 t_max, 0.5 t_max]`` and ``[0.9 t_max, t_max]`` (the
+    first two serve a run judged at half the budget)."""
+    T = check_int("t_max", t_max, minimum=8)
     return [(int(0.225 * T), T // 4), (int(0.45 * T), T // 2), (int(0.9 * T), T)]
 
 
@@ -322,7 +697,7 @@ def _window_mean(pl: np.ndarray, a: int, b: int) -> float:
 
 
 def classify_curve(losses, pl=None, zero_tol: float = 1e-10, f_ref: Optional[float] = None) -> str:
-    """:func:`classify` on a whole curve ``losses[0..T]``. ``pl`` (the PL ratios along the run)
+    """:func:`classify` on a whole curve ``losses[0..t_max]``. ``pl`` (the PL ratios along the run)
     defaults to the relative decrease ``(f_t - f_{t+1}) / f_t``, which is ``2 eta`` times the PL
     ratio to first order for constant-step gradient descent; ``f_ref`` defaults to ``losses[0]``."""
     f = np.asarray(losses, dtype=float)

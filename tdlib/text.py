@@ -12,13 +12,15 @@ Two sources:
 
 Both return the same dict: ``x_train`` / ``x_test`` int64 arrays of shape ``(N, max_len)`` of
 byte tokens (``1..255``; ``0`` pads), ``y_train`` / ``y_test`` labels (1 = positive), and the
-raw ``text_train`` / ``text_test`` strings.
+raw ``text_train`` / ``text_test`` strings; :func:`tweets` adds ``removed``, the counts of
+tweets its de-duplication dropped (:func:`deduplicate`).
 """
 from __future__ import annotations
 
 import csv
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +88,70 @@ def _split(texts, labels, test_fraction, seed, max_len):
     }
 
 
+_RETWEET = re.compile(r"^(?:\s*RT\s*@\w+\s*:?)+", re.IGNORECASE)  # "RT @a: RT @b: ..."
+_URL = re.compile(r"(?:https?://|www\.)\S*", re.IGNORECASE)
+_MENTION = re.compile(r"@\w+")
+
+
+def normalise(t: str) -> str:
+    """The key under which two tweets count as the same text: the leading retweet prefix
+    (``RT @user:``, repeated) removed, then every URL and every ``@mention``, then lower case
+    and runs of white space made one space. ``"RT @a: Great  day http://t.co/x"`` and
+    ``"great day"`` have the same key."""
+    if not isinstance(t, str):
+        raise TypeError(f"normalise: expected a string, got {type(t).__name__}")
+    t = _MENTION.sub(" ", _URL.sub(" ", _RETWEET.sub(" ", t)))
+    return " ".join(t.lower().split())
+
+
+def deduplicate(texts, labels):
+    """One text per normalised key (:func:`normalise`), and none for a key seen with both labels.
+
+    ``texts`` is a list of strings and ``labels`` their labels (same length). The first text of
+    each key is kept, in the order given; a key whose texts carry different labels is dropped
+    entirely (its label is ambiguous). Returns ``(texts, labels, removed)`` with ``removed`` a
+    dict of counts: ``"duplicates"`` (texts dropped because an earlier text had the same key
+    and label), ``"conflicting_texts"`` and ``"conflicting_keys"`` (texts and keys dropped for
+    carrying both labels), and ``"empty"`` (texts whose key is empty, e.g. a bare URL).
+    """
+    texts = list(texts)
+    labels = [int(v) for v in labels]
+    if len(texts) != len(labels):
+        raise ValueError(f"deduplicate: expected one label per text, got {len(texts)} texts and "
+                         f"{len(labels)} labels")
+    keys = [normalise(t) for t in texts]
+    seen_labels: dict = {}
+    for k, y in zip(keys, labels):
+        seen_labels.setdefault(k, set()).add(y)
+    conflicting = {k for k, ys in seen_labels.items() if len(ys) > 1}
+    kept, out_t, out_y = set(), [], []
+    removed = {"duplicates": 0, "conflicting_texts": 0, "conflicting_keys": len(conflicting),
+               "empty": 0}
+    for t, y, k in zip(texts, labels, keys):
+        if not k:
+            removed["empty"] += 1
+        elif k in conflicting:
+            removed["conflicting_texts"] += 1
+        elif k in kept:
+            removed["duplicates"] += 1
+        else:
+            kept.add(k)
+            out_t.append(t)
+            out_y.append(y)
+    return out_t, out_y, removed
+
+
 def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balance: bool = True,
            path: str | os.PathLike | None = None):
     """The positive/negative tweets as a fixed train/test split (see the module docstring).
 
-    Neutral tweets are dropped and exact duplicate texts kept once (re-tweets would leak between
-    train and test). With ``balance=True`` the larger class is subsampled (with ``seed``) to the
-    size of the smaller one, so chance accuracy is 1/2. The split is a permutation drawn from
-    ``seed``: the same seed always gives the same split.
+    Neutral tweets are dropped, then :func:`deduplicate` keeps one tweet per normalised text
+    (retweet prefix, URLs, mentions, case and white space do not count) and drops every text
+    that occurs with both labels, so no normalised text is in both the training and the test
+    set; the counts it removed are returned under ``"removed"``. With ``balance=True`` the
+    larger class is subsampled (with ``seed``) to the size of the smaller one, so chance
+    accuracy is 1/2. The split is a permutation drawn from ``seed``: the same seed always gives
+    the same split.
     """
     test_fraction = check_positive("test_fraction", test_fraction)
     if not test_fraction < 1:
@@ -101,7 +159,7 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
     max_len = check_int("max_len", max_len)
     seed = check_seed("seed", seed)
     p = corpus_path(path)
-    seen, texts, labels = set(), [], []
+    texts, labels = [], []
     with open(p, encoding="latin-1", newline="") as fh:  # the file is latin-1, not UTF-8
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not {"sentiment", "text"} <= set(reader.fieldnames):
@@ -109,11 +167,13 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
         for row in reader:
             lab = {"positive": 1, "negative": 0}.get(row["sentiment"].strip())
             t = row["text"].strip()
-            if lab is None or not t or t in seen:
+            if lab is None or not t:
                 continue
-            seen.add(t)
             texts.append(t)
             labels.append(lab)
+    n_read = len(texts)
+    texts, labels, removed = deduplicate(texts, labels)
+    removed["read"] = n_read
     labels = np.array(labels, dtype=np.int64)
     n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
     if min(n_pos, n_neg) < 2:
@@ -135,6 +195,7 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
                 f"with test_fraction={test_fraction} and seed={seed}; expected both classes in "
                 f"each set - use a larger corpus or another test_fraction")
     out["source"] = str(p)
+    out["removed"] = removed
     return out
 
 

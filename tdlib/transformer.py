@@ -9,8 +9,10 @@ pooling over the real (non-padding) tokens, a linear read-out. Each block is
 
 with the kernel chosen by name through :func:`tdlib.attention.make_kernel`, so the Softmax and
 the Gaussian model differ **only** in that one function and have identical parameters.
-Padding tokens (``pad_id``, 0 for text) take part in attention like any other token; they are
-left out of the mean pooling only. Images have no padding (``pad_id=None``).
+Padding tokens (``pad_id``, 0 for text) are masked as keys in every attention layer (as the
+Long Range Arena code does) and left out of the mean pooling, so the logits of a padded
+sequence are those of the same sequence without its padding (up to rounding). A batch without
+any padding, and images (``pad_id=None``), take the unmasked route, unchanged.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class ModelConfig(Architecture):
     vocab: int = 256
     max_len: int = 128
     classes: int = 2
-    pad_id: int | None = 0  # token id left out of the mean pooling; None pools every token
+    pad_id: int | None = 0  # padding: masked as a key, left out of the pooling; None: no padding
 
     def check(self) -> "ModelConfig":
         """Check every field (raises with a clear message); returns ``self``."""
@@ -106,11 +108,12 @@ class MultiHeadKernelAttention(nn.Module):
         self.kernel = checked_kernel(kernel, kernel_options, self.H, self.d)
         self.kernel_label = kernel if isinstance(kernel, str) else getattr(kernel, "name", "custom")
 
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:  # Z: (B, n, D)
-        """Multi-head attention of ``Z`` (shape ``(B, n, D)``), fused where the kernel allows."""
+    def forward(self, Z: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Multi-head attention of ``Z`` (shape ``(B, n, D)``), fused where the kernel allows;
+        ``key_mask`` (boolean ``(B, n)``, True for a real token) leaves padding keys out."""
         B, n, D = Z.shape
         q, k, v = self.W_QKV(Z).view(B, n, 3, self.H, self.d).permute(2, 0, 3, 1, 4)  # each (B, H, n, d)
-        out = attend(self.kernel, q, k, v, fused=self.fused)  # S(q, k) v, (B, H, n, d)
+        out = attend(self.kernel, q, k, v, fused=self.fused, key_mask=key_mask)  # S(q, k) v, (B, H, n, d)
         return self.W_O(out.transpose(1, 2).reshape(B, n, D))
 
 
@@ -123,9 +126,10 @@ class Block(nn.Module):
         self.attn = MultiHeadKernelAttention(cfg.D, cfg.H, cfg.kernel, cfg.kernel_options)
         self.mlp = nn.Sequential(nn.Linear(cfg.D, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.D))
 
-    def forward(self, Z):
-        """``Z + MHA(LN(Z))``, then ``Z + MLP(LN(Z))``; shape ``(B, n, D)`` kept."""
-        Z = Z + self.attn(self.ln1(Z))
+    def forward(self, Z, key_mask=None):
+        """``Z + MHA(LN(Z))``, then ``Z + MLP(LN(Z))``; shape ``(B, n, D)`` kept (``key_mask``:
+        see :meth:`MultiHeadKernelAttention.forward`)."""
+        Z = Z + self.attn(self.ln1(Z), key_mask)
         return Z + self.mlp(self.ln2(Z))
 
 
@@ -186,8 +190,9 @@ class Classifier(nn.Module):
             raise ValueError(f"tokens: expected ids in [0, {self.cfg.vocab}), got range "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
         Z = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        key_mask = self.key_mask(tokens)
         for b in self.blocks:
-            Z = b(Z)
+            Z = b(Z, key_mask)
         Z = self.ln(Z)
         if self.cfg.pad_id is None:
             pooled = Z.mean(1)
@@ -195,6 +200,17 @@ class Classifier(nn.Module):
             mask = (tokens != self.cfg.pad_id).unsqueeze(-1).to(Z.dtype)
             pooled = (Z * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return self.head(pooled)
+
+    def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """``tokens != pad_id`` (shape ``(B, n)``), or ``None`` when nothing is padding (no
+        ``pad_id``, or a batch without padding): the unmasked route. A sequence made only of
+        padding keeps all its keys (attention needs at least one); its pooled vector is zero."""
+        if self.cfg.pad_id is None:
+            return None
+        keep = tokens != self.cfg.pad_id
+        if bool(keep.all()):
+            return None
+        return keep | ~keep.any(-1, keepdim=True)
 
     def n_params(self) -> int:
         """The number of trainable numbers in the model."""

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,9 @@ from tdlib import book, experiments
 
 STORED = sorted(p.relative_to(book.data_path()) for p in book.data_path().rglob("*")
                 if p.suffix in (".json", ".npz"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_there_are_stored_results():
@@ -40,8 +46,26 @@ def test_experiments_reads_through_book():
 def test_provenance_has_one_shape():
     p = book.provenance("python -m tdlib.x", wall_seconds=1.0)
     assert {"command", "created", "python", "torch", "numpy", "tdlib", "platform",
-            "threads", "wall_seconds"} <= set(p)
+            "threads", "omp_num_threads", "git", "wall_seconds"} <= set(p)
     assert set(book.versions()) <= set(p)
+
+
+def test_provenance_records_code_and_threads():
+    import torch
+
+    p = book.provenance("x")
+    assert p["threads"] == torch.get_num_threads()
+    assert p["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:  # a git checkout: the commit is HEAD's
+        assert p["git"]["commit"] == head.stdout.strip() and isinstance(p["git"]["dirty"], bool)
+    else:
+        assert p["git"] is None
+    assert book._check_code(p) == []
+    assert book._check_code({"git": {"commit": "abc", "dirty": False}})  # not 40 hex digits
+    assert book._check_code({"reproduce_at": "not a hash"})
+    assert book._check_code({"git": None, "reproduce_at": "c17533f"}) == []
 
 
 def test_save_json_is_atomic(tmp_path, monkeypatch):

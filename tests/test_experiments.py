@@ -141,67 +141,77 @@ def _summary(final_by_kernel, steps=(0, 10, 20)):
     return ex.summarize(runs, "test_acc")
 
 
-def test_verdict_and_reading():
-    import pytest
-
-    from tdlib import experiments as ex
-
-    s = _summary({"gaussian": [0.8, 0.82, 0.85], "softmax": [0.7, 0.72, 0.75]})
-    r = ex.seed_ranges(s)
-    assert r["gaussian"] == (0.8, 0.85)
-    assert ex.verdict(r["gaussian"], r["softmax"], "Gaussian", "Softmax") == \
-        "every Gaussian seed ends above every Softmax seed"
-    assert ex.verdict(r["softmax"], r["gaussian"], "Softmax", "Gaussian") == \
-        "every Gaussian seed ends above every Softmax seed"
-    assert "weak evidence" in ex.verdict_reading(r["gaussian"], r["softmax"], 3, 3)
-    assert "0.10" in ex.verdict_reading(r["gaussian"], r["softmax"], 3, 3)
-    s2 = _summary({"gaussian": [0.7, 0.8], "softmax": [0.75, 0.78]})
-    r2 = ex.seed_ranges(s2)
-    assert ex.verdict(r2["gaussian"], r2["softmax"], "G", "S") == "the ranges over seeds overlap"
-    assert "not evidence" in ex.verdict_reading(r2["gaussian"], r2["softmax"], 2, 2)
-    with pytest.raises(ValueError, match="range"):
-        ex.verdict((0.9, 0.1), (0.1, 0.2), "a", "b")
-
-
-def test_separation_chance_matches_permutations():
+def test_sign_flip_test_exact_p_values():
     import itertools
 
-    import pytest
-
     from tdlib import experiments as ex
 
-    # all orderings of 3 + 2 exchangeable values: count those where the first 3 beat the last 2
-    hits = total = 0
-    for perm in itertools.permutations(range(5)):
-        total += 1
-        hits += min(perm[:3]) > max(perm[3:])
-    assert ex.separation_chance(3, 2) == pytest.approx(hits / total)
-    assert ex.separation_chance(3, 3) == pytest.approx(1 / 20)
-    with pytest.raises(ValueError, match="n_a"):
-        ex.separation_chance(0, 3)
+    # 3 seeds, all the same sign: only the observed pattern and its negation reach |mean|
+    assert ex.sign_flip_test([0.02, 0.01, 0.03]) == 0.25 == ex.smallest_p(3)
+    # 0.05, -0.01, 0.02: |sum| 0.06; signed sums +-0.06 and +-0.08 reach it, +-0.02 and
+    # +-0.04 do not -> 4 of 8
+    assert ex.sign_flip_test([0.05, -0.01, 0.02]) == 0.5
+    # 4 seeds: 0.4, 0.3, 0.2, -0.1: |sum| 0.8 is reached by +-0.8 and +-1.0 only (checked
+    # by brute force on integers)
+    d = [4, 3, 2, -1]
+    hits = sum(abs(sum(s * x for s, x in zip(signs, d))) >= abs(sum(d))
+               for signs in itertools.product((1, -1), repeat=4))
+    assert hits == 4 and ex.sign_flip_test([0.4, 0.3, 0.2, -0.1]) == 4 / 16
+    assert ex.sign_flip_test([0.0, 0.0]) == 1.0
+    assert ex.sign_flip_test([1.0] * 6) == ex.smallest_p(6) == 1 / 32
+    with pytest.raises(ValueError, match="diffs"):
+        ex.sign_flip_test([])
+    with pytest.raises(ValueError, match="at most 20 seeds"):
+        ex.sign_flip_test([1.0] * 21)
 
 
-def test_accuracy_se_and_leave_chance():
-    import pytest
+def test_paired_differences_and_verdict():
+    from tdlib import experiments as ex
 
+    s = _summary({"gaussian": [0.8, 0.7, 0.85], "softmax": [0.75, 0.72, 0.8]})
+    d = ex.paired_differences(s, ("gaussian", "softmax"))
+    assert d.tolist() == pytest.approx([0.05, -0.02, 0.05])
+    # last 2 evaluations: (0.5+f)/2 and f -> mean (0.5 + 3f)/4, differences 3/4 of the final ones
+    assert ex.paired_differences(s, last_k=2).tolist() == pytest.approx([0.0375, -0.015, 0.0375])
+    p = ex.sign_flip_test(d)
+    assert p == 0.5  # |sum| 0.08: reached by +-0.08 and +-0.12, not by +-0.02 (twice)
+    v = ex.verdict(d, p, "Gaussian", "Softmax")
+    assert v.startswith("Gaussian ends ahead of Softmax in 2 of 3 seeds, behind in 1")
+    assert "+0.027" in v and "p = 0.50" in v
+    assert "smallest p-value this test can give is 0.25" in ex.verdict_reading(p, 3)
+    assert "evidence, at the 0.05 level" in ex.verdict_reading(1 / 32, 6)
+    assert "not evidence" in ex.verdict_reading(0.5, 6)
+    odd = _summary({"gaussian": [0.8, 0.7], "softmax": [0.75, 0.72, 0.8]})
+    with pytest.raises(ValueError, match="same seeds"):
+        ex.paired_differences(odd)
+    with pytest.raises(ValueError, match="p-value"):
+        ex.verdict(d, 0.0, "a", "b")
+
+
+def test_leave_chance_is_measured_against_step_0_and_the_majority_class():
     from tdlib import experiments as ex
 
     assert ex.accuracy_se(400) == pytest.approx(0.025)
     with pytest.raises(ValueError, match="n_test"):
         ex.accuracy_se(0)
-    se = ex.accuracy_se(400)
-    s = _summary({"gaussian": [0.9, 0.9], "softmax": [0.56, 0.7]})
-    # gaussian: (0.5+0.9)/2 = 0.7 > 0.575 at step 10; softmax seed 0 leaves at step 20
-    # (0.53 < 0.575, 0.56 < 0.575 -> never: counted as the last step 20), seed 1 at step 10
-    leave = ex.leave_chance_steps(s, se)
-    assert leave == {"gaussian": 10.0, "softmax": 15.0}
-    with pytest.raises(ValueError, match="se"):
-        ex.leave_chance_steps(s, 0.0)
+    runs = []
+    for k, curves in {"gaussian": [[0.60, 0.62, 0.70], [0.50, 0.58, 0.60]],
+                      "softmax": [[0.50, 0.60, 0.64], [0.52, 0.55, 0.58]]}.items():
+        for s, acc in enumerate(curves):
+            runs.append({"kernel": k, "seed": s, "curves": {"step": [0, 10, 20], "test_acc": acc}})
+    s = ex.summarize(runs, "test_acc")
+    assert ex.chance_levels(s, 0.55) == {"gaussian": [0.60, 0.55], "softmax": [0.55, 0.55]}
+    # n_test 400: se at 0.60 is 0.0245, so 0.60 + 3 se = 0.673; at 0.55: 0.0249 -> 0.625
+    first = ex.first_above_chance(s, 400, 0.55)
+    assert first == {"gaussian": [20, None], "softmax": [20, None]}
+    # against 1/2 (the old rule) the gaussian seed 0 would have "left" at step 0
+    assert ex.leave_chance_steps(first, 20) == {"gaussian": 20.0, "softmax": 20.0}
+    with pytest.raises(ValueError, match="majority"):
+        ex.chance_levels(s, 0.0)
 
 
 def test_compare_kernels_reports_what_the_chapter_glues():
     import numpy as np
-    import pytest
 
     from tdlib import experiments as ex
 
@@ -211,20 +221,24 @@ def test_compare_kernels_reports_what_the_chapter_glues():
         for s, f in enumerate(fs):
             acc = [0.5, 0.5 if k == "softmax" and s == 0 else f, f]
             runs.append({"kernel": k, "seed": s, "task": "text", "n_test": 400,
+                         "test_majority": 0.5,
                          "curves": {"step": [0, 10, 20], "test_acc": acc,
                                     "test_loss": [0.7, 0.6, 1 - f]}})
-    c = ex.compare_kernels(runs)
-    se = ex.accuracy_se(400)
-    assert c.se == pytest.approx(se) and c.final_step == 20
+    c = ex.compare_kernels(runs, last_k=2)
+    assert c.se == pytest.approx(ex.accuracy_se(400)) and c.final_step == 20 and c.majority == 0.5
     g, sm = c.kernels["gaussian"], c.kernels["softmax"]
     assert g["acc"] == pytest.approx(np.mean(finals["gaussian"])) and (g["lo"], g["hi"]) == (0.8, 0.85)
     assert g["loss"] == pytest.approx(1 - np.mean(finals["gaussian"]))
     # 1/2 + 3 se = 0.575: softmax seed 0 ends at 0.55 and never gets there
     assert sm["first"] == [None, 10, 10] and sm["leave"] == pytest.approx((20 + 10 + 10) / 3)
-    assert c.verdict == "every Gaussian seed ends above every Softmax seed"
-    assert "weak evidence" in c.reading
+    assert sm["left"] == 2 and g["left"] == 3
+    assert c.paired["diffs"] == pytest.approx([0.25, 0.12, 0.10]) and c.paired["p"] == 0.25
+    assert c.paired["diffs_last"] == pytest.approx([0.275, 0.12, 0.10])
+    assert c.verdict.startswith("Gaussian ends ahead of Softmax in 3 of 3 seeds")
+    assert "0.25" in c.reading
     glued = c.glue_values()
     assert glued["softmax_leave"] == sm["leave"] and glued["verdict"] == c.verdict
+    assert glued["paired_p"] == 0.25 and glued["min_p"] == 0.25
     text = str(c)
     assert max(len(line) for line in text.splitlines()) <= ex.REPORT_WIDTH, text
     assert "never" in text and "0.800 to 0.850" in text
@@ -233,6 +247,55 @@ def test_compare_kernels_reports_what_the_chapter_glues():
     runs[0]["n_test"] = 100
     with pytest.raises(ValueError, match="n_test"):
         ex.compare_kernels(runs)
+
+
+def test_step_size_choice_uses_the_validation_loss_only():
+    from tdlib import experiments as ex
+
+    def run(k, lr, val, test):
+        return {"kernel": k, "config": {"lr": lr},
+                "curves": {"val_loss": [0.7, val + 0.1, val], "val_acc": [0.5, 0.5, 0.6],
+                           "test_loss": [0.7, 0.6, test]}}
+    runs = [run("softmax", 1e-3, 0.60, 0.9), run("softmax", 3e-3, 0.65, 0.1),
+            run("gaussian", 1e-3, 0.69, 0.5), run("gaussian", 3e-4, 0.62, 0.6)]
+    choice = ex.choose_step_sizes(runs, last_k=2)
+    assert choice["softmax"]["lr"] == 1e-3 and choice["gaussian"]["lr"] == 3e-4
+    assert choice["softmax"]["val_loss"]["0.001"] == pytest.approx(0.65)
+    with pytest.raises(ValueError, match="twice"):
+        ex.choose_step_sizes(runs + [run("softmax", 1e-3, 0.5, 0.5)])
+    with pytest.raises(ValueError, match="validation"):
+        ex.choose_step_sizes([{"kernel": "softmax", "config": {"lr": 1.0},
+                               "curves": {"test_loss": [1.0]}}])
+
+
+def test_validation_split_is_carved_from_training(tmp_path):
+    from tdlib import experiments as ex
+
+    cfg = tiny_cfg(tmp_path, n_val=8, kernel="softmax")
+    data = ex.load_data(cfg)
+    split = ex.validation_split(data, 8)
+    assert torch.equal(split["x_val"], data["x_train"][-8:]) and len(split["x_train"]) == 16
+    assert torch.equal(split["x_test"], data["x_test"])
+    _, r = train_model(cfg, progress=False)
+    assert r["n_train"] == 16 and len(r["curves"]["val_acc"]) == 3
+    assert len(r["init_scale"]["attention"]) == 1 and r["init_scale"]["residual"][0] > 0
+    with pytest.raises(ValueError, match="n_val"):
+        ex.validation_split(data, 24)
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_cfg(tmp_path, n_val=20).resolved()
+
+
+def test_attention_scale_measures_both_streams():
+    from tdlib import experiments as ex
+
+    m = Classifier(ModelConfig(max_len=10, D=8, hidden=8, H=2, layers=2), seed=0)
+    x = torch.randint(1, 256, (3, 10))  # no padding token
+    s = ex.attention_scale(m, x)
+    Z = m.embed(x) + m.pos[:10]
+    att = m.blocks[0].attn(m.blocks[0].ln1(Z))
+    assert s["residual"][0] == pytest.approx(float(Z.pow(2).mean().sqrt()))
+    assert s["attention"][0] == pytest.approx(float(att.pow(2).mean().sqrt()))
+    assert len(s["attention"]) == 2 and m.training
 
 
 def test_shell_lines_fit_and_paste_back():
@@ -255,6 +318,20 @@ def test_shell_lines_fit_and_paste_back():
         ex.shell_lines("  ")
 
 
+def test_step_sizes_command_records_the_choice(tmp_path):
+    out = tmp_path / "sweep.json"
+    main(["step-sizes", "--task", "pathfinder", "--n-train", "24", "--n-val", "8", "--n-test",
+          "8", "--steps", "2", "--eval-every", "1", "--batch-size", "4", "--D", "8", "--hidden",
+          "8", "--layers", "1", "--lrs", "1e-3", "3e-3", "--last-k", "2", "--cache-dir",
+          str(tmp_path), "--out", str(out), "--quiet"])
+    doc = json.loads(out.read_text())
+    assert len(doc["sweep"]) == 4 and set(doc["choice"]) == {"softmax", "gaussian"}
+    assert doc["choice"]["softmax"]["lr"] in (1e-3, 3e-3) and doc["last_k"] == 2
+    assert doc["provenance"]["command"].startswith("python -m tdlib.experiments step-sizes")
+    with pytest.raises(SystemExit):
+        main(["step-sizes", "--task", "pathfinder", "--lrs", "1e-3", "--out", str(out)])
+
+
 def test_leave_sentence_counts_seeds_and_names_steps():
     from tdlib import experiments as ex
     s = ex.leave_sentence({"softmax": [200, None, 300], "gaussian": [None, None, None]})
@@ -264,3 +341,60 @@ def test_leave_sentence_counts_seeds_and_names_steps():
     assert none == "no seed of either kernel leaves chance within the budget"
     with pytest.raises(ValueError, match="order: expected the kernels"):
         ex.leave_sentence({"softmax": [None]})
+
+
+def _comparison(left, leave, acc, se=0.016):
+    from tdlib import experiments as ex
+
+    kernels = {k: {"left": left[k], "leave": leave[k], "acc": acc[k]}
+               for k in ("gaussian", "softmax")}
+    return ex.KernelComparison(task="pathfinder", kernels=kernels, paired={}, se=se,
+                               majority=0.5, verdict="", reading="", final_step=300, last_k=5)
+
+
+def test_pathfinder_and_plateau_readings_branch_on_the_outcome():
+    from tdlib import experiments as ex
+
+    flat = _comparison({"gaussian": 0, "softmax": 0}, {"gaussian": 300, "softmax": 300},
+                       {"gaussian": 0.5, "softmax": 0.51})
+    assert ex.pathfinder_reading(flat, flat, 0.53).startswith("No run of either kernel")
+    assert ex.plateau_reading(flat).startswith("No Pathfinder run")
+    some = _comparison({"gaussian": 1, "softmax": 3}, {"gaussian": 250, "softmax": 100},
+                       {"gaussian": 0.55, "softmax": 0.6})
+    assert "do not show" in ex.pathfinder_reading(some, flat, 0.56)  # 0.6 < 0.56 + 3 se
+    assert "uses the path structure" in ex.pathfinder_reading(some, flat, 0.52)
+    assert ex.plateau_reading(some).startswith("The Gaussian Pathfinder runs leave chance later")
+    early = _comparison({"gaussian": 3, "softmax": 3}, {"gaussian": 100, "softmax": 150},
+                        {"gaussian": 0.6, "softmax": 0.6})
+    assert "do not leave chance later" in ex.plateau_reading(early)
+
+
+def test_merged_sweeps_choose_again(tmp_path):
+    from tdlib import experiments as ex
+
+    def doc(k, losses):
+        runs = [{"kernel": k, "seconds": 1.0, "config": {"lr": lr},
+                 "curves": {"val_loss": [0.7, v], "val_acc": [0.5, 0.5]}}
+                for lr, v in losses.items()]
+        return {"sweep": runs, "last_k": 1}
+    merged = ex.merge_sweeps([doc("softmax", {1e-3: 0.6, 3e-3: 0.5}),
+                              doc("gaussian", {1e-3: 0.4, 3e-4: 0.45})])
+    assert merged["choice"]["softmax"]["lr"] == 3e-3 and merged["choice"]["gaussian"]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="last_k"):
+        ex.merge_sweeps([doc("softmax", {1e-3: 0.6}), {**doc("gaussian", {1e-3: 0.4}),
+                                                       "last_k": 2}])
+
+
+def test_sweep_reading_says_whether_anything_moved():
+    from tdlib import experiments as ex
+
+    def run(k, lr, acc):  # the larger step size has the lower validation loss
+        return {"kernel": k, "n_val": 400, "config": {"lr": lr},
+                "curves": {"val_loss": [0.7, 0.69 - lr], "val_acc": [0.5, acc]}}
+    runs = [run("softmax", 1e-3, 0.5), run("softmax", 3e-3, 0.51),
+            run("gaussian", 1e-3, 0.5), run("gaussian", 3e-3, 0.5)]
+    doc = {"sweep": runs, "choice": ex.choose_step_sizes(runs, 1)}
+    text = ex.sweep_reading(doc)
+    assert text.startswith("No step size lifted") and "largest step size" in text
+    runs[1]["curves"]["val_acc"][-1] = 0.6  # 0.1 > 3 * 0.025
+    assert ex.sweep_reading(doc).startswith("1 of 4 sweep runs lifted")

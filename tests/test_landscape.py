@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tdlib.landscape import loss_fn_for, random_directions, surface
@@ -55,3 +56,63 @@ def test_same_draw_for_both_kernels():
     assert all(torch.equal(ds[i][n], dg[i][n]) for i in range(2) for n in ds[0])
     d_other = random_directions(soft, seed=6)
     assert not torch.equal(ds[0]["head.weight"], d_other[0]["head.weight"])
+
+
+def test_half_axis_rises_measure_curvature_at_the_centre():
+    coords = np.linspace(-1, 1, 11)
+    A, B = np.meshgrid(coords, coords, indexing="ij")
+    a, b = np.random.default_rng().uniform(0.1, 3.0, 2)
+    F = 0.7 + a * A**2 + b * B**2 + 0.05 * np.sin(9 * A)  # the far field plays no part
+    from tdlib.landscape import flatter, half_axis_rises
+
+    r, rises = half_axis_rises(F, coords, step=2)
+    assert r == pytest.approx(0.4)
+    expect = np.array([a * r**2 + 0.05 * np.sin(9 * r), a * r**2 - 0.05 * np.sin(9 * r),
+                       b * r**2, b * r**2])
+    np.testing.assert_allclose(rises, expect, rtol=1e-12, atol=1e-12)
+    _, batch = half_axis_rises(np.stack([F, 2 * F]), coords)
+    assert batch.shape == (2, 4)
+    assert flatter([1, 3], [2, 4], ("x", "y")) == "x"  # paired: each rise of x is below
+    assert flatter([2, 4], [1, 3], ("x", "y")) == "y"
+    assert flatter([1, 4], [2, 3]) == "tie"
+    with pytest.raises(ValueError, match="paired"):
+        flatter([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="symmetric"):
+        half_axis_rises(F[:10, :10], coords[:10])
+    with pytest.raises(ValueError, match="half-width"):
+        half_axis_rises(F, coords, step=6)
+
+
+def _check_device(model, loss_fn, device):
+    d1, d2 = random_directions(model, seed=1)
+    assert all(t.device == torch.device(device) for d in (d1, d2) for t in d.values())
+    F = surface(model, loss_fn, d1, d2, [-0.1, 0.0, 0.1], [0.0])
+    assert np.isfinite(F).all()
+    return F
+
+
+def test_directions_and_data_follow_the_model_device():
+    model = tiny()
+    x, y = data(4)
+    F = _check_device(model, loss_fn_for(x, y), "cpu")
+    # a model on the "meta" device would show a tensor left behind on the CPU at once
+    meta = tiny().to("meta")
+    d1, _ = random_directions(meta, seed=1)
+    assert all(t.device.type == "meta" for t in d1.values())
+    assert F.shape == (3, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+def test_landscape_command_on_cuda(tmp_path):
+    from tdlib.experiments import main
+
+    model = tiny().cuda()
+    x, y = data(4)
+    _check_device(model, loss_fn_for(x, y), "cuda:0")
+    out = tmp_path / "ls.npz"
+    assert main(["landscape", "--task", "text", "--device", "cuda", "--max-len", "16",
+                 "--steps", "2", "--eval-every", "1", "--stage1-steps", "2", "--grid", "5",
+                 "--n-loss", "8", "--n-eval", "8", "--near-seeds", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    assert np.isfinite(np.load(out)["loss_gaussian"]).all()

@@ -10,15 +10,17 @@ from tdlib import pathfinder as pf
 @pytest.fixture(scope="module")
 def sample16():
     seed = int(np.random.default_rng().integers(1 << 30))  # a fresh instance every run
-    x, y, d = pf.generate(400, size=16, path_length=5, seed=seed)
-    return x, y, d, seed
+    x, y, m = pf.generate(400, size=16, path_length=6, seed=seed)
+    return x, y, m, seed
 
 
 def test_shapes_balance_and_range(sample16):
-    x, y, d, seed = sample16
-    assert x.shape == (400, 16, 16) and x.dtype == np.uint8
+    x, y, m, seed = sample16
+    assert x.shape == (400, 16, 16) and x.dtype == np.uint8 and m.shape == (400, 2, 2)
     assert y.sum() == 200, f"labels not balanced (seed {seed})"
     assert x.max() == 255 and x.min() == 0
+    # pairs: rows 2j and 2j+1 hold one image of each class with the same markers
+    assert (y[::2] + y[1::2] == 1).all() and np.array_equal(m[::2], m[1::2])
 
 
 def test_reproducible_from_seed():
@@ -29,13 +31,65 @@ def test_reproducible_from_seed():
     assert not np.array_equal(a[0], c[0])
 
 
-def test_no_trivial_cue(sample16):
-    x, y, d, seed = sample16
-    ink = x.reshape(len(x), -1).mean(1)
-    acc_ink = pf.best_threshold_accuracy(ink, y)
-    acc_dist = pf.best_threshold_accuracy(d, y)
-    print(f"seed {seed}: best threshold accuracy on mean intensity {acc_ink:.3f}, marker distance {acc_dist:.3f}")
-    assert acc_ink < 0.62 and acc_dist < 0.62
+def test_no_ink_cue(sample16):
+    x, y, m, seed = sample16
+    acc_ink = pf.best_threshold_accuracy(x.reshape(len(x), -1).mean(1), y)
+    print(f"seed {seed}: best threshold accuracy on mean intensity {acc_ink:.3f}")
+    assert acc_ink < 0.62
+
+
+N_CUE = 1200  # training and test images for the cue checks
+NEAR = 0.03   # "near chance": a rule that in truth beats chance by at most 3 points
+
+
+@pytest.fixture(scope="module")
+def cue_sets():
+    """Held-out cue baselines on fresh images of this generator and of the earlier one."""
+    seed = int(np.random.default_rng().integers(1 << 30))
+    out = {}
+    for name, gen, length in (("new", pf.generate, 8), ("old", pf.generate_v2, 3)):
+        x, y, m = gen(2 * N_CUE, size=16, path_length=length, seed=seed)
+        out[name] = pf.cue_baselines((x[:N_CUE], y[:N_CUE], m[:N_CUE]),
+                                     (x[N_CUE:], y[N_CUE:], m[N_CUE:]), 16)
+        print(f"seed {seed}, {name} generator:",
+              {k: round(v, 3) for k, v in out[name].items()})
+    return out
+
+
+def cue_bound(c):
+    """Chance plus the declared margin plus three standard errors of a test accuracy."""
+    p = c["chance"]
+    return p + NEAR + 3 * np.sqrt(p * (1 - p) / c["n_test"])
+
+
+def test_cue_rules_stay_near_chance(cue_sets):
+    c = cue_sets["new"]
+    for name in pf.CUE_NAMES:
+        assert c[name] <= cue_bound(c), f"{name}: {c[name]:.3f} > {cue_bound(c):.3f}"
+
+
+def test_cue_rules_catch_the_earlier_generator(cue_sets):
+    """The same check fails on the earlier generator: its cues are real."""
+    c = cue_sets["old"]
+    assert c["marker position"] > cue_bound(c) and c["ink on the line"] > cue_bound(c)
+
+
+def test_cue_rules_find_planted_cues():
+    rng = np.random.default_rng()
+    n = 400
+    y = np.arange(n) % 2
+    m = rng.uniform(7, 9, (n, 2, 2))  # markers within 1.5 px of the centre ...
+    m[y == 1] = rng.uniform(1, 3, (n // 2, 2, 2))  # ... or, for label 1, in a corner
+    x = rng.integers(0, 50, (n, 16, 16)).astype(np.uint8)
+    x[y == 1, :4, :4] = 255  # and inks a corner
+    c = pf.cue_baselines((x[:200], y[:200], m[:200]), (x[200:], y[200:], m[200:]), 16)
+    assert c["marker position"] == 1.0 and c["pixel probe"] == 1.0 and c["chance"] == 0.5
+    ink = pf.line_ink(np.full((1, 16, 16), 90), np.array([[[2.0, 8.0], [14.0, 8.0]]]))
+    assert ink[0] == 90.0
+    with pytest.raises(ValueError, match="markers"):
+        pf.marker_features(np.zeros((3, 2)), 16)
+    with pytest.raises(ValueError, match="labels"):
+        pf.majority_rate([])
 
 
 @pytest.mark.parametrize("label", [0, 1])
@@ -46,6 +100,7 @@ def test_both_markers_present_and_label_meaning(label, size):
     assert img.shape == (size, size)
     m = info["markers"]
     assert m.shape == (2, 2) and np.linalg.norm(m[0] - m[1]) > 2 * pf._params(size, 5)["marker_radius"]
+    assert len(info["paths"][0]) == len(info["paths"][1]) == (6 if size == 32 else 5) + 1
     for cx, cy in m:  # the pixel holding each marker centre is (almost) fully inked
         assert img[int(cy), int(cx)] >= 200
     a, b = info["paths"][:2]
@@ -54,8 +109,8 @@ def test_both_markers_present_and_label_meaning(label, size):
     on_b = [any(np.allclose(p, e) for e in (b[0], b[-1])) for p in m]
     if label == 1:
         assert all(on_a) and not any(on_b)
-    else:
-        assert on_a[0] and on_b[1]
+    else:  # one marker on the origin tip of each long snake
+        assert np.allclose(m[0], a[0]) and np.allclose(m[1], b[0])
 
 
 def test_cache_roundtrip(tmp_path):

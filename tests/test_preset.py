@@ -76,3 +76,41 @@ def test_preset_runs_on_cuda(tmp_path):
     doc = _run_preset(tmp_path, "cuda")
     assert all(r["device"].startswith("cuda") for r in doc["runs"])
     assert all(r["config"]["batch_size"] == 256 for r in doc["runs"])  # the preset's batch
+
+
+def test_text_preset_needs_imdb_and_imdb_needs_a_length(tmp_path, capsys):
+    out = str(tmp_path / "x.json")
+    with pytest.raises(SystemExit):
+        main(["curves", "--preset", "paper", "--task", "text", "--out", out])
+    assert "--imdb" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["curves", "--task", "text", "--imdb", str(tmp_path), "--out", out])
+    assert "128" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_gaussian_width_threads_and_landscape_options(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for lab, word in (("pos", "great"), ("neg", "awful")):
+            (root / split / lab).mkdir(parents=True)
+            for i in range(4):
+                (root / split / lab / f"{i}.txt").write_text(f"a {word} film, number {i}")
+    common = ["--task", "text", "--imdb", str(root), "--max-len", "16", "--batch-size", "4",
+              "--steps", "2", "--eval-every", "1", "--quiet", "--threads", "1"]
+    out = tmp_path / "c.json"
+    assert main(["curves", *common, "--c", "3.5", "--seeds", "0", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    opts = {r["kernel"]: r["config"]["kernel_options"] for r in doc["runs"]}
+    assert opts == {"softmax": {}, "gaussian": {"c": 3.5}}
+    assert doc["provenance"]["threads"] == 1 and all(r["torch_threads"] == 1 for r in doc["runs"])
+    with pytest.raises(SystemExit):
+        main(["curves", *common, "--c", "3.5", "--kernels", "softmax", "--out", str(out)])
+    ls = tmp_path / "ls.npz"
+    assert main(["landscape", *common, "--stage1-steps", "2", "--grid", "3", "--n-loss", "4",
+                 "--direction-seed", "7", "--stage1-kernel", "gaussian", "--c", "2.0",
+                 "--out", str(ls)]) == 0
+    meta = json.loads(ls.with_suffix(".json").read_text())
+    assert meta["direction_seed"] == 7 and meta["stage1_kernel"] == "gaussian"
+    assert meta["stage1"]["config"]["kernel_options"] == {"c": 2.0}
+    assert meta["stage2"]["softmax"]["config"]["kernel_options"] == {}
+    assert meta["stage2"]["gaussian"]["config"]["kernel_options"] == {"c": 2.0}

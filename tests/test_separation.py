@@ -1,5 +1,5 @@
 """What separates the kernels: explicit Gaussian bounds, the covering certificate, the Gaussian
-layer theorem, the Softmax sublinear bounds and the budget-independent run labels."""
+layer theorem, the Softmax sublinear bounds and the tail-shape label of a run at a budget."""
 import math
 
 import numpy as np

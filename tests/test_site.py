@@ -122,6 +122,8 @@ RETIRED = {
     r"\\mathcal N\(0, y\^2\)|^y = 0\.|y\^2\\chi":
         "y is a target; the target scale is \\tau",
     r"^L = \d+$": "L is a smoothness constant, not a count of blocks",
+    r"\\pi_\{?T\b|f_\{T/[24]\}|\\log\(f_\{T":
+        "T(X) is the layer output; a run's step budget is t_max",
     r"F\(a, ?b\)|\\delta\[r\]|\(a, ?b\) \\in \[":
         "landscape coordinates are zeta_1, zeta_2 (a_j is a Gaussian weight); a row of a "
         "direction is delta_row (r is a radius)",

@@ -64,3 +64,49 @@ def test_imdb_folder_missing(tmp_path):
     (tmp_path / "train" / "pos" / "0_9.txt").write_text("good")
     with pytest.raises(FileNotFoundError, match="neg"):
         text.imdb_folder(tmp_path)
+
+
+def test_normalise_makes_retweets_urls_mentions_case_and_spaces_equal():
+    base = "Great day at the airport"
+    for variant in ("RT @JetBlue: Great day at the airport",
+                    "rt @a: RT @b_2 great DAY at the airport http://t.co/xY12",
+                    "@united   Great day\tat the airport www.example.com/x",
+                    "Great day at the airport https://t.co/abc @someone"):
+        assert text.normalise(variant) == text.normalise(base) == "great day at the airport"
+    assert text.normalise("Great day at the airport!") != text.normalise(base)  # words count
+    with pytest.raises(TypeError):
+        text.normalise(3)
+
+
+def test_deduplicate_keeps_first_and_drops_conflicting_labels():
+    texts = ["Love it", "RT @x: love it", "love  it http://t.co/a",   # one key, label 1
+             "Hate mondays", "hate Mondays @boss",                    # one key, both labels
+             "Fine", "http://t.co/only", "Other"]
+    labels = [1, 1, 1, 0, 1, 0, 1, 1]
+    kept, y, removed = text.deduplicate(texts, labels)
+    assert kept == ["Love it", "Fine", "Other"] and y == [1, 0, 1]
+    assert removed == {"duplicates": 2, "conflicting_texts": 2, "conflicting_keys": 1,
+                       "empty": 1}
+    assert len(kept) + sum(v for k, v in removed.items() if k != "conflicting_keys") == len(texts)
+    with pytest.raises(ValueError, match="one label per text"):
+        text.deduplicate(["a", "b"], [1])
+
+
+@needs_corpus
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_normalised_test_tweet_occurs_in_training(seed):
+    d = text.tweets(max_len=128, seed=seed)
+    train = {text.normalise(t) for t in d["text_train"]}
+    test = [text.normalise(t) for t in d["text_test"]]
+    leaks = sum(t in train for t in test)
+    r = d["removed"]
+    print(f"seed {seed}: read {r['read']}, removed {r['duplicates']} near-duplicates and "
+          f"{r['conflicting_texts']} texts of {r['conflicting_keys']} keys with both labels; "
+          f"{len(d['y_train'])} train, {len(test)} test, {leaks} test texts in training")
+    assert leaks == 0 and len(set(test)) == len(test)
+    assert r["duplicates"] > 0 and r["conflicting_keys"] > 0  # the corpus does hold both
+    # no normalised text carries both labels in what is kept
+    labels = {}
+    for t, y in zip(d["text_train"] + d["text_test"], list(d["y_train"]) + list(d["y_test"])):
+        labels.setdefault(text.normalise(t), set()).add(int(y))
+    assert all(len(v) == 1 for v in labels.values())
