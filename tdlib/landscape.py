@@ -94,6 +94,14 @@ def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[
     return f
 
 
+def _floats(name: str, values) -> np.ndarray:
+    """``values`` as a float array, or an error naming ``name``."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected an array of numbers, got {values!r:.60}") from None
+
+
 def _coords(name: str, values) -> np.ndarray:
     """A non-empty 1-d array of finite grid coordinates, or an error naming ``name``."""
     try:
@@ -143,13 +151,16 @@ def half_axis_rises(F, coords, step: int = 1):
     ``r^2/4`` times the trace of its 2x2 Hessian in the plane: curvature at the centre, which
     the mean of ``F`` over the whole square (dominated by the far field) does not measure."""
     coords = _coords("coords", coords)
-    F = np.asarray(F, dtype=float)
+    F = _floats("F", F)
     g = len(coords)
     if g % 2 == 0 or not np.allclose(coords, -coords[::-1]) or coords[g // 2] != 0:
         raise ValueError(f"coords: expected an odd number of points symmetric about 0, got "
                          f"{coords.tolist()!r:.80}")
     if F.shape[-2:] != (g, g):
         raise ValueError(f"F: expected a last shape ({g}, {g}) (the grid), got {F.shape}")
+    if not np.isfinite(F).all():
+        raise ValueError(f"F: expected finite losses, got {int((~np.isfinite(F)).sum())} "
+                         f"NaN/Inf")
     step = check_int("step", step)
     c = g // 2
     if step > c:
@@ -167,10 +178,14 @@ def flatter(rises_a, rises_b, names=("a", "b")) -> str:
     so the rises pair up): ``names[0]`` if every paired difference ``b - a`` is positive,
     ``names[1]`` if every one is negative, else ``"tie"`` (the difference lies within its
     spread over directions)."""
-    a, b = np.asarray(rises_a, dtype=float), np.asarray(rises_b, dtype=float)
+    a, b = _floats("rises_a", rises_a), _floats("rises_b", rises_b)
     if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"flatter: expected rises of equal, non-empty shapes (one per draw "
-                         f"and half-axis, paired), got {a.shape} and {b.shape}")
+        raise ValueError(f"rises_a, rises_b: expected rises of equal, non-empty shapes (one "
+                         f"per draw and half-axis, paired), got {a.shape} and {b.shape}")
+    for name, r in (("rises_a", a), ("rises_b", b)):
+        if not np.isfinite(r).all():
+            raise ValueError(f"{name}: expected finite rises, got "
+                             f"{int((~np.isfinite(r)).sum())} NaN/Inf")
     diff = b - a
     if (diff > 0).all():
         return names[0]

@@ -493,6 +493,14 @@ CALLS.update({
                                 m, seed=2)[0],
                             "alphas": [0.0, 1.0], "betas": [0.0, 1.0]})(small_classifier()),
         {"alphas": "tensor", "betas": "tensor", "model": "model"}),
+    "landscape.half_axis_rises": Call(
+        importlib.import_module("tdlib.landscape").half_axis_rises,
+        lambda: {"F": np.arange(9.0).reshape(3, 3), "coords": [-1.0, 0.0, 1.0]},
+        {"F": "tensor", "coords": "array", "step": "count"}),
+    "landscape.flatter": Call(
+        importlib.import_module("tdlib.landscape").flatter,
+        lambda: {"rises_a": np.ones((2, 4)), "rises_b": 2 * np.ones((2, 4))},
+        {"rises_a": "array", "rises_b": "array"}),
 })
 
 EXEMPT = {
@@ -511,7 +519,7 @@ EXEMPT = {
     # kernels: the factories take their options (checked through make_kernel and the layer)
     "attention.softmax_kernel", "attention.kernel_name",
     # text helpers without numeric input, and the path of the bundled corpus
-    "text.decode", "text.corpus_path",
+    "text.decode", "text.corpus_path", "text.normalise", "text.deduplicate",
     # the classifier's parts are built and checked through Classifier and ModelConfig.check
     "transformer.Architecture", "transformer.ModelConfig", "transformer.checked_kernel",
     "transformer.MultiHeadKernelAttention", "transformer.Block",
