@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive, check_seed
 
 SIZES = (16, 32)
 SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
@@ -583,7 +583,7 @@ def check_geometry(size, path_length, seed=0):
     if path_length > MAX_PATH_LENGTH[size]:
         raise ValueError(f"path_length: expected at most {MAX_PATH_LENGTH[size]} segments for "
                          f"{size}x{size} images (longer paths do not fit), got {path_length}")
-    return size, path_length, check_int("seed", seed, minimum=0)
+    return size, path_length, check_seed("seed", seed)
 
 
 def pathfinder(n_train: int, n_test: int, size: int = 16, path_length: int = 6, seed: int = 0,

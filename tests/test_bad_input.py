@@ -37,7 +37,8 @@ BAD = settings(max_examples=40, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 MODULES = ["attention", "train", "data", "rates", "checks", "intervals", "counterexample",
-           "query", "zeroloss", "joint", "text", "transformer", "landscape"]
+           "query", "zeroloss", "joint", "text", "transformer", "landscape", "phase",
+           "pathfinder"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +78,8 @@ KINDS: Dict[str, Callable] = {
     "grid": _kind({}, {0: [2]}, {1: []}, {1: [0]}, {1: [1.5]}, {True: [2]}, [2], None),
     # a folder
     "path": _kind(None, 3, 1.5, "", ["a"]),
+    # a non-empty list of positive numbers
+    "positives": _kind([], [0.0], [-1.0], [math.nan], [True], None, "ab", 3),
     # a model of the wrong type
     "model": _kind(None, "model", 3, torch.zeros(2)),
 }
@@ -501,6 +504,35 @@ CALLS.update({
         importlib.import_module("tdlib.landscape").flatter,
         lambda: {"rises_a": np.ones((2, 4)), "rises_b": 2 * np.ones((2, 4))},
         {"rises_a": "array", "rises_b": "array"}),
+    # -- the phase diagram ------------------------------------------------------------------
+    "phase.SweepConfig.validate": Call(
+        lambda **kw: importlib.import_module("tdlib.phase").SweepConfig(**kw).validate(),
+        lambda: {},
+        {"ratios": "positives", "ds": "counts", "init_scales": "positives",
+         "teachers": "kernels", "students": "kernels", "N": "count", "n": "count",
+         "d_out": "count", "instances": "count", "tol": "positive", "zero_tol": "positive",
+         "seed": "seed", "audit": "count0"}),
+    "phase.batched_gd": Call(
+        lambda **kw: importlib.import_module("tdlib.phase").batched_gd(**kw),
+        lambda: (lambda p: {"X": p[0].X[None], "K": p[0].K[None], "U": p[0].U[None],
+                            "Y": p[0].Y[None], "W0": p[2][None], "kernel": "gaussian",
+                            "steps": 2})(query.make_problem(N=1, n=2, D=3, d=2, seed=0)),
+        {"steps": "count", "grow": "positive", "kernel": "kernel"}),
+    # -- Pathfinder ---------------------------------------------------------------------------
+    "pathfinder.best_threshold_accuracy": Call(
+        importlib.import_module("tdlib.pathfinder").best_threshold_accuracy,
+        lambda: {"feature": [0.1, 0.2, 0.3], "labels": [0, 1, 1]},
+        {"feature": "array", "labels": "array"}),
+    "pathfinder.majority_rate": Call(
+        importlib.import_module("tdlib.pathfinder").majority_rate,
+        lambda: {"labels": [0, 1, 1]}, {"labels": "array"}),
+    "pathfinder.check_geometry": Call(
+        importlib.import_module("tdlib.pathfinder").check_geometry,
+        lambda: {"size": 16, "path_length": 3}, {"size": "count", "path_length": "count",
+                                                 "seed": "seed"}),
+    "pathfinder.generate": Call(
+        importlib.import_module("tdlib.pathfinder").generate,
+        lambda: {"n": 2, "size": 16, "path_length": 3}, {"n": "count", "seed": "seed"}),
 })
 
 EXEMPT = {
@@ -525,6 +557,19 @@ EXEMPT = {
     "transformer.MultiHeadKernelAttention", "transformer.Block",
     # a direction of random_directions and a figure of surfaces
     "landscape.filter_normalize", "landscape.plot_pair",
+    # the phase diagram: functions of a stored sweep (validated on load by phase.check_result,
+    # tests/test_robust.py), the sweep and its runs (fed by SweepConfig and batched_gd's
+    # checks), the figure and the command line (tests/test_robust.py)
+    "phase.SweepConfig", "phase.settle", "phase.certify_runs", "phase.rerun_cell", "phase.sweep",
+    "phase.check_result", "phase.success_fraction", "phase.run_array", "phase.label_fraction",
+    "phase.budgets_of", "phase.flip_rate", "phase.region_masks", "phase.summary",
+    "phase.summary_table", "phase.plot", "phase.main",
+    # Pathfinder: drawing primitives and the generator's parts (fed by check_geometry), the data
+    # set on disk (tests/test_robust.py), the cue baselines of generated data, the figure
+    "pathfinder.cache_folder", "pathfinder.render", "pathfinder.gap", "pathfinder.sample_pair",
+    "pathfinder.sample", "pathfinder.marker_features", "pathfinder.line_ink",
+    "pathfinder.cue_baselines", "pathfinder.generate_v2", "pathfinder.pathfinder",
+    "pathfinder.show",
     # the checks that take (name, x) arrays are exercised through every tensor argument above
     "checks.as_tensor", "checks.as_array", "checks.check_rank", "checks.check_finite", "checks.check_choice",
 }
