@@ -7,6 +7,10 @@ cell that did not run or a chapter the build did not execute. Only when the buil
 execute a chapter cleanly is that chapter executed again on its own (nbclient, as the build
 does), so that the failure names its cell. The execution times of the build are printed and
 written to ``test-artifacts/chapter-times.json``.
+
+When only some chapters are selected (``pytest tests/test_chapters.py -k zero-loss``) and no
+other selected test needs the book build, the selected chapters are executed on their own
+instead, without building the book.
 """
 from __future__ import annotations
 
@@ -39,9 +43,26 @@ def execute_alone(page: str) -> float:
     return time.perf_counter() - start
 
 
+@pytest.fixture
+def build_or_none(request):
+    """The session's book build, or ``None`` when executing the selected chapters alone is
+    cheaper: only some of them are selected and no other selected test needs the build."""
+    items = request.session.items
+    mine = [i for i in items if getattr(i, "originalname", "") == "test_chapter_executes"]
+    others = any({"book_build", "built_site"} & set(getattr(i, "fixturenames", ()))
+                 for i in items if getattr(i, "originalname", "") != "test_chapter_executes")
+    if len(mine) < len(CHAPTERS) and not others:
+        return None
+    return request.getfixturevalue("book_build")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", CHAPTERS)
-def test_chapter_executes(page, book_build):
+def test_chapter_executes(page, build_or_none):
+    book_build = build_or_none
+    if book_build is None:
+        print(f"{page}: executed alone in {execute_alone(page):.1f} s")
+        return
     path = str(source_of(page).resolve())
     seconds, traceback = book_build.executions().get(path, (None, None))
     if traceback:
