@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh clone:
 #   make book   create .venv (if needed) and build the HTML book into _build/html
 #   make test   create .venv (if needed) and run every test (library, chapters, book build, browser)
+#   make test-fast  library and property tests only (no chapter, build or browser): for development
 # and, outside the tests:
 #   make notebooks  build the book (reusing its cache), then regenerate the Colab notebooks
 #   make pdf        the whole book as one PDF, _build/latex/book.pdf (TeX from Debian packages)
@@ -9,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env book test chromium clean notebooks tex pdf problem-sets slides
+.PHONY: env book test test-fast chromium clean notebooks tex pdf problem-sets slides
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ chromium:
 
 test: env chromium
 	$(BIN)/python -m pytest
+
+# Everything that neither executes a chapter, builds the book nor drives a browser.
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow and not browser"
 
 # Colab opens only plain .ipynb: after editing a chapter or _toc.yml, rebuild (the execution cache
 # makes this quick when nothing changed) and regenerate notebooks/ with the numbers of this build.

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 from tdlib import selfcheck
-from tdlib import zeroloss as th
+from tdlib import joint as jt
 
 # %% [raw]
 # # BEGIN QUESTION
@@ -94,12 +94,12 @@ assert selfcheck.passes(selfcheck.jt_first_step, attention_gradients)
 # %% [markdown]
 # **Question 3 (chapter exercise "How far the targets may grow").** With $W^V_0 = 0$, write
 # `largest_gamma(model, X, Y)`: the largest $\gamma$ for which the joint condition (C1)-(C2) holds with
-# the targets $\gamma Y$. (`th.residual_limit(model, X, Y)` returns $\max_r \mu r/(2\beta(r))$.)
+# the targets $\gamma Y$. (`jt.residual_limit(model, X, Y)` returns $\max_r \mu r/(2\beta(r))$.)
 
 # %%
 def largest_gamma(model, X, Y):
     # BEGIN SOLUTION
-    return th.residual_limit(model, X, Y) / float(Y.norm())
+    return jt.residual_limit(model, X, Y) / float(Y.norm())
     # END SOLUTION
 
 # %% [raw]

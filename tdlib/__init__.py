@@ -6,7 +6,8 @@ Core modules, imported with the package: :mod:`tdlib.attention` (kernels and the
 (interactive cells), :mod:`tdlib.book` (glued numbers and stored results).
 
 One module per chapter, imported on demand (``from tdlib import zeroloss``):
-:mod:`tdlib.zeroloss` (*Gradient descent reaches zero loss*), :mod:`tdlib.counterexample`
+:mod:`tdlib.zeroloss` (*Gradient descent reaches zero loss*), :mod:`tdlib.joint` (*Joint
+training*), :mod:`tdlib.counterexample`
 (*The Softmax local-minimum counterexample*), :mod:`tdlib.query` and :mod:`tdlib.phase`
 (*Gaussian attention and query-only training*; ``python -m tdlib.phase``), and for the
 experiments :mod:`tdlib.text`, :mod:`tdlib.pathfinder`, :mod:`tdlib.transformer`,

@@ -18,7 +18,8 @@ from typing import Callable, Dict, Mapping, Union
 
 import torch
 
-from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
+                     check_seed)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,6 +40,9 @@ def register_kernel(name: str, factory: Callable[..., Kernel] | None = None, *, 
     The built-in kernels (``"softmax"``, ``"gaussian"``) are only replaced with
     ``replace=True``: every later model built with that name would silently change otherwise.
     A kernel of your own can be registered again under its name (re-running a notebook cell).
+    A kernel function with the attribute ``shift_invariant = True`` (it depends on ``q - k``
+    only, as the Gaussian does) gets from the layer queries and keys computed from centred
+    tokens, with the same differences: float32 scores stay accurate far from the origin.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"kernel name: expected a non-empty string, got {name!r}")
@@ -108,7 +112,7 @@ def softmax_kernel() -> Kernel:
 
 def gaussian_width(d: int) -> float:
     """The default width ``c = 2 sqrt(d)`` of the Gaussian kernel for head dimension ``d``."""
-    return 2 * math.sqrt(d)
+    return 2 * math.sqrt(check_int("d", d))
 
 
 def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -124,6 +128,13 @@ def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     relative ``eps`` only when it is not far below the spread ``R^2``, as for any method
     based on one matrix product. The gradient is that of the exact formula (the shift cancels).
     """
+    for name, t in (("Q", Q), ("K", K)):
+        if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.numel() == 0:
+            raise ValueError(f"{name}: expected a non-empty tensor of shape (..., n, d), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else repr(t)}")
+    if Q.shape[-1] != K.shape[-1]:
+        raise ValueError(f"K: expected keys of dimension d={Q.shape[-1]} like the queries Q of "
+                         f"shape {tuple(Q.shape)}, got shape {tuple(K.shape)}")
     batch = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2])  # e.g. many queries, one K
     Q, K = Q.expand(*batch, *Q.shape[-2:]), K.expand(*batch, *K.shape[-2:])
     centre = torch.cat([Q, K], dim=-2).mean(dim=-2, keepdim=True)
@@ -151,6 +162,7 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
 
     gaussian.name = "gaussian"
     gaussian.c = c
+    gaussian.shift_invariant = True   # depends on q - k only: the layer centres the tokens
     return gaussian
 
 
@@ -244,7 +256,7 @@ class AttentionLayer(torch.nn.Module):
         scales = {p: scale for p in PARAMS} if not isinstance(scale, Mapping) else dict(scale)
         for key in list(inits) + list(scales):
             check_choice("parameter name", key, PARAMS)
-        seed = check_int("seed", seed, minimum=0)
+        seed = check_seed("seed", seed)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.no_grad():
             for p in PARAMS:
@@ -330,10 +342,26 @@ class AttentionLayer(torch.nn.Module):
     def scores(self, X) -> torch.Tensor:
         """The attention matrices ``S_h(X_i)``, shape ``(N, H, n, n)``."""
         X = self.check_X(X)
-        return self._scores(X)
+        return self._scores(X, check=True)
 
-    def _scores(self, X: torch.Tensor) -> torch.Tensor:
-        Q, K = self.queries_keys(X)
+    def _centred_queries_keys(self, X: torch.Tensor):
+        """Queries and keys with the same differences ``q_k - k_j`` as :meth:`queries_keys`,
+        computed from tokens centred per sample: ``Q = (X - m) W_Q + m (W_Q - W_K)`` and
+        ``K = (X - m) W_K`` with ``m`` the mean token. For a kernel that depends on ``q - k``
+        only (the Gaussian) this keeps float32 scores accurate for tokens far from the origin
+        (without it, rounding ``X W_Q`` at ``|X| = 1e4`` costs about 5e-4 in every score)."""
+        m = X.mean(dim=1, keepdim=True)                                  # (N, 1, D)
+        Xc = X - m
+        Q = torch.einsum("Nnd,hde->Nhne", Xc, self.W_Q)
+        Q = Q + torch.einsum("Nnd,hde->Nhne", m, self.W_Q - self.W_K)
+        K = torch.einsum("Nnd,hde->Nhne", Xc, self.W_K)
+        return Q, K
+
+    def _scores(self, X: torch.Tensor, check: bool = False) -> torch.Tensor:
+        if getattr(self.kernel, "shift_invariant", False):
+            Q, K = self._centred_queries_keys(X)
+        else:
+            Q, K = self.queries_keys(X)
         S = self.kernel(Q, K)
         want = Q.shape[:-1] + (K.shape[-2],)
         if not isinstance(S, torch.Tensor) or S.shape != want:
@@ -343,24 +371,38 @@ class AttentionLayer(torch.nn.Module):
                 f"(N, H, n, n) = {tuple(want)} for queries and keys of shape {tuple(Q.shape)}, "
                 f"got {got}"
             )
+        if check and not bool(torch.isfinite(S).all()):
+            self._nonfinite_scores(Q, K)
         return S
+
+    def _nonfinite_scores(self, Q: torch.Tensor, K: torch.Tensor):
+        """Raise the error for a kernel that returned NaN or Inf, naming the kernel."""
+        Q, K = Q.detach(), K.detach()
+        if bool(torch.isfinite(Q).all() and torch.isfinite(K).all()):
+            mag = float(max(Q.abs().max(), K.abs().max()))
+            raise FloatingPointError(
+                f"kernel {self.kernel_name!r}: returned NaN/Inf for finite queries and keys "
+                f"(largest entry {mag:.3g}); expected finite scores - check the kernel"
+                + (" (or the size of the inputs and weights)" if mag > 1e3 else ""))
+        raise FloatingPointError(f"kernel {self.kernel_name!r}: the queries or keys are not "
+                                 f"finite; expected finite weights W_Q, W_K")
 
     def features(self, X) -> torch.Tensor:
         """Per-head features ``S_h(X_i) X_i``, shape ``(N, H, n, D)``."""
         X = self.check_X(X)
-        return torch.einsum("Nhij,Njd->Nhid", self._scores(X), X)
+        return torch.einsum("Nhij,Njd->Nhid", self._scores(X, check=True), X)
 
     def forward(self, X) -> torch.Tensor:
         """``T(X_i)`` for every sample, shape ``(N, n, d_out)``."""
         X = self.check_X(X)
-        return self._forward(X)
+        return self._forward(X, check=True)
 
-    def _forward(self, X: torch.Tensor) -> torch.Tensor:
-        S = self._scores(X)
+    def _forward(self, X: torch.Tensor, check: bool = False) -> torch.Tensor:
+        S = self._scores(X, check=check)
         V = torch.einsum("Nnd,hdv->Nhnv", X, self.W_V)
         return torch.einsum("Nhij,Nhjv,hvo->Nio", S, V, self.W_O)
 
     def loss(self, X, Y) -> torch.Tensor:
         """The squared loss ``f = 1/2 sum_i ||T(X_i) - Y_i||_F^2`` (a 0-d tensor)."""
         X, Y = self.check_XY(X, Y)
-        return 0.5 * ((self._forward(X) - Y) ** 2).sum()
+        return 0.5 * ((self._forward(X, check=True) - Y) ** 2).sum()

@@ -232,27 +232,97 @@ def check_writable(path) -> Path:
     return path
 
 
+class StoredResultError(ValueError):
+    """A stored result file that cannot be used as it is: the message names the file, the field
+    and the command that remakes it."""
+
+
+VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result")]
+"""``(keys, "module:function")``: a JSON result holding all of ``keys`` is checked by that
+function, which returns its problems (sentences that each name a field). Run on every load
+(:func:`load_json`, :func:`stored`) and by :func:`check_file`."""
+
+
+def content_problems(doc) -> list:
+    """The problems of the content of a loaded JSON result: its runs (a curves file) and what
+    the validator of its kind (:data:`VALIDATORS`) finds. An empty list when it is sound."""
+    import importlib
+
+    if not isinstance(doc, dict):
+        return []
+    problems = _check_runs(doc) if isinstance(doc.get("runs"), list) else []
+    for keys, target in VALIDATORS:
+        if keys <= set(doc):
+            module, name = target.split(":")
+            problems += getattr(importlib.import_module(module), name)(doc)
+    return problems
+
+
+def remake_command(path) -> str | None:
+    """The command that remakes the stored result ``path``: its provenance's ``command``; for a
+    file too damaged to read, the command found in its text or in the version of the file
+    committed to git; ``None`` when none is found."""
+    import re
+    import subprocess
+
+    path = Path(path)
+    texts = []
+    try:
+        texts.append(path.read_text(errors="replace"))
+    except OSError:
+        pass
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rel = path.resolve().relative_to(root)
+        texts.append(subprocess.run(["git", "-C", str(root), "show", f"HEAD:{rel.as_posix()}"],
+                                    capture_output=True, text=True, timeout=30).stdout)
+    except (ValueError, OSError, subprocess.SubprocessError):
+        pass
+    for text in texts:
+        m = re.search(r'"command":\s*("(?:[^"\\]|\\.)*")', text)
+        if m:
+            try:
+                return json.loads(m.group(1))
+            except ValueError:
+                continue
+    return None
+
+
+def _remake(path: Path) -> str:
+    cmd = remake_command(path)
+    return (f"remake it with: {cmd}" if cmd else
+            "remake it with the command given in the chapter that reads it")
+
+
 def _read(path, reader, kind: str):
     """``reader(path)``, with errors that name the file and say how to remake it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no stored result {path}; the chapter that uses it gives the "
-                                f"command that makes it")
+        raise FileNotFoundError(f"no stored result {path}; {_remake(path)}")
     try:
         return reader(path)
     except Exception as err:  # JSONDecodeError, zipfile.BadZipFile, ValueError, OSError, ...
-        raise ValueError(f"{path}: not a valid {kind} result file ({type(err).__name__}: "
-                         f"{err}); remake it with the command recorded in the chapter") from None
+        raise StoredResultError(f"{path}: not a valid {kind} result file "
+                                f"({type(err).__name__}: {err}); {_remake(path)}") from None
 
 
 def _strict(constant):
     raise ValueError(f"{constant} is not JSON (a missing number is stored as null)")
 
 
-def load_json(path) -> dict:
+def load_json(path, validate: bool = True) -> dict:
     """Read a JSON result file; a missing or damaged file (including one holding ``NaN`` or
-    ``Infinity``, which are not JSON) raises an error that names it."""
-    return _read(path, lambda p: json.loads(p.read_text(), parse_constant=_strict), "JSON")
+    ``Infinity``, which are not JSON, or cut short) raises an error that names it and the
+    command that remakes it. With ``validate`` its content is checked too
+    (:func:`content_problems`: a count above the number of instances, a missing or unknown
+    field, ...), raising :class:`StoredResultError` that names the file and the field."""
+    doc = _read(path, lambda p: json.loads(p.read_text(), parse_constant=_strict), "JSON")
+    if validate:
+        problems = content_problems(doc)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise StoredResultError(f"{path}: {problems[0]}{more}; {_remake(Path(path))}")
+    return doc
 
 
 def _npz_arrays(path: Path) -> dict:
@@ -361,7 +431,7 @@ def check_file(path) -> list:
     differs from the one recorded there, non-finite arrays, duplicate or incomplete runs."""
     path = Path(path)
     try:
-        doc = load_npz(path) if path.suffix == ".npz" else load_json(path)
+        doc = load_npz(path) if path.suffix == ".npz" else load_json(path, validate=False)
     except (ValueError, FileNotFoundError) as err:
         return [str(err)]
     problems = []
@@ -374,7 +444,7 @@ def check_file(path) -> list:
             problems.append(f"its description {meta_path.name} is missing")
         else:
             try:
-                meta = load_json(meta_path)
+                meta = load_json(meta_path, validate=False)
             except ValueError:
                 meta = {}  # reported for the .json itself
             want = meta.get("npz_sha256")
@@ -389,9 +459,7 @@ def check_file(path) -> list:
         problems.append("no provenance with the command that makes it")
     else:
         problems += _check_code(prov)
-    if isinstance(doc.get("runs"), list):
-        problems += _check_runs(doc)
-    return problems
+    return problems + content_problems(doc)
 
 
 def check_stored(root=None) -> dict:

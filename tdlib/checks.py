@@ -23,16 +23,31 @@ def as_tensor(name: str, x, *, dtype=None, device=None) -> torch.Tensor:
     else:
         try:
             t = torch.as_tensor(np.asarray(x))
-        except Exception as exc:  # pragma: no cover - message is the point
+        except Exception:  # pragma: no cover - message is the point
             raise TypeError(
-                f"{name}: expected a tensor or array of numbers, got {type(x).__name__} ({exc})"
+                f"{name}: expected a tensor or array of numbers, got {type(x).__name__} "
+                f"{str(x)[:60]!r}"
             ) from None
-    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.bool)):
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name}: expected real numbers, got dtype {t.dtype}")
     if dtype is not None or not t.is_floating_point():
         t = t.to(dtype or torch.get_default_dtype())
     if device is not None:
         t = t.to(device)
+    return t
+
+
+def as_array(name: str, x, axes: str, *, dtype=torch.float64) -> torch.Tensor:
+    """``x`` as a non-empty, finite floating tensor whose rank is the number of axes named in
+    ``axes`` (e.g. ``"(n, d_out)"``; ``"()"`` for a number), or a clear error."""
+    t = as_tensor(name, x, dtype=dtype)
+    compact = axes.replace(" ", "")
+    rank = 0 if compact == "()" else compact.count(",") + 1 - compact.endswith(",)")
+    check_rank(name, t, rank, axes)
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty array of shape {axes}, got shape "
+                         f"{_shape(t)}")
+    check_finite(name, t)
     return t
 
 
@@ -55,15 +70,33 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         )
 
 
+def _number(name: str, value, want: str) -> float:
+    """``value`` as a float if it is a real number (not a bool, a string or an array)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex \
+            and value.dtype != torch.bool:
+        value = value.item()
+    elif isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name}: expected {want}, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def check_real(name: str, value) -> float:
+    """Require a finite real number (not a bool, a string, NaN or an infinity)."""
+    v = _number(name, value, "a finite real number")
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
+    return v
+
+
 def check_positive(name: str, value: float, *, strict: bool = True) -> float:
-    """Require a (strictly) positive finite number."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {value!r}") from None
+    """Require a (strictly) positive finite number (not a bool or a string)."""
+    want = "a positive" if strict else "a non-negative"
+    v = _number(name, value, f"{want} finite number")
     ok = math.isfinite(v) and (v > 0 if strict else v >= 0)
     if not ok:
-        want = "a positive" if strict else "a non-negative"
         raise ValueError(f"{name}: expected {want} finite number, got {value!r}")
     return v
 
@@ -75,6 +108,19 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
     return int(value)
+
+
+SEED_LIMIT = 2**63
+"""Seeds are integers in ``[0, 2^63)``: torch's generators take at most 64 bits, NumPy's and
+the standard library's any size; one rule keeps every seed usable by all three."""
+
+
+def check_seed(name: str, value) -> int:
+    """Require a seed: an integer in ``[0, 2^63)``."""
+    v = check_int(name, value, minimum=0)
+    if v >= SEED_LIMIT:
+        raise ValueError(f"{name}: expected an integer seed in [0, 2^63), got {value}")
+    return v
 
 
 def check_choice(name: str, value, choices: Sequence) -> None:

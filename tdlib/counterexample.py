@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
-from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
+                     check_real, check_seed)
 
 
 
@@ -64,6 +65,8 @@ class PerQueryProblem:
 
     def __post_init__(self):
         self.keys = as_tensor("keys", self.keys, dtype=torch.float64)
+        if self.keys.numel() == 0:
+            raise ValueError(f"keys: expected at least one key, got shape {tuple(self.keys.shape)}")
         self.values = as_tensor("values", self.values, dtype=torch.float64)
         self.target = as_tensor("target", self.target, dtype=torch.float64)
         if self.keys.ndim == 1:  # a list of scalar keys means d = 1
@@ -105,14 +108,15 @@ class PerQueryProblem:
         """The same keys, values and kernel with another target."""
         return PerQueryProblem(self.keys, self.values, target, self.kernel)
 
-    def check_q(self, q) -> torch.Tensor:
+    def check_q(self, q, name: str = "q") -> torch.Tensor:
         """Queries as a float64 tensor of shape ``(..., d)`` (a scalar or 1-d batch if ``d = 1``)."""
-        q = as_tensor("q", q, dtype=torch.float64)
+        q = as_tensor(name, q, dtype=torch.float64)
         if self.d == 1 and (q.ndim == 0 or q.shape[-1] != 1):
             q = q[..., None]
-        if q.ndim == 0 or q.shape[-1] != self.d:
-            raise ValueError(f"q: expected queries of shape (..., d) with d={self.d}, got shape {tuple(q.shape)}")
-        check_finite("q", q)
+        if q.ndim == 0 or q.shape[-1] != self.d or q.numel() == 0:
+            raise ValueError(f"{name}: expected at least one query, of shape (..., d) with "
+                             f"d={self.d}, got shape {tuple(q.shape)}")
+        check_finite(name, q)
         return q
 
     def weights(self, q) -> torch.Tensor:
@@ -163,6 +167,18 @@ class PerQueryProblem:
         if q.ndim != 1:
             raise ValueError(f"hessian: expected a single query of shape ({self.d},), got {tuple(q.shape)}")
         return torch.autograd.functional.hessian(lambda x: self.loss(x), q).detach()
+
+
+def _check_problem(problem, softmax_1d: bool = False) -> "PerQueryProblem":
+    """``problem`` if it is a :class:`PerQueryProblem` (a Softmax one with ``d = 1`` when
+    ``softmax_1d``), or a clear error."""
+    if not isinstance(problem, PerQueryProblem):
+        raise TypeError(f"problem: expected a PerQueryProblem (e.g. instance()), got "
+                        f"{type(problem).__name__}")
+    if softmax_1d and (problem.kernel != "softmax" or problem.d != 1):
+        raise ValueError(f"problem: expected a Softmax problem with d = 1, got "
+                         f"kernel={problem.kernel!r}, d={problem.d}")
+    return problem
 
 
 LAYOUTS = ("line", "lifted", "rhombus")
@@ -227,11 +243,8 @@ def closed_form(problem: PerQueryProblem, s) -> dict:
     ``g'' = ||o'||^2 + (o - y).o''``. Returns NumPy float64 arrays (``o*`` of shape ``(m, d_out)``,
     ``g*`` of shape ``(m,)``). Pure NumPy: fast enough for the interactive figure.
     """
-    if problem.kernel != "softmax" or problem.d != 1:
-        raise ValueError(
-            f"closed_form: expected a Softmax problem with d = 1, got kernel={problem.kernel!r}, d={problem.d}"
-        )
-    s = np.atleast_1d(np.asarray(s, dtype=np.float64))
+    _check_problem(problem, softmax_1d=True)
+    s = problem.check_q(s, "s")[..., 0].reshape(-1).numpy()
     k = problem.keys[:, 0].numpy()
     V = problem.values.numpy()
     y = problem.target.numpy()
@@ -264,11 +277,16 @@ def layer(problem: PerQueryProblem, W_Q=None, seed: int = 0):
     query is row ``k`` of ``W^Q``, and ``f(W^Q) = sum_k g(W^Q_k)``. ``W_Q`` (shape ``(n, d)``)
     defaults to a standard normal draw from ``seed``.
     """
+    _check_problem(problem)
     n, d, d_out = problem.n, problem.d, problem.d_out
     model = AttentionLayer(D=n, H=1, d=d, d_v=d_out, d_out=d_out, kernel=problem.kernel, seed=seed)
     model.set_weights(W_K=problem.keys, W_V=problem.values, W_O=torch.eye(d_out, dtype=torch.float64))
     if W_Q is not None:
-        model.set_weights(W_Q=as_tensor("W_Q", W_Q, dtype=torch.float64).reshape(n, d))
+        W = as_tensor("W_Q", W_Q, dtype=torch.float64)
+        if W.numel() != n * d:
+            raise ValueError(f"W_Q: expected {n * d} entries (shape ({n}, {d})), got shape "
+                             f"{tuple(W.shape)}")
+        model.set_weights(W_Q=W.reshape(n, d))
     X = torch.eye(n, dtype=torch.float64)[None]
     Y = problem.target.expand(1, n, d_out).clone()
     return model, X, Y
@@ -276,6 +294,9 @@ def layer(problem: PerQueryProblem, W_Q=None, seed: int = 0):
 
 def layer_loss_fn(model: AttentionLayer, X, Y) -> Callable[[torch.Tensor], torch.Tensor]:
     """``W^Q`` (flattened) ``-> f``, with ``W^K, W^V, W^O`` of ``model`` held fixed (for Newton)."""
+    if not isinstance(model, AttentionLayer):
+        raise TypeError(f"model: expected a tdlib.AttentionLayer, got {type(model).__name__}")
+    X, Y = model.check_XY(X, Y)
     shape = model.W_Q.shape
     WK, WV, WO = (getattr(model, p).detach() for p in ("W_K", "W_V", "W_O"))
 
@@ -302,7 +323,14 @@ def newton(f: Callable[[torch.Tensor], torch.Tensor], x0, tol: float = 1e-13, ma
     Newton converges to the stationary point near ``x0`` (quadratically once close), so start it
     from the end of a gradient-descent run.
     """
+    if not callable(f):
+        raise TypeError(f"f: expected a function of a vector, got {type(f).__name__}")
     x = as_tensor("x0", x0, dtype=torch.float64).reshape(-1).clone()
+    if x.numel() == 0:
+        raise ValueError("x0: expected a non-empty starting point, got an empty array")
+    check_finite("x0", x)
+    tol = check_positive("tol", tol)
+    max_iter = check_int("max_iter", max_iter, minimum=0)
     gn = math.inf
     for it in range(max_iter + 1):
         g = torch.autograd.functional.jacobian(f, x)
@@ -310,7 +338,10 @@ def newton(f: Callable[[torch.Tensor], torch.Tensor], x0, tol: float = 1e-13, ma
         if gn <= tol or it == max_iter:
             break
         H = torch.autograd.functional.hessian(f, x)
-        x = x - torch.linalg.solve(H, g)
+        try:
+            x = x - torch.linalg.solve(H, g)
+        except torch.linalg.LinAlgError:  # a flat (singular) Hessian: no Newton step exists
+            break
     return x.detach(), gn, it
 
 
@@ -399,6 +430,8 @@ def certify(
     ``grad_tol``, every Hessian eigenvalue above ``eig_tol``, loss above ``loss_tol``, and loss at
     ``zero_point`` below ``zero_tol``.
     """
+    if not callable(f):
+        raise TypeError(f"f: expected a function of a vector, got {type(f).__name__}")
     for name, v in (("grad_tol", grad_tol), ("eig_tol", eig_tol), ("loss_tol", loss_tol), ("zero_tol", zero_tol)):
         check_positive(name, v)
     check_int("segment_points", segment_points, minimum=2)
@@ -423,6 +456,7 @@ def certify(
         reasons.append("no zero-loss point was given")
     else:
         zp_t = as_tensor("zero_point", zero_point, dtype=torch.float64).reshape(-1)
+        check_finite("zero_point", zp_t)
         if zp_t.shape != x.shape:
             raise ValueError(f"zero_point: expected shape {tuple(x.shape)}, got {tuple(zp_t.shape)}")
         zl = float(f(zp_t))
@@ -491,9 +525,11 @@ def run_gd(problem: PerQueryProblem, q0, lr: float = 0.05, steps: int = 2000, re
     :func:`closed_form` for a ``d = 1`` Softmax problem and
     :meth:`PerQueryProblem.grad_closed_form` otherwise.
     """
+    _check_problem(problem)
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
-    q = problem.check_q(q0).clone()
+    record_every = check_int("record_every", record_every, minimum=0)
+    q = problem.check_q(q0, "q0").clone()
     if q.ndim == 1:
         q = q[None]
     path = [q.clone()] if record_every else None
@@ -516,8 +552,16 @@ def basins(problem: PerQueryProblem, q0, minima: Sequence, lr: float = 0.05, ste
     Returns an integer array of shape ``(m,)``: index into ``minima``, or ``-1`` if the run ends
     farther than ``radius`` from all of them (e.g. it drifts to infinity).
     """
+    radius = check_positive("radius", radius)
+    if isinstance(minima, (str, bytes)) or not hasattr(minima, "__len__") or not len(minima):
+        raise ValueError(f"minima: expected a non-empty list of points of shape "
+                         f"({_check_problem(problem).d},), got {minima!r}")
+    M = [_check_problem(problem).check_q(m, "minima").reshape(-1) for m in minima]
+    if any(m.shape != (problem.d,) for m in M):
+        raise ValueError(f"minima: expected points of shape ({problem.d},), got shapes "
+                         f"{[tuple(m.shape) for m in M]}")
+    M = torch.stack(M)
     q, _ = run_gd(problem, q0, lr=lr, steps=steps)
-    M = torch.stack([problem.check_q(m).reshape(-1) for m in minima])
     dist = torch.cdist(q, M)
     label = dist.argmin(1)
     label[dist.min(1).values > radius] = -1
@@ -580,7 +624,8 @@ def search(
     check_choice("kernel", kernel, KERNEL_NAMES)
     scale = check_positive("scale", scale)
     min_loss = check_positive("min_loss", min_loss)
-    gen = torch.Generator().manual_seed(int(seed))
+    lr, steps = check_positive("lr", lr), check_int("steps", steps, minimum=0)
+    gen = torch.Generator().manual_seed(check_seed("seed", seed))
     for trial in range(1, trials + 1):
         keys = torch.randn(n, d, generator=gen, dtype=torch.float64)
         values = scale * torch.randn(n, d_out, generator=gen, dtype=torch.float64)
@@ -617,8 +662,8 @@ def gd_1d(problem: PerQueryProblem, s0: float, lr: float = 0.05, steps: int = 30
 
     Returns the path of queries, shape ``(steps + 1,)``.
     """
-    if problem.kernel != "softmax" or problem.d != 1:
-        raise ValueError(f"gd_1d: expected a Softmax problem with d = 1, got kernel={problem.kernel!r}, d={problem.d}")
+    _check_problem(problem, softmax_1d=True)
+    s0 = check_real("s0", s0)
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
     k = problem.keys[:, 0].tolist()
@@ -653,8 +698,10 @@ def draw(init: float = 1.0, target_query: float = ZERO_LOSS_QUERY, lr: float = 0
 
     from .plotting import kernel_color, new_axes
 
+    init, target_query = check_real("init", init), check_real("target_query", target_query)
+    lr, steps = check_positive("lr", lr), check_int("steps", steps, minimum=0)
     base = instance()
-    P = base.with_target(base.output(float(target_query)).detach())
+    P = base.with_target(base.output(target_query).detach())
     path = gd_1d(P, init, lr=lr, steps=steps)
     grid = np.linspace(-8, 8, 801)
     cf = closed_form(P, grid)
@@ -697,6 +744,8 @@ def softmax_jacobian(p) -> torch.Tensor:
     a probability vector with positive entries), shape ``(n, n)``."""
     p = as_tensor("p", p, dtype=torch.float64)
     check_rank("p", p, 1, "(n,)")
+    if p.numel() == 0:
+        raise ValueError("p: expected a probability vector of shape (n,) with n >= 1, got shape (0,)")
     check_finite("p", p)
     if not bool((p > 0).all()) or abs(float(p.sum()) - 1) > 1e-9:
         raise ValueError(f"p: expected a probability vector with positive entries, got "
@@ -713,7 +762,7 @@ def saturation_bound(problem: PerQueryProblem, q) -> float:
     for a Softmax ``problem`` (``K``: keys ``(n, d)``, ``V``: values ``(n, d_out)``) and one query
     ``q`` of shape ``(d,)``. ``1 - p_max`` is computed as the sum of the other weights, so it
     keeps its relative accuracy when attention saturates (``p_max`` within 1e-16 of 1)."""
-    if problem.kernel != "softmax":
+    if _check_problem(problem).kernel != "softmax":
         raise ValueError(f"problem: expected a Softmax problem, got kernel={problem.kernel!r} "
                          f"(the bound uses that softmax weights sum to one)")
     q = problem.check_q(q)
@@ -797,16 +846,19 @@ def basin_shares(problem: PerQueryProblem, s_b: float, sigmas, runs: int = 600,
     steps of size ``lr`` on the ``d = 1`` Softmax ``problem``. A query is in the good basin when
     it ends left of ``s_b`` (the single local maximum of ``g``) and reached zero loss when it
     ends within ``tol`` of ``zero_query``. Returns a :class:`BasinShares`."""
-    if problem.kernel != "softmax" or problem.d != 1:
-        raise ValueError(f"problem: expected a Softmax problem with d = 1, got "
-                         f"kernel={problem.kernel!r}, d={problem.d}")
-    sigmas = np.asarray(sigmas, dtype=float)
+    _check_problem(problem, softmax_1d=True)
+    try:
+        sigmas = np.asarray(sigmas, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigmas: expected a non-empty list of positive scales, got "
+                        f"{sigmas!r}") from None
     if sigmas.ndim != 1 or not len(sigmas) or not (np.isfinite(sigmas) & (sigmas > 0)).all():
         raise ValueError(f"sigmas: expected a non-empty list of positive scales, got {sigmas!r}")
-    if not math.isfinite(s_b):
-        raise ValueError(f"s_b: expected a finite query, got {s_b!r}")
+    s_b, zero_query = check_real("s_b", s_b), check_real("zero_query", zero_query)
     runs = check_int("runs", runs)
     tol = check_positive("tol", tol)
+    lr, steps = check_positive("lr", lr), check_int("steps", steps, minimum=0)
+    seed = check_seed("seed", seed)
     n = problem.n
     gen = torch.Generator().manual_seed(int(seed))
     good, zero, zero_layer = [], [], []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .attention import AttentionLayer
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_seed
 
 
 def _check_dtype(dtype) -> torch.dtype:
@@ -21,7 +21,7 @@ def random_inputs(N: int, n: int, D: int, scale: float = 1.0, seed: int = 0, dty
     """Tokens with i.i.d. ``N(0, scale^2 / D)`` entries, so each token has norm about ``scale``."""
     N, n, D = (check_int(k, v) for k, v in (("N", N), ("n", n), ("D", D)))
     scale = check_positive("scale", scale)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     dtype = _check_dtype(dtype)
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(N, n, D, generator=g, dtype=torch.float64).mul_(scale / D**0.5).to(dtype)

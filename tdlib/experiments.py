@@ -51,7 +51,7 @@ import torch
 
 from . import book
 from .attention import KERNEL_NAMES, KERNELS, make_kernel
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive, check_seed
 from .pathfinder import majority_rate
 from .transformer import Architecture, Classifier, ModelConfig
 
@@ -189,6 +189,10 @@ def load_data(cfg: ExperimentConfig) -> dict:
 @torch.no_grad()
 def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x, y: expected the same non-zero number of samples to evaluate on, "
+                         f"got {len(x)} inputs and {len(y)} labels")
+    batch = check_int("batch", batch)
     model.eval()
     loss, correct = 0.0, 0
     device = next(model.parameters()).device
@@ -366,7 +370,7 @@ def check_sweep(cfg: ExperimentConfig, kernels, seeds):
     """Validate a sweep (every kernel's configuration, distinct kernels, distinct seeds >= 0)
     before any data is loaded or any model trained; returns ``(kernels, seeds)`` as lists."""
     kernels = _distinct("kernels", kernels, lambda k: k)
-    seeds = _distinct("seeds", seeds, lambda s: check_int("seed", s, minimum=0))
+    seeds = _distinct("seeds", seeds, lambda s: check_seed("seed", s))
     for k in kernels:
         replace(cfg, kernel=k).resolved()
     return kernels, seeds
@@ -1136,6 +1140,11 @@ def main(argv=None) -> int:
     if a.cmd == "check":
         return book.main(["check"] + ([a.folder] if a.folder else []))
     if a.cmd in ("curves", "landscape", "merge", "step-sizes"):
+        want = ".npz" if a.cmd == "landscape" else ".json"
+        if Path(a.out).suffix != want:
+            p.error(f"--out: expected a {want} file"
+                    + (" (its .json is written beside it)" if want == ".npz" else "")
+                    + f", got {a.out}")
         try:
             book.check_writable(a.out)
         except OSError as err:
@@ -1186,8 +1195,12 @@ def main(argv=None) -> int:
             check_int("last_k", a.last_k)
         else:
             check_landscape(a.grid, a.span, a.n_loss, a.direction_seed)
-            for v in a.near_seeds:
-                check_int("--near-seeds", v, minimum=0)
+            near = (_distinct("--near-seeds", a.near_seeds,
+                              lambda v: check_seed("--near-seeds", v)) if a.near_seeds else [])
+            if a.direction_seed in near:
+                raise ValueError(f"--near-seeds: expected seeds other than --direction-seed "
+                                 f"{a.direction_seed} (that draw is the full grid's), got "
+                                 f"{a.near_seeds}")
             if a.near_seeds and a.grid < 5:
                 raise ValueError(f"--grid: expected at least 5 with --near-seeds, got {a.grid}")
             check_int("stage1_steps", a.stage1_steps)

@@ -32,6 +32,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from .checks import as_array, check_int, check_real
+
 __all__ = ["Interval", "exp_enclosure", "sign_certificate", "SignCertificate",
            "curvature_bound"]
 
@@ -108,11 +110,12 @@ def exp_enclosure(x, terms: int = 60) -> Interval:
     is at most ``a^{K+1} / (K+1)! / (1 - a / (K+2))``; ``e^{-a}`` is the reciprocal
     interval.
     """
-    x = Fraction(x)
+    if not isinstance(x, Fraction):
+        x = Fraction(check_real("x", x))
+    terms = check_int("terms", terms, minimum=0)
     a = abs(x)
     if not terms + 2 > 2 * a:
-        raise ValueError(f"exp_enclosure: need terms + 2 > 2|x|, "
-                         f"got terms={terms}, x={float(x)}")
+        raise ValueError(f"terms: expected terms + 2 > 2|x|, got terms={terms}, x={float(x)}")
     s, term = Fraction(0), Fraction(1)
     for k in range(terms + 1):
         s += term
@@ -273,18 +276,18 @@ def sign_certificate(keys: Sequence[int], values, target_query) -> SignCertifica
     ``y = o(s_t)`` (exact, not a rounded ``y``). Raises ``ArithmeticError`` if the sign
     cannot be decided (e.g. ``g'`` has a double zero) and ``ValueError`` for bad input.
     """
-    raw = np.asarray(keys, dtype=float).reshape(-1)
+    raw = as_array("keys", keys, "(n,)").numpy()
     if not np.array_equal(raw, np.round(raw)) or len(set(raw)) != len(raw) \
             or len(raw) < 2:
         raise ValueError(f"keys: expected at least two distinct integers, got {keys}")
     keys = [int(k) for k in raw]
-    values = np.asarray(values, dtype=np.float64)
-    ok = values.ndim == 2 and values.shape[0] == len(keys) and np.isfinite(values).all()
-    if not ok:
+    values = as_array("values", values, "(n, d_out)").numpy()
+    if values.shape[0] != len(keys):
         raise ValueError(f"values: expected finite numbers of shape "
                          f"({len(keys)}, d_out), got shape {values.shape}")
     V = [[Fraction(float(x)) for x in row] for row in values]
-    st = Fraction(target_query)
+    st = target_query if isinstance(target_query, Fraction) else \
+        Fraction(check_real("target_query", target_query))
     w = [exp_enclosure(st * k).rounded() for k in keys]
     Zt = sum(w[1:], w[0])
     y = []
@@ -321,9 +324,12 @@ def curvature_bound(keys, values, target) -> float:
     ``||o''|| <= D w^2 / (2 sqrt 2)`` and ``||o - y|| <= R`` give
     ``ell = D^2 w^2 / 8 + R D w^2 / (2 sqrt 2)``.
     """
-    k = np.asarray(keys, dtype=np.float64).reshape(-1)
-    V = np.asarray(values, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
+    k = as_array("keys", keys, "(n,)").numpy()
+    V = as_array("values", values, "(n, d_out)").numpy()
+    y = as_array("target", target, "(d_out,)").numpy()
+    if V.shape[0] != k.shape[0] or y.shape != (V.shape[1],):
+        raise ValueError(f"values, target: expected shapes ({k.shape[0]}, d_out) and (d_out,), "
+                         f"got {V.shape} and {y.shape}")
     w = float(k.max() - k.min())
     D = float(np.linalg.norm(V[:, None, :] - V[None, :, :], axis=-1).max())
     R = float(np.linalg.norm(V - y, axis=-1).max())

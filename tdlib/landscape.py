@@ -21,7 +21,14 @@ from typing import Callable, Dict
 import numpy as np
 import torch
 
-from .checks import check_int
+from .checks import check_int, check_seed
+
+
+def _check_module(model) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module (e.g. a tdlib Classifier), got "
+                        f"{type(model).__name__}")
+    return model
 
 Direction = Dict[str, torch.Tensor]
 
@@ -51,7 +58,8 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
     the same architecture get the same draw (each then normalized against its own weights);
     every direction tensor lives on the device of its parameter.
     """
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    _check_module(model)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     dirs = []
     for _ in range(check_int("k", k)):
         # drawn on the CPU (the same numbers whatever the device), then moved to the model's
@@ -64,6 +72,12 @@ def random_directions(model: torch.nn.Module, seed: int = 0, k: int = 2):
 def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[[torch.nn.Module], float]:
     """``model -> mean cross-entropy on (x, y)`` in evaluation mode, without gradients; each
     batch is moved to the model's device (keep ``x``, ``y`` there to avoid the copies)."""
+    batch = check_int("batch", batch)
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) == 0 \
+            or len(x) != len(y):
+        raise ValueError(f"x, y: expected tensors of inputs and labels of the same non-zero "
+                         f"length, got {getattr(x, 'shape', x)!r:.60} and "
+                         f"{getattr(y, 'shape', y)!r:.60}")
 
     @torch.no_grad()
     def f(model):
@@ -78,6 +92,14 @@ def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[
         return total / len(x)
 
     return f
+
+
+def _floats(name: str, values) -> np.ndarray:
+    """``values`` as a float array, or an error naming ``name``."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected an array of numbers, got {values!r:.60}") from None
 
 
 def _coords(name: str, values) -> np.ndarray:
@@ -97,10 +119,11 @@ def _coords(name: str, values) -> np.ndarray:
 def surface(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], float], d1: Direction,
             d2: Direction, alphas, betas) -> np.ndarray:
     """``F[i, j] = loss_fn(theta* + alphas[i] d1 + betas[j] d2)``; the model is restored after."""
-    params = dict(model.named_parameters())
-    for d in (d1, d2):
-        if set(d) != set(params):
-            raise KeyError("directions must have one entry per model parameter")
+    params = dict(_check_module(model).named_parameters())
+    for name, d in (("d1", d1), ("d2", d2)):
+        if not isinstance(d, dict) or set(d) != set(params):
+            raise ValueError(f"{name}: expected a direction with one entry per model parameter "
+                             f"(from random_directions), got {type(d).__name__}")
     theta = {n: p.detach().clone() for n, p in params.items()}
     alphas, betas = _coords("alphas", alphas), _coords("betas", betas)
     F = np.empty((len(alphas), len(betas)))
@@ -128,13 +151,16 @@ def half_axis_rises(F, coords, step: int = 1):
     ``r^2/4`` times the trace of its 2x2 Hessian in the plane: curvature at the centre, which
     the mean of ``F`` over the whole square (dominated by the far field) does not measure."""
     coords = _coords("coords", coords)
-    F = np.asarray(F, dtype=float)
+    F = _floats("F", F)
     g = len(coords)
     if g % 2 == 0 or not np.allclose(coords, -coords[::-1]) or coords[g // 2] != 0:
         raise ValueError(f"coords: expected an odd number of points symmetric about 0, got "
                          f"{coords.tolist()!r:.80}")
     if F.shape[-2:] != (g, g):
         raise ValueError(f"F: expected a last shape ({g}, {g}) (the grid), got {F.shape}")
+    if not np.isfinite(F).all():
+        raise ValueError(f"F: expected finite losses, got {int((~np.isfinite(F)).sum())} "
+                         f"NaN/Inf")
     step = check_int("step", step)
     c = g // 2
     if step > c:
@@ -152,10 +178,14 @@ def flatter(rises_a, rises_b, names=("a", "b")) -> str:
     so the rises pair up): ``names[0]`` if every paired difference ``b - a`` is positive,
     ``names[1]`` if every one is negative, else ``"tie"`` (the difference lies within its
     spread over directions)."""
-    a, b = np.asarray(rises_a, dtype=float), np.asarray(rises_b, dtype=float)
+    a, b = _floats("rises_a", rises_a), _floats("rises_b", rises_b)
     if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"flatter: expected rises of equal, non-empty shapes (one per draw "
-                         f"and half-axis, paired), got {a.shape} and {b.shape}")
+        raise ValueError(f"rises_a, rises_b: expected rises of equal, non-empty shapes (one "
+                         f"per draw and half-axis, paired), got {a.shape} and {b.shape}")
+    for name, r in (("rises_a", a), ("rises_b", b)):
+        if not np.isfinite(r).all():
+            raise ValueError(f"{name}: expected finite rises, got "
+                             f"{int((~np.isfinite(r)).sum())} NaN/Inf")
     diff = b - a
     if (diff > 0).all():
         return names[0]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive, check_seed
 
 SIZES = (16, 32)
 SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
@@ -336,9 +336,7 @@ def generate(n: int, size: int = 16, path_length: int = 6, seed: int = 0):
 
 def majority_rate(labels) -> float:
     """The accuracy of always answering the more frequent class of ``labels`` (chance)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels: expected a non-empty 1-d array, got shape {labels.shape}")
+    labels = _check_labels(labels)
     p = float(np.mean(labels == 1))
     return max(p, 1 - p)
 
@@ -387,17 +385,53 @@ def _ridge_classifier(x_train, y_train, x_test, ridge: float = 1.0) -> np.ndarra
     return (b @ w > 0).astype(int)
 
 
-def _threshold_rule(f_train, y_train, f_test) -> np.ndarray:
-    """Labels predicted for ``f_test`` by the best one-threshold rule fitted on the train set."""
-    f_train = np.asarray(f_train, dtype=float)
-    order = np.argsort(f_train, kind="stable")
-    fs, ys = f_train[order], np.asarray(y_train)[order]
+def _check_labels(labels, name: str = "labels") -> np.ndarray:
+    """``labels`` as a non-empty 1-d integer array of 0s and 1s, or a clear error."""
+    try:
+        y = np.asarray(labels, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a 1-d array of 0s and 1s, got "
+                        f"{type(labels).__name__}") from None
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-d array of 0s and 1s, got shape "
+                         f"{y.shape}")
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise ValueError(f"{name}: expected 0s and 1s, got {int(bad.sum())} other value(s), "
+                         f"e.g. {y[bad][0]!r}")
+    return y.astype(int)
+
+
+def _threshold_scan(feature, labels, names=("feature", "labels")):
+    """The accuracy of the rule ``label = [feature > t]`` for every threshold ``t`` that splits
+    the samples differently: below all values, between two *different* consecutive values
+    (a threshold cannot separate equal values), above all. Returns ``(acc, cuts)``."""
+    y = _check_labels(labels, names[1])
+    try:
+        f = np.asarray(feature, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{names[0]}: expected a 1-d array of numbers, got "
+                        f"{type(feature).__name__}") from None
+    if f.shape != y.shape:
+        raise ValueError(f"{names[0]}: expected shape {y.shape} like {names[1]}, got {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{names[0]}: expected finite numbers, got "
+                         f"{int((~np.isfinite(f)).sum())} NaN/Inf")
+    order = np.argsort(f, kind="stable")
+    fs, ys = f[order], y[order]
     zeros_below = np.concatenate([[0], np.cumsum(ys == 0)])
     ones_above = np.concatenate([[0], np.cumsum((ys == 1)[::-1])])[::-1]
     acc = (zeros_below + ones_above) / len(ys)
+    cuts = np.concatenate([[-np.inf], (fs[:-1] + fs[1:]) / 2, [np.inf]])
+    real = np.concatenate([[True], fs[1:] != fs[:-1], [True]])
+    return acc[real], cuts[real]
+
+
+def _threshold_rule(f_train, y_train, f_test) -> np.ndarray:
+    """Labels predicted for ``f_test`` by the best one-threshold rule fitted on the train set."""
+    acc, cuts = _threshold_scan(f_train, y_train, ("f_train", "y_train"))
     up = acc.max() >= 1 - acc.min()
     i = int(np.argmax(acc)) if up else int(np.argmin(acc))
-    cuts = np.concatenate([[-np.inf], (fs[:-1] + fs[1:]) / 2, [np.inf]])
     pred = (np.asarray(f_test, dtype=float) > cuts[i]).astype(int)
     return pred if up else 1 - pred
 
@@ -549,7 +583,7 @@ def check_geometry(size, path_length, seed=0):
     if path_length > MAX_PATH_LENGTH[size]:
         raise ValueError(f"path_length: expected at most {MAX_PATH_LENGTH[size]} segments for "
                          f"{size}x{size} images (longer paths do not fit), got {path_length}")
-    return size, path_length, check_int("seed", seed, minimum=0)
+    return size, path_length, check_seed("seed", seed)
 
 
 def pathfinder(n_train: int, n_test: int, size: int = 16, path_length: int = 6, seed: int = 0,
@@ -611,14 +645,9 @@ def best_threshold_accuracy(feature, labels) -> float:
     """Accuracy of the best one-threshold rule ``label = [feature > t]`` (or its reverse).
 
     A cue that separates the classes scores near 1; a useless one scores near 1/2 (a little
-    above, since the threshold is chosen on the same samples).
+    above, since the threshold is chosen on the same samples). Labels must be 0s and 1s and
+    the feature finite (anything else is an error, not a score). A threshold cannot split
+    samples with equal feature values, so only thresholds between different values count.
     """
-    feature, labels = np.asarray(feature, dtype=float), np.asarray(labels)
-    if feature.shape != labels.shape or feature.ndim != 1 or feature.size == 0:
-        raise ValueError(f"feature and labels: expected equal non-empty 1-d shapes, got "
-                         f"{feature.shape} and {labels.shape}")
-    y = labels[np.argsort(feature, kind="stable")]
-    zeros_below = np.concatenate([[0], np.cumsum(y == 0)])
-    ones_above = np.concatenate([[0], np.cumsum((y == 1)[::-1])])[::-1]
-    acc = (zeros_below + ones_above) / len(y)
+    acc, _ = _threshold_scan(feature, labels)
     return float(max(acc.max(), 1 - acc.min()))

@@ -35,7 +35,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional
 
@@ -44,7 +44,7 @@ import torch
 
 from . import book
 from .attention import KERNEL_NAMES
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive, check_seed
 from .query import jacobians, make_problem, outputs
 from . import separation
 from .separation import Box, classify_curve
@@ -79,44 +79,100 @@ class SweepConfig:
     thm_max_d: int = 4
     thm_max_boxes: int = 50_000
 
+    def problems(self) -> List[str]:
+        """Every wrong field, each named by itself (``"ratios: ..."``), whatever the other
+        fields hold: a field whose check needs another one (a ratio needs ``N`` and ``n``) is
+        checked only once that one is sound. An empty list when the configuration is sound."""
+        out: List[str] = []
+
+        def check(name, f, *args, **kw):
+            try:
+                return f(name, *args, **kw), True
+            except (TypeError, ValueError) as err:
+                out.append(str(err))
+                return None, False
+
+        ints = {}
+        for name in ("N", "n", "d_out", "instances", "thm_max_d", "thm_max_boxes"):
+            ints[name] = check(name, check_int, getattr(self, name))
+        check("seed", check_seed, self.seed)
+        audit, audit_ok = check("audit", check_int, self.audit, minimum=0)
+        if audit_ok and ints["instances"][1] and audit > self.instances:
+            out.append(f"audit: expected at most instances = {self.instances}, got {audit}")
+        steps, steps_ok = check("steps", check_int, self.steps, minimum=16)
+        if steps_ok:
+            max_steps = 4 * steps if self.max_steps is None else self.max_steps
+            m, m_ok = check("max_steps", check_int, max_steps, minimum=steps)
+            if m_ok:
+                k = m // steps
+                if m % steps or k & (k - 1):
+                    out.append(f"max_steps: expected steps ({steps}) times a power of two, "
+                               f"got {m}")
+        for name in ("tol", "zero_tol"):
+            v, ok = check(name, check_positive, getattr(self, name))
+            if ok and not v < 1:
+                out.append(f"{name}: expected a number in (0, 1), got {v}")
+        lists = {}
+        for name in ("ratios", "ds", "init_scales", "teachers", "students"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or not list(v):
+                out.append(f"{name}: expected a non-empty list, got {v!r}")
+                lists[name] = []
+            else:
+                lists[name] = list(v)
+                try:
+                    dup = sorted({x for x in lists[name] if lists[name].count(x) > 1}, key=str)
+                except TypeError:   # unhashable entries: reported by their own check below
+                    dup = []
+                if dup:
+                    out.append(f"{name}: expected distinct values (a repeated one would run "
+                               f"its cells twice), got {lists[name]} with "
+                               f"{', '.join(map(str, dup))} repeated")
+        Nn = self.N * self.n if ints["N"][1] and ints["n"][1] else None
+        for r in lists["ratios"]:
+            r, ok = check("ratios", check_positive, r)
+            if ok and Nn is not None:
+                D = round(r * Nn)
+                if D < 1:
+                    out.append(f"ratios: {r:g} gives D = round({r:g} * {Nn}) = {D}; expected "
+                               f"D >= 1")
+                elif D > MAX_D:
+                    out.append(f"ratios: {r:g} gives D = round({r:g} * {Nn}) = {D}; expected "
+                               f"D <= {MAX_D}")
+        for d in lists["ds"]:
+            check("ds", check_int, d)
+        for s in lists["init_scales"]:
+            check("init_scales", check_positive, s)
+        for name in ("teachers", "students"):
+            for k in lists[name]:
+                check(name, check_choice, k, KERNEL_NAMES)
+        return out
+
     def validate(self) -> "SweepConfig":
-        """Check every field; raise ``ValueError`` naming the bad one and what was expected."""
-        for name in ("N", "n", "d_out", "instances", "steps", "thm_max_d", "thm_max_boxes"):
-            check_int(name, getattr(self, name))
-        check_int("seed", self.seed, minimum=0)
-        check_int("audit", self.audit, minimum=0)
-        if self.audit > self.instances:
-            raise ValueError(f"audit: expected at most instances = {self.instances}, "
-                             f"got {self.audit}")
-        check_int("steps", self.steps, minimum=16)
+        """Check every field; raise ``ValueError`` naming each bad one (see :meth:`problems`)
+        and what was expected; fills in the default ``max_steps``."""
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.max_steps is None:
             self.max_steps = 4 * self.steps
-        check_int("max_steps", self.max_steps, minimum=self.steps)
-        k = self.max_steps // self.steps
-        if self.max_steps % self.steps or k & (k - 1):
-            raise ValueError(f"max_steps: expected steps ({self.steps}) times a power of two, "
-                             f"got {self.max_steps}")
-        for name in ("tol", "zero_tol"):
-            check_positive(name, getattr(self, name))
-            if not getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a number in (0, 1), got {getattr(self, name)}")
-        for name in ("ratios", "ds", "init_scales", "teachers", "students"):
-            if not list(getattr(self, name)):
-                raise ValueError(f"{name}: expected a non-empty list, got {getattr(self, name)!r}")
-        for r in self.ratios:
-            check_positive("ratios (D/(N n))", r)
-            if round(r * self.N * self.n) < 1:
-                raise ValueError(f"ratios: {r} gives D = round({r} * {self.N * self.n}) < 1")
-            if round(r * self.N * self.n) > MAX_D:
-                raise ValueError(f"ratios: {r:g} gives D = round({r:g} * {self.N * self.n}) = "
-                                 f"{round(r * self.N * self.n)}; expected D <= {MAX_D}")
-        for d in self.ds:
-            check_int("head dimension d", d)
-        for s in self.init_scales:
-            check_positive("init scale", s)
-        for k in list(self.teachers) + list(self.students):
-            check_choice("kernel", k, KERNEL_NAMES)
         return self
+
+    @classmethod
+    def from_dict(cls, config, source: str = "config") -> "SweepConfig":
+        """The configuration stored in a result (``result["config"]``), with an error that
+        names a missing or unknown key (``source`` says where it comes from)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{source}: expected a dict of SweepConfig fields, got "
+                             f"{type(config).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(config) - known), sorted(known - set(config))
+        if unknown or missing:
+            raise ValueError(f"{source}: expected the keys of SweepConfig, got "
+                             + ", ".join(([f"unknown {', '.join(unknown)}"] if unknown else [])
+                                         + ([f"missing {', '.join(missing)}"] if missing
+                                            else [])))
+        return cls(**config).validate()
 
     def budgets(self) -> List[int]:
         """The fixed budgets ``steps, 2 steps, ..., max_steps``."""
@@ -146,6 +202,11 @@ def batched_gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW,
     iterates ``a..b`` of each window, shape ``(B, len(windows))``. ``grow = 1`` gives
     constant-step GD with the halving safeguard only. Shapes: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
     ``U, Y (B, N, n, d_out)``, ``W0 (B, D, d)``."""
+    steps = check_int("steps", steps, minimum=1)
+    grow = check_positive("grow", grow)
+    marks = [check_int("marks", m, minimum=0) for m in marks]
+    if any(m > steps for m in marks):
+        raise ValueError(f"marks: expected step counts in 0..steps = {steps}, got {marks}")
     B, N, n, D = X.shape
     Xs = X.reshape(B, N * n, D)
     lr = 1.0 / torch.linalg.matrix_norm(Xs, 2) ** 2          # (B,)
@@ -488,7 +549,7 @@ def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, i
     them (default) or the instances listed in ``which``. Returns, for the recomputed runs, the
     per-run fields of :func:`certify_runs` under the names ``run_<field>`` (``run_label``,
     ``run_kind``, ...) and the count of every final label."""
-    cfg = SweepConfig(**result["config"]).validate()
+    cfg = SweepConfig.from_dict(result["config"], "result['config']")
     for name, value, axis in (("ratio", ratio, cfg.ratios), ("d", d, cfg.ds),
                               ("init_scale", init_scale, cfg.init_scales)):
         if value not in axis:
@@ -550,6 +611,87 @@ def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
                                       success_rule="final loss after steps <= tol * 1/2 ||Y||^2",
                                       label_rule=LABEL_RULE),
     }
+
+
+def check_result(result) -> List[str]:
+    """The problems of a stored sweep (what :func:`sweep` returns), each naming its field: the
+    keys ``config``, ``D_values``, ``results`` and ``provenance``; a configuration with exactly
+    the fields of :class:`SweepConfig`, each sound; one entry per (teacher, student) pair whose
+    counts (``success``, ``first_label_differs``, ``labels``) are integers in
+    ``0..instances`` of the grid's shape, the label counts of a cell adding up to
+    ``instances``, and per-run arrays of shape ``[ratio, d, init_scale, instance]``. An empty
+    list when the result is sound (``tdlib.book.stored`` runs this on every load)."""
+    if not isinstance(result, dict):
+        return [f"expected a JSON object, got {type(result).__name__}"]
+    missing = [k for k in ("config", "D_values", "results", "provenance") if k not in result]
+    if missing:
+        return [f"field {k!r}: missing" for k in missing]
+    try:
+        cfg = SweepConfig.from_dict(result["config"], "field 'config'")
+    except (TypeError, ValueError) as err:
+        return [str(err)]
+    shape = (len(cfg.ratios), len(cfg.ds), len(cfg.init_scales))
+    inst, problems = cfg.instances, []
+    D = [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios]
+    if result["D_values"] != D:
+        problems.append(f"field 'D_values': expected {D} (round(ratio * N n)), got "
+                        f"{result['D_values']!r:.80}")
+    pairs = {f"{t}->{s}" for t in cfg.teachers for s in cfg.students}
+    res = result["results"]
+    if not isinstance(res, dict) or set(res) != pairs:
+        got = sorted(res) if isinstance(res, dict) else type(res).__name__
+        return problems + [f"field 'results': expected the pairs {sorted(pairs)}, got {got}"]
+    for key, z in res.items():
+        where = f"results[{key!r}]"
+        if not isinstance(z, dict):
+            problems.append(f"field {where}: expected a dict, got {type(z).__name__}")
+            continue
+        labels = z.get("labels")
+        if not isinstance(labels, dict) or set(labels) != set(RUN_LABELS):
+            problems.append(f"field {where}['labels']: expected counts for {list(RUN_LABELS)}")
+            labels = {}
+        counts = {"['success']": z.get("success"),
+                  "['first_label_differs']": z.get("first_label_differs"),
+                  **{f"['labels'][{k!r}]": v for k, v in labels.items()}}
+        good = {}
+        for name, v in counts.items():
+            field_ = f"field {where}{name}"
+            if v is None:
+                problems.append(f"{field_}: missing")
+                continue
+            try:
+                a = np.asarray(v, dtype=float)
+            except (TypeError, ValueError):
+                problems.append(f"{field_}: expected counts, got {v!r:.60}")
+                continue
+            if a.shape != shape:
+                problems.append(f"{field_}: expected shape {shape} (ratios, ds, init_scales), "
+                                f"got {a.shape}")
+            elif not (np.isfinite(a).all() and (a == np.round(a)).all()):
+                problems.append(f"{field_}: expected whole counts, got {a.ravel()[:4]}...")
+            elif a.min() < 0 or a.max() > inst:
+                bad = a.max() if a.max() > inst else a.min()
+                problems.append(f"{field_}: expected counts in 0..instances = {inst}, got "
+                                f"{bad:g}")
+            else:
+                good[name] = a
+        label_counts = [good.get(f"['labels'][{k!r}]") for k in labels]
+        if labels and all(c is not None for c in label_counts):
+            total = sum(label_counts)
+            if (total != inst).any():
+                problems.append(f"field {where}['labels']: the counts of a cell add up to "
+                                f"{total[total != inst][0]:g}, expected instances = {inst}")
+        for k in PER_RUN:
+            v = z.get(f"run_{k}")
+            if v is None:
+                problems.append(f"field {where}['run_{k}']: missing")
+                continue
+            a = np.asarray(v, dtype=object)
+            if a.shape[:4] != shape + (inst,):
+                problems.append(f"field {where}['run_{k}']: expected shape "
+                                f"{shape + (inst,)} (ratios, ds, init_scales, instances), got "
+                                f"{a.shape[:4]}")
+    return problems
 
 
 def _pair(result: dict, teacher: str, student: str) -> dict:
@@ -617,7 +759,7 @@ def label_fraction(result: dict, teacher: str, student: str, labels=("zero", "li
 
 def budgets_of(result: dict) -> List[int]:
     """The fixed budgets of a stored sweep."""
-    return SweepConfig(**result["config"]).validate().budgets()
+    return SweepConfig.from_dict(result["config"], "result['config']").budgets()
 
 
 def flip_rate(result: dict, start: int, pairs=None) -> dict:
@@ -782,7 +924,11 @@ def main(argv=None) -> int:
                       zero_tol=args.zero_tol)
     try:
         cfg.validate()
-        book.check_writable(Path(args.out) / "results.json")
+        out = Path(args.out)
+        if out.suffix in (".json", ".npz") or out.is_file():
+            raise ValueError(f"--out: expected a folder (results.json is written inside it), "
+                             f"got {args.out}")
+        book.check_writable(out / "results.json")
     except (ValueError, TypeError, OSError) as err:
         p.error(f"bad configuration: {err}")
     torch.set_num_threads(1)

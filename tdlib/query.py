@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
-from .checks import as_tensor, check_choice, check_finite, check_int, check_positive, check_rank
+from .checks import (as_array, as_tensor, check_choice, check_finite, check_int, check_positive,
+                     check_rank, check_seed)
 
 
 
@@ -36,26 +37,64 @@ def _kernel_c(kernel: str, d: int, c: Optional[float]) -> float:
 
 def stack_tokens(X) -> torch.Tensor:
     """The stacked token matrix ``Xs`` of shape ``(N n, D)`` from ``X`` of shape ``(N, n, D)``."""
-    X = as_tensor("X", X, dtype=torch.float64)
-    check_rank("X", X, 3, "(N, n, D)")
+    X = as_array("X", X, "(N, n, D)")
     return X.reshape(-1, X.shape[-1])
+
+
+def _batch(name: str, x, axes: str) -> torch.Tensor:
+    """A non-empty floating tensor of at least two axes, ``axes`` such as ``(..., n, d)``.
+
+    Entries are not checked for finiteness: the gradient-descent loops built on these functions
+    try steps that may overflow and reject them by the non-finite loss that comes out."""
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        x = as_tensor(name, x, dtype=torch.float64)
+    if x.ndim < 2 or x.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty array of shape {axes}, got shape "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+_NO_U = object()
+
+
+def _check_qku(Q, K, U=_NO_U):
+    """Queries ``(..., n_q, d)``, keys ``(..., n_k, d)`` and values ``(..., n_k, d_out)``."""
+    Q, K = _batch("Q", Q, "(..., n, d)"), _batch("K", K, "(..., n, d)")
+    if Q.shape[-1] != K.shape[-1]:
+        raise ValueError(f"K: expected keys of dimension d={Q.shape[-1]} like the queries, got "
+                         f"shape {tuple(K.shape)}")
+    if U is _NO_U:
+        return (Q, K) if Q.dtype == K.dtype else (Q.double(), K.double())
+    U = _batch("U", U, "(..., n, d_out)")
+    if not Q.dtype == K.dtype == U.dtype:
+        Q, K, U = Q.double(), K.double(), U.double()
+    if U.shape[-2] != K.shape[-2]:
+        raise ValueError(f"U: expected one value row per key ({K.shape[-2]} rows), got shape "
+                         f"{tuple(U.shape)}")
+    return Q, K, U
 
 
 def scores(Q: torch.Tensor, K: torch.Tensor, kernel: str, c: Optional[float] = None) -> torch.Tensor:
     """Attention matrix ``S`` of shape ``(..., n, n)`` from queries and keys ``(..., n, d)``."""
     check_choice("kernel", kernel, KERNEL_NAMES)
+    Q, K = _check_qku(Q, K)
+    if c is not None:
+        c = check_positive("c", c)
     opts = {"c": c} if (kernel == "gaussian" and c is not None) else {}
     return make_kernel(kernel, **opts)(Q, K)
 
 
 def outputs(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
     """Outputs ``o = S(Q, K) U`` of shape ``(..., n, d_out)``."""
+    check_choice("kernel", kernel, KERNEL_NAMES)
+    Q, K, U = _check_qku(Q, K, U)
     return scores(Q, K, kernel, c) @ U
 
 
 def jacobians(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
     """Per-query Jacobians ``J_k = d o_k / d q_k``, shape ``(..., n, d_out, d)``, in closed form."""
     check_choice("kernel", kernel, KERNEL_NAMES)
+    Q, K, U = _check_qku(Q, K, U)
     d = Q.shape[-1]
     if kernel == "gaussian":
         cc = _kernel_c(kernel, d, c)
@@ -76,6 +115,11 @@ def smallest_singular_values(J: torch.Tensor) -> torch.Tensor:
 
     It is positive exactly when ``J`` has full row rank (when ``d >= d_out``).
     """
+    J = as_tensor("J", J, dtype=torch.float64)
+    if J.ndim < 2 or J.numel() == 0:
+        raise ValueError(f"J: expected a non-empty array of shape (..., d_out, d), got shape "
+                         f"{tuple(J.shape)}")
+    check_finite("J", J)
     s = torch.linalg.svdvals(J)
     return s[..., -1] if J.shape[-2] <= J.shape[-1] else torch.zeros(s.shape[:-1], dtype=J.dtype)
 
@@ -146,14 +190,14 @@ class QueryProblem:
         """The same data and fixed matrices with another kernel."""
         return QueryProblem(self.X, self.Y, self.W_K, self.W_V, self.W_O, kernel, self.c)
 
-    def check_W(self, W_Q) -> torch.Tensor:
+    def check_W(self, W_Q, name: str = "W_Q") -> torch.Tensor:
         """``W_Q`` as a float64 ``(D, d)`` tensor, or an error naming what was expected."""
-        W = as_tensor("W_Q", W_Q, dtype=torch.float64)
+        W = as_tensor(name, W_Q, dtype=torch.float64)
         if W.ndim == 3 and W.shape[0] == 1:
             W = W[0]
         if tuple(W.shape) != (self.D, self.d):
-            raise ValueError(f"W_Q: expected shape (D, d) = {(self.D, self.d)}, got {tuple(W.shape)}")
-        check_finite("W_Q", W)
+            raise ValueError(f"{name}: expected shape (D, d) = {(self.D, self.d)}, got {tuple(W.shape)}")
+        check_finite(name, W)
         return W
 
     # -- the loss and its pieces ---------------------------------------------------------------
@@ -240,7 +284,7 @@ def make_problem(N: int = 2, n: int = 3, D: int = 12, d: int = 4, d_out: int = 2
     check_choice("teacher", teacher, KERNEL_NAMES)
     w_scale = check_positive("w_scale", w_scale)
     init_scale = check_positive("init_scale", init_scale, strict=False)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
     X = r(N, n, D)
     W_K, W_V, W_O = r(D, d) * w_scale / math.sqrt(D), r(D, D) * w_scale / math.sqrt(D), r(D, d_out) / math.sqrt(D)
@@ -271,10 +315,11 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
 
     from .train import History, next_step_size
 
+    _check_problem(problem)
     lr = check_positive("lr (step size)", lr)
     steps = check_int("steps", steps, minimum=0)
     tol = check_positive("tol", tol, strict=False)
-    W0 = problem.check_W(W_Q0).clone()
+    W0 = problem.check_W(W_Q0, "W_Q0").clone()
     W = W0.clone()
     Xs, K, U, Y = problem.Xs, problem.K, problem.U, problem.Y
     sx = torch.linalg.svdvals(Xs)
@@ -333,6 +378,26 @@ def _project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - css[k] / (k + 1), 0)
 
 
+def _hull_args(U, y, min_rows: int = 1):
+    """Value rows ``U (n, d_out)`` (``n >= min_rows``) and a target ``y (d_out,)`` as NumPy
+    float64 arrays, or a clear error."""
+    U, y = as_array("U", U, "(n, d_out)").numpy(), as_array("y", y, "(d_out,)").numpy()
+    if U.shape[0] < min_rows:
+        raise ValueError(f"U: expected at least {min_rows} rows (n >= {min_rows}), got shape "
+                         f"{U.shape}")
+    if y.shape != (U.shape[1],):
+        raise ValueError(f"y: expected shape ({U.shape[1]},) to match U of shape {U.shape}, "
+                         f"got {y.shape}")
+    return U, y
+
+
+def _check_problem(problem) -> "QueryProblem":
+    if not isinstance(problem, QueryProblem):
+        raise TypeError(f"problem: expected a QueryProblem (e.g. make_problem()[0]), got "
+                        f"{type(problem).__name__}")
+    return problem
+
+
 def hull_distance(U, y, iters: int = 3000) -> float:
     """A lower bound on the distance from ``y (d_out,)`` to the convex hull of the rows of
     ``U (n, d_out)``, exact up to float64 rounding, which is not controlled here (for a proved
@@ -341,8 +406,8 @@ def hull_distance(U, y, iters: int = 3000) -> float:
     Projected gradient finds a near-closest hull point ``p``; with ``w = (y - p)/||y - p||``, every
     hull point ``z`` has ``w^T (y - z) >= w^T y - max_j w^T u_j``, which is returned (``>= 0``).
     """
-    U = np.asarray(U, dtype=float)
-    y = np.asarray(y, dtype=float)
+    U, y = _hull_args(U, y)
+    iters = check_int("iters", iters)
     n = U.shape[0]
     lam = np.full(n, 1.0 / n)
     step = 1.0 / max(np.linalg.norm(U, 2) ** 2, 1e-12)
@@ -358,6 +423,7 @@ def hull_distance(U, y, iters: int = 3000) -> float:
 
 def softmax_loss_floor(problem: QueryProblem) -> float:
     """``1/2 sum_ik dist(y_ik, conv(rows of U_i))^2``: no Softmax ``W_Q`` (nor ``W_K``) can go below."""
+    _check_problem(problem)
     U, Y = problem.U.numpy(), problem.Y.numpy()
     return 0.5 * sum(hull_distance(U[i], Y[i, k]) ** 2 for i in range(problem.N) for k in range(problem.n))
 
@@ -376,10 +442,12 @@ def caratheodory(U, lam, tol: float = 1e-12) -> np.ndarray:
     ``d_out + 1`` positive entries (Caratheodory's theorem), from weights ``lam (n,)`` of the
     simplex and value rows ``U (n, d_out)``: while the support is larger, move along an affine
     dependence of the supporting rows until one weight reaches zero."""
-    U = np.asarray(U, dtype=float)
-    p = np.asarray(lam, dtype=float).copy()
-    if U.ndim != 2 or p.shape != (U.shape[0],):
-        raise ValueError(f"U, lam: expected shapes (n, d_out) and (n,), got {U.shape}, {p.shape}")
+    U = as_array("U", U, "(n, d_out)").numpy()
+    p = as_array("lam", lam, "(n,)").numpy().copy()
+    tol = check_positive("tol", tol)
+    if p.shape != (U.shape[0],):
+        raise ValueError(f"lam: expected shape ({U.shape[0]},), one weight per row of U, got "
+                         f"{p.shape}")
     if p.min() < -tol or abs(p.sum() - 1) > 1e-9:
         raise ValueError(f"lam: expected a point of the simplex, got {p}")
     p = np.maximum(p, 0.0)
@@ -404,11 +472,7 @@ def softmax_level(U, y) -> float:
     (``n >= 2``) and ``y (d_out,)``. Each distance is the lower bound of
     :func:`hull_distance`, so the value returned is a lower bound on ``Lambda`` up to float64
     rounding."""
-    U = np.asarray(U, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if U.ndim != 2 or U.shape[0] < 2 or y.shape != (U.shape[1],):
-        raise ValueError(f"U, y: expected shapes (n, d_out) with n >= 2 and (d_out,), got "
-                         f"{U.shape} and {y.shape}")
+    U, y = _hull_args(U, y, min_rows=2)
     n = U.shape[0]
     return 0.5 * min(hull_distance(np.delete(U, j, axis=0), y) ** 2 for j in range(n))
 
@@ -424,10 +488,11 @@ def softmax_twin_constants(K, U, y, g_bar: float) -> Dict[str, float]:
     bound on every weight ``p_j`` where ``g <= g_bar`` (when ``g_bar < Lambda``); ``sigma_J =
     sigma_A sigma_U p_min``, a lower bound on ``sigma_min(J)`` there; and ``L_s = ||K||_2^2 / d
     (||U||_2^2 / 4 + 3 diam max_j ||u_j - y||)``, a global Lipschitz constant of ``grad g``."""
-    K, U, y = (np.asarray(a, dtype=float) for a in (K, U, y))
-    if K.ndim != 2 or U.ndim != 2 or K.shape[0] != U.shape[0] or y.shape != (U.shape[1],):
-        raise ValueError(f"K, U, y: expected shapes (n, d), (n, d_out), (d_out,), got "
-                         f"{K.shape}, {U.shape}, {y.shape}")
+    U, y = _hull_args(U, y, min_rows=2)
+    K = as_array("K", K, "(n, d)").numpy()
+    if K.shape[0] != U.shape[0]:
+        raise ValueError(f"K: expected {U.shape[0]} rows, one key per row of U, got shape "
+                         f"{K.shape}")
     g_bar = check_positive("g_bar", g_bar, strict=False)
     n, d = K.shape
     Pi = _centred_basis(n)
@@ -499,7 +564,8 @@ def draw(kernel: str = "gaussian", ratio: float = 2.0, d: int = 4, init_scale: f
 
     check_choice("kernel", kernel, KERNEL_NAMES)
     ratio = check_positive("ratio", ratio)
-    d = check_int("d", d)
+    d, N, n, steps = (check_int(k, v, minimum=m) for k, v, m in
+                      (("d", d, 1), ("N", N, 1), ("n", n, 1), ("steps", steps, 0)))
     D = max(1, int(round(ratio * N * n)))
     prob, _, W0 = make_problem(N, n, D, d, d_out, kernel=kernel, init_scale=init_scale, seed=seed)
     lr = 1.0 / float(torch.linalg.matrix_norm(prob.Xs, 2)) ** 2

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_real
+
 
 @dataclass(frozen=True)
 class RateFit:
@@ -48,11 +50,19 @@ def fit_rate(values, *, f_star: float = 0.0, start: int | float | None = None,
     Entries with ``values[t] - f_star <= 0`` (a run that reached its limit exactly) are dropped:
     they have no logarithm. At least two usable steps are needed.
     """
-    v = np.asarray(values, dtype=float)
+    try:
+        v = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"values: expected a 1-d sequence of losses, got "
+                        f"{type(values).__name__} {str(values)[:60]!r}") from None
     if v.ndim != 1:
         raise ValueError(f"values: expected a 1-d sequence of losses, got shape {v.shape}")
     if not np.all(np.isfinite(v)):
         raise ValueError("values: expected finite losses, got NaN or infinity")
+    f_star = check_real("f_star", f_star)
+    if isinstance(start, (bool, np.bool_)) or isinstance(tail, (bool, np.bool_)):
+        raise TypeError(f"start, tail: expected an int (or a fraction for start), got "
+                        f"start={start!r}, tail={tail!r}")
     if start is not None and tail is not None:
         raise ValueError(f"start and tail: give at most one, got start={start!r}, tail={tail!r}")
     t = np.arange(len(v))
@@ -73,8 +83,8 @@ def fit_rate(values, *, f_star: float = 0.0, start: int | float | None = None,
             raise ValueError(f"tail: expected an int >= 2, got {tail!r}")
         t, excess = t[-tail:], excess[-tail:]
     if len(t) < 2:
-        raise ValueError(f"values: need at least two steps with values above f_star={f_star}, "
-                         f"got {len(t)}")
+        raise ValueError(f"values: expected at least two steps with values above "
+                         f"f_star={f_star}, got {len(t)}")
     y = np.log(excess)
     slope, icpt = np.polyfit(t, y, 1)
     resid = y - (slope * t + icpt)

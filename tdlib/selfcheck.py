@@ -194,13 +194,13 @@ def jt_descent(pl_factor: Callable) -> bool:
 def jt_first_step(attention_gradients: Callable) -> bool:
     """ex-jt-first-step: ``attention_gradients(model, X, Y)`` returns ``{"W_Q": ..., "W_K": ...}``,
     the Frobenius norms of the gradients of the loss in ``W^Q`` and ``W^K``."""
-    from . import zeroloss
+    from . import joint, zeroloss
 
     for kernel in KERNEL_NAMES:
         for moved in (False, True):
             m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=8, d=4, seed=11)
             if moved:
-                zeroloss.perturb(m, scale=0.3, seed=12)
+                joint.perturb(m, scale=0.3, seed=12)
             Ws = [m.W_Q, m.W_K]
             for W in Ws:
                 W.requires_grad_(True)
@@ -221,14 +221,14 @@ def jt_first_step(attention_gradients: Callable) -> bool:
 def jt_scale(largest_gamma: Callable) -> bool:
     """ex-jt-scale: ``largest_gamma(model, X, Y)`` is the largest factor ``gamma`` for which the
     joint condition (C1)-(C2) holds with targets ``gamma Y`` (``W^V_0 = 0``)."""
-    from . import zeroloss
+    from . import joint, zeroloss
 
     for kernel in KERNEL_NAMES:
         m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=48, seed=21)
         gamma = float(_call("largest_gamma", largest_gamma, m, X, Y))
         _require(gamma > 0, f"{kernel}: expected a positive gamma, got {gamma}")
         for factor, should in ((0.5, True), (2.0, False)):
-            holds = zeroloss.sufficient_condition(m, X, factor * gamma * Y).holds
+            holds = joint.sufficient_condition(m, X, factor * gamma * Y).holds
             _require(holds == should,
                      f"{kernel}: with targets {factor} * gamma * Y (gamma = {gamma:.4g}) the "
                      f"condition {'fails' if should else 'still holds'}: gamma is too "

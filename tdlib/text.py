@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_seed
 
 PAD = 0
 VOCAB = 256
@@ -157,7 +157,7 @@ def tweets(max_len: int = 128, test_fraction: float = 0.2, seed: int = 0, balanc
     if not test_fraction < 1:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
     max_len = check_int("max_len", max_len)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     p = corpus_path(path)
     texts, labels = [], []
     with open(p, encoding="latin-1", newline="") as fh:  # the file is latin-1, not UTF-8
@@ -206,9 +206,12 @@ def imdb_folder(root: str | os.PathLike, max_len: int = 512, limit: int | None =
     even number) keeps that many reviews per split, ``limit / 2`` of each class (a random
     subset drawn from ``seed``); a class with fewer reviews is an error.
     """
+    if not isinstance(root, (str, os.PathLike)) or not str(root):
+        raise TypeError(f"root: expected the path of the aclImdb folder (a str or Path), got "
+                        f"{root!r}")
     root = Path(root)
     max_len = check_int("max_len", max_len)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     if limit is not None:
         limit = check_int("limit", limit, minimum=2)
         if limit % 2:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .attention import PARAMS, AttentionLayer
-from .checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_finite, check_int, check_positive
 
 
 STEP_GROW = 1.1
@@ -24,8 +24,10 @@ def next_step_size(lr, accepted, grow: float = STEP_GROW):
     and the next step size is ``grow * lr``; a step that would raise it is not taken and the
     step size is halved (the iteration is spent). ``lr`` and ``accepted`` may be a float and a
     bool, or tensors of per-instance step sizes and verdicts."""
+    grow = check_positive("grow", grow)
     if isinstance(accepted, torch.Tensor):
         return torch.where(accepted, lr * grow, lr / 2)
+    lr = check_positive("lr (step size)", lr)
     return lr * grow if accepted else lr / 2
 
 
@@ -221,6 +223,8 @@ def train(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function (model, t) -> dict, got {callback!r}")
     X, Y = model.check_XY(X, Y)
+    for p in PARAMS:   # a NaN start is the weights' fault, not the step size's
+        check_finite(f"model.{p} (the initial weights)", getattr(model, p).detach())
     zero_output_loss = 0.5 * float((Y.double() ** 2).sum())
 
     params = {p: getattr(model, p) for p in PARAMS}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attention import make_kernel
-from .checks import check_int
+from .checks import check_int, check_seed
 from .fastattention import attend
 
 
@@ -139,10 +139,17 @@ class Classifier(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, seed: int = 0, **overrides):
         super().__init__()
         cfg = cfg or ModelConfig()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"cfg: expected a ModelConfig, got {type(cfg).__name__}")
+        known = set(asdict(cfg))
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"Classifier: expected options among {', '.join(sorted(known))}, "
+                            f"got unknown {', '.join(unknown)}")
         if overrides:
             cfg = ModelConfig(**{**asdict(cfg), **overrides})
         self.cfg = cfg.check()
-        seed = check_int("seed", seed, minimum=0)
+        seed = check_seed("seed", seed)
         # The initialisation is a function of the seed only. It is drawn from torch's global
         # generator seeded with ``seed`` (the draws of every stored run), inside fork_rng so
         # that the caller's own random state is left exactly as it was.

@@ -139,9 +139,9 @@ def test_basins_and_inputs_are_checked():
         ce.PerQueryProblem([[0.0], [1.0]], [[1.0, 2.0]], [0.0, 0.0])
     with pytest.raises(ValueError, match="kernel: expected one of"):
         ce.PerQueryProblem([[0.0]], [[1.0]], [0.0], kernel="linear")
-    with pytest.raises(ValueError, match="closed_form: expected a Softmax problem with d = 1"):
+    with pytest.raises(ValueError, match="problem: expected a Softmax problem with d = 1"):
         ce.closed_form(ce.instance("softmax", d=2), [0.0])
-    with pytest.raises(ValueError, match="q: expected queries"):
+    with pytest.raises(ValueError, match="q: expected at least one query, of shape"):
         ce.instance(d=2).output(torch.zeros(3))
 
 

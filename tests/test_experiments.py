@@ -116,7 +116,8 @@ def test_command_line(tmp_path, capsys):
 def test_merge_records_a_command_that_remakes_the_file(tmp_path):
     parts = []
     for k in ("softmax", "gaussian"):
-        run = {"kernel": k, "seconds": 1.5, "curves": {"step": [0], "test_acc": [0.5]}}
+        run = {"kernel": k, "seconds": 1.5, "curves": {"step": [0], "test_acc": [0.5],
+                                                       "test_loss": [0.7]}}
         parts.append(save([run], tmp_path / f"{k}.json", command=f"python -m tdlib.experiments curves --kernels {k}"))
     out = tmp_path / "joined.json"
     main(["merge", "--out", str(out)] + [str(p) for p in parts])

@@ -153,6 +153,7 @@ def test_boxes_become_numbered_bold_headings():
         assert re.search(rf"\*\*{word} {re.escape(number)}[ .]", text), f"{word} {number} ({label})"
 
 
+@pytest.mark.slow
 def test_shortest_chapter_notebook_executes_end_to_end():
     """The generated notebook of the shortest chapter runs top to bottom in a fresh kernel."""
     import nbformat

@@ -62,12 +62,14 @@ def cue_bound(c):
     return p + NEAR + 3 * np.sqrt(p * (1 - p) / c["n_test"])
 
 
+@pytest.mark.slow   # the cue sets: thousands of generated images (about a minute)
 def test_cue_rules_stay_near_chance(cue_sets):
     c = cue_sets["new"]
     for name in pf.CUE_NAMES:
         assert c[name] <= cue_bound(c), f"{name}: {c[name]:.3f} > {cue_bound(c):.3f}"
 
 
+@pytest.mark.slow   # the cue sets: thousands of generated images (about a minute)
 def test_cue_rules_catch_the_earlier_generator(cue_sets):
     """The same check fails on the earlier generator: its cues are real."""
     c = cue_sets["old"]

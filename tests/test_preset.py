@@ -35,6 +35,7 @@ def test_preset_values_and_overrides():
         preset("huge", "text")
 
 
+@pytest.mark.slow   # the paper-scale model: about 15 CPU-seconds a step
 def test_preset_runs_two_steps_on_cpu(tmp_path):
     doc = _run_preset(tmp_path, "cpu")
     assert {r["kernel"] for r in doc["runs"]} == {"softmax", "gaussian"}

@@ -258,3 +258,43 @@ def test_surface_or_named_error(alphas, betas):
         names(err, "alphas", "betas", "loss_fn")
     else:
         assert F.shape == (len(alphas), len(betas)) and np.isfinite(F).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# the best one-threshold rule of the Pathfinder cue check
+# ---------------------------------------------------------------------------------------------
+
+def brute_threshold_accuracy(feature, labels) -> float:
+    """Every threshold below, between and above the values, tried one by one."""
+    f, y = np.asarray(feature, dtype=float), np.asarray(labels)
+    cuts = np.concatenate([[-np.inf], np.unique(f)])
+    acc = [float(((f > t) == (y == 1)).mean()) for t in cuts]
+    return max(max(acc), 1 - min(acc))
+
+
+@FAST
+@given(data=st.data(), n=st.integers(1, 12), values=st.integers(1, 4))
+def test_best_threshold_accuracy_is_that_of_a_real_threshold(data, n, values):
+    """Ties (a few distinct values) are where a rule ``feature > t`` cannot split the samples."""
+    feature = data.draw(st.lists(st.integers(0, values - 1), min_size=n, max_size=n))
+    labels = data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+    got = pathfinder.best_threshold_accuracy([float(v) for v in feature], labels)
+    assert got == pytest.approx(brute_threshold_accuracy(feature, labels), abs=1e-12)
+
+
+@FAST
+@given(labels=st.lists(st.sampled_from([0, 1, 2, -1, 0.5, True, math.nan]), min_size=1,
+                       max_size=6),
+       bad_feature=st.sampled_from([None, math.nan, math.inf]))
+def test_best_threshold_accuracy_refuses_invalid_labels_and_scores(labels, bad_feature):
+    feature = [float(i) for i in range(len(labels))]
+    valid = all(v in (0, 1) for v in labels)
+    if bad_feature is not None:
+        feature[0] = bad_feature
+    try:
+        acc = pathfinder.best_threshold_accuracy(feature, labels)
+    except (ValueError, TypeError) as err:
+        names(err, "labels:", "feature:")
+        assert not valid or bad_feature is not None, err
+    else:
+        assert valid and bad_feature is None and 0.5 <= acc <= 1

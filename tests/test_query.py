@@ -295,7 +295,7 @@ def test_softmax_twin_converges_linearly_below_its_level():
     p, W_star, _ = query.make_problem(N=2, n=3, D=12, d=2, d_out=2, kernel="softmax", seed=seed)
     Z = torch.randn(W_star.shape, generator=torch.Generator().manual_seed(seed),
                     dtype=torch.float64)
-    for eps in (0.05, 0.02, 0.01, 0.005, 0.002):
+    for eps in (0.05, 0.02, 0.01, 0.005, 0.002, 1e-3, 5e-4, 2e-4, 1e-4):  # tiny levels occur
         W0 = W_star + eps * float(W_star.norm()) / float(Z.norm()) * Z
         cert = query.softmax_twin_certificate(p, W0)
         if cert["ok"]:

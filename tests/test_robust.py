@@ -494,3 +494,276 @@ def test_check_command_names_the_bad_file(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "tdlib.book", "check"], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(good.read_text())["runs"][0]["seed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the classes of bad input found by trying the library as a careless user would
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
+def test_float32_gaussian_scores_of_a_far_tight_cluster_are_accurate(offset):
+    """The layer centres the tokens before a shift-invariant kernel: float32 scores of points
+    near ``offset`` agree with float64 ones (rounding ``X W_Q`` at 1e4 alone costs 5e-4)."""
+    g = torch.Generator().manual_seed(int(offset))
+    m32 = AttentionLayer(4, kernel="gaussian", seed=1, dtype=torch.float32)
+    m32.set_weights(W_K=m32.W_Q.detach())              # tied: queries meet their own keys
+    m64 = AttentionLayer(4, kernel="gaussian", seed=1)
+    m64.set_weights(**{p: getattr(m32, p).detach().double() for p in ("W_Q", "W_K", "W_V", "W_O")})
+    X = (offset + 0.3 * torch.randn(3, 5, 4, generator=g, dtype=torch.float64)).float()
+    S32, S64 = m32.scores(X).detach().double(), m64.scores(X.double()).detach()
+    assert float(S64.max()) > 0.9                       # the scores are not all tiny
+    err = float((S32 - S64).abs().max())
+    print(f"offset {offset:g}: float32 scores within {err:.1e} of float64")
+    assert err < 1e-6
+    # the gradient is that of the same function
+    Y = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad(m64.loss(X.double(), Y), m64.W_Q)[0]
+    Q, K = m64.queries_keys(X.double())
+    direct = 0.5 * ((torch.einsum("Nhij,Njd,hdv,hvo->Nio", torch.exp(-direct_d(Q, K) / 4.0),
+                                  X.double(), m64.W_V, m64.W_O) - Y) ** 2).sum()
+    assert torch.allclose(grads, torch.autograd.grad(direct, m64.W_Q)[0], rtol=1e-6, atol=1e-9)
+
+
+def direct_d(Q, K):
+    return ((Q.unsqueeze(-2) - K.unsqueeze(-3)) ** 2).sum(-1)
+
+
+def test_a_kernel_returning_nan_is_named_by_the_forward(custom_kernel):
+    name = custom_kernel("robust-nan-forward", lambda Q, K: torch.log(Q @ K.transpose(-1, -2)))
+    model = AttentionLayer(3, kernel=name, seed=0)
+    X, _ = random_data(2, 3, 3, d_out=3)
+    with pytest.raises(FloatingPointError, match=rf"kernel '{name}'.*NaN/Inf for finite queries"):
+        model(X)
+    with pytest.raises(FloatingPointError, match=rf"kernel '{name}'"):
+        model.scores(X)
+
+
+@pytest.mark.parametrize("lr", [True, False, "0.1", np.float64("nan"), 1 + 0j])
+def test_train_refuses_a_step_size_that_is_not_a_positive_number(lr):
+    model = AttentionLayer(3, seed=0)
+    X, Y = random_data(2, 3, 3, d_out=3)
+    before = model.W_Q.detach().clone()
+    with pytest.raises((TypeError, ValueError), match=r"lr \(step size\): expected a positive"):
+        train(model, X, Y, lr=lr, steps=5, progress=False)
+    assert torch.equal(model.W_Q.detach(), before)
+
+
+def test_a_nan_start_is_blamed_on_the_weights_not_the_step_size():
+    model = AttentionLayer(3, seed=0)
+    X, Y = random_data(2, 3, 3, d_out=3)
+    with torch.no_grad():
+        model.W_K[0, 1, 2] = math.nan
+    with pytest.raises(ValueError, match=r"model\.W_K \(the initial weights\): expected finite"):
+        train(model, X, Y, lr=0.1, steps=5, progress=False)
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, -1])
+def test_seeds_outside_0_to_2_63_are_refused(seed):
+    from tdlib import joint, query, zeroloss
+
+    for call in (lambda: random_inputs(2, 2, 2, seed=seed), lambda: AttentionLayer(2, seed=seed),
+                 lambda: query.make_problem(seed=seed),
+                 lambda: joint.perturb(AttentionLayer(2), seed=seed),
+                 lambda: zeroloss.make_instance(seed=seed)):
+        with pytest.raises(ValueError, match="seed"):
+            call()
+
+
+def test_certify_on_a_flat_hessian_reports_instead_of_crashing():
+    from tdlib import counterexample as ce
+
+    cert = ce.certify(lambda x: (x ** 4).sum(), [0.3], zero_point=[0.0])
+    assert not cert.is_instance
+    assert any("Hessian eigenvalue" in r for r in cert.reasons), cert.reasons
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda ce: ce.closed_form(ce.instance(), math.nan), "s: expected finite"),
+    (lambda ce: ce.gd_1d(ce.instance(), math.nan, steps=0), "s0: expected a finite real"),
+    (lambda ce: ce.run_gd(ce.instance(), [math.nan], steps=0), "q0: expected finite"),
+    (lambda ce: ce.instance().loss([]), "q: expected at least one query"),
+])
+def test_the_counterexample_refuses_a_nan_query(call, match):
+    from tdlib import counterexample as ce
+
+    with pytest.raises(ValueError, match=match):
+        call(ce)
+
+
+def test_empty_or_misshaped_input_is_named():
+    from tdlib import query, zeroloss
+
+    with pytest.raises(ValueError, match=r"B: expected a non-empty matrix"):
+        zeroloss.lambda_max(torch.zeros(0, 3))
+    with pytest.raises(ValueError, match=r"U: expected a non-empty array"):
+        query.hull_distance(np.zeros((0, 2)), [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"y: expected shape \(2,\)"):
+        query.hull_distance(np.eye(2), [0.0, 0.0, 1.0])
+    from tdlib import counterexample as ce
+    with pytest.raises(ValueError, match=r"minima: expected a non-empty list"):
+        ce.basins(ce.instance(), [[0.5]], [], steps=1)
+
+
+def test_imdb_folder_and_classifier_options_are_named():
+    with pytest.raises(TypeError, match=r"root: expected the path of the aclImdb folder"):
+        text.imdb_folder(None)
+    with pytest.raises(TypeError, match=r"Classifier: expected options among .*unknown heads"):
+        Classifier(heads=4)
+    with pytest.raises(ValueError, match=r"seed: expected an integer seed in \[0, 2\^63\)"):
+        Classifier(ModelConfig(max_len=6, D=8, hidden=8, H=2), seed=2**63)
+
+
+# ---------------------------------------------------------------------------------------------
+# command lines: a bad argument fails at once, with a message, and writes nothing
+# ---------------------------------------------------------------------------------------------
+
+def _fails_and_writes_nothing(main, argv, out: Path, capsys, *words):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    for w in words:
+        assert w in msg, f"{argv}: {w!r} not in {msg!r}"
+    assert not out.exists() and not out.with_suffix(".json").exists(), f"{argv} wrote {out}"
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["curves", "--seeds", "0", "0"], ("seeds", "distinct")),
+    (["landscape", "--stage1-steps", "2", "--grid", "0"], ("grid", "expected an integer >= 3")),
+    (["landscape", "--stage1-steps", "2", "--span", "nan"], ("span", "expected a positive")),
+    (["landscape", "--stage1-steps", "2", "--near-seeds", "1", "1"], ("near-seeds", "distinct")),
+    (["landscape", "--stage1-steps", "2", "--near-seeds", "0"], ("near-seeds", "direction")),
+])
+def test_experiments_command_line_refuses_before_any_work(tmp_path, monkeypatch, capsys, extra,
+                                                          words):
+    monkeypatch.setattr(experiments, "sweep", no_work)
+    monkeypatch.setattr(experiments, "landscape_run", no_work)
+    out = tmp_path / ("runs.json" if extra[0] == "curves" else "land.npz")
+    argv = [extra[0], "--task", "text", "--out", str(out), "--steps", "2", "--eval-every", "1",
+            *extra[1:]]
+    _fails_and_writes_nothing(experiments.main, argv, out, capsys, *words)
+
+
+@pytest.mark.parametrize("cmd,name", [("curves", "runs.npz"), ("curves", "runs"),
+                                      ("landscape", "land.json")])
+def test_an_out_without_its_suffix_is_refused(tmp_path, monkeypatch, capsys, cmd, name):
+    monkeypatch.setattr(experiments, "sweep", no_work)
+    monkeypatch.setattr(experiments, "landscape_run", no_work)
+    out = tmp_path / name
+    argv = [cmd, "--task", "text", "--out", str(out), "--steps", "2"]
+    if cmd == "landscape":
+        argv += ["--stage1-steps", "2"]
+    _fails_and_writes_nothing(experiments.main, argv, out, capsys, "--out", "expected a")
+
+
+def test_merging_the_same_runs_twice_writes_nothing(tmp_path, capsys):
+    a = tmp_path / "a.json"
+    experiments.save([fake_run(seed=0), fake_run(seed=1)], a, command="python -m tdlib.experiments x")
+    b = tmp_path / "b.json"
+    b.write_text(a.read_text())                 # a copy: the same runs under another name
+    out = tmp_path / "merged.json"
+    _fails_and_writes_nothing(experiments.main, ["merge", "--out", str(out), str(a), str(a)],
+                              out, capsys, "more than once")
+    _fails_and_writes_nothing(experiments.main, ["merge", "--out", str(out), str(a), str(b)],
+                              out, capsys, "appears twice")
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--ratios", "1.0", "1.0"], ("ratios", "distinct")),
+    (["--seed", "-1"], ("seed",)),
+    (["--steps", "0"], ("steps",)),
+    (["--tol", "nan"], ("tol",)),
+])
+def test_phase_command_line_refuses_before_any_work(tmp_path, monkeypatch, capsys, extra, words):
+    monkeypatch.setattr(phase, "sweep", no_work)
+    out = tmp_path / "sweep"
+    _fails_and_writes_nothing(phase.main, ["--out", str(out), *extra], out / "results.json",
+                              capsys, *words)
+
+
+def test_phase_out_is_a_folder_not_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(phase, "sweep", no_work)
+    out = tmp_path / "results.json"
+    _fails_and_writes_nothing(phase.main, ["--out", str(out)], out, capsys, "--out",
+                              "expected a folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# stored results that were edited or damaged: named on load, with the command that remakes them
+# ---------------------------------------------------------------------------------------------
+
+STORED_SWEEP = ROOT / "book" / "data" / "phase-diagram" / "results.json"
+
+
+def damaged(tmp_path, edit) -> Path:
+    doc = json.loads(STORED_SWEEP.read_text())
+    edit(doc)
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(doc))
+    return f
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda d: d["results"]["softmax->softmax"]["success"][0][0].__setitem__(0, 999),
+     "results['softmax->softmax']['success']: expected counts in 0..instances"),
+    (lambda d: d["config"].__setitem__("instances", 0), "instances: expected an integer >= 1"),
+    (lambda d: d.pop("D_values"), "field 'D_values': missing"),
+    (lambda d: d["config"].__setitem__("colour", "blue"), "unknown colour"),
+    (lambda d: d["config"].pop("tol"), "missing tol"),
+    (lambda d: d["results"]["gaussian->softmax"]["labels"].__setitem__("zero", [[[0]]]),
+     "results['gaussian->softmax']['labels']['zero']: expected shape"),
+])
+def test_an_edited_sweep_is_named_on_load_with_the_command(tmp_path, edit, field):
+    f = damaged(tmp_path, edit)
+    command = json.loads(STORED_SWEEP.read_text())["provenance"]["command"]
+    with pytest.raises(book.StoredResultError) as err:
+        book.load_json(f)
+    msg = str(err.value)
+    assert str(f) in msg and field in msg, msg
+    assert f"remake it with: {command}" in msg
+    assert any(field in p for p in book.check_file(f))        # the check command agrees
+
+
+def test_a_truncated_file_names_the_command_from_git_or_its_text(tmp_path):
+    text = STORED_SWEEP.read_text()
+    command = json.loads(text)["provenance"]["command"]
+    cut = tmp_path / "results.json"
+    cut.write_text(text[: len(text) // 2])          # the provenance (at the end) is lost
+    with pytest.raises(book.StoredResultError, match="not a valid JSON result file"):
+        book.load_json(cut)
+    # the stored file itself, cut in place, finds the command in the committed version
+    assert book.remake_command(STORED_SWEEP) == command
+    curves = ROOT / "book" / "data" / "experiments" / "text-curves.json"
+    cut.write_text(curves.read_text()[:5000])      # a curves file keeps its provenance first
+    assert book.remake_command(cut) == json.loads(curves.read_text())["provenance"]["command"]
+
+
+def test_sweep_config_names_every_wrong_field_whatever_the_others_hold():
+    cases = {"ratios": dict(ratios=[]), "tol": dict(tol=1.5),
+             "teachers": dict(teachers=["cosine"]), "students": dict(students="softmax"),
+             "ds": dict(ds=[0]), "init_scales": dict(init_scales=[math.nan])}
+    rounding = dict(ratios=[0.01])                  # D = round(0.01 * 12) = 0
+    for name, bad in cases.items():
+        for other in ({}, dict(N=0), dict(n="x"), dict(seed=-1), dict(instances=0), rounding):
+            with pytest.raises(ValueError) as err:
+                phase.SweepConfig(**{**other, **bad}).validate()
+            assert f"{name}: expected" in str(err.value), (name, other, str(err.value))
+    with pytest.raises(ValueError, match=r"ratios: 0.01 gives D = round\(0.01 \* 12\) = 0"):
+        phase.SweepConfig(**rounding).validate()
+
+
+@pytest.mark.parametrize("steps", [-1, 0, 1.5, True])
+def test_batched_gd_refuses_a_count_of_steps_below_one(steps):
+    from tdlib.query import make_problem
+
+    p, _, W0 = make_problem(N=1, n=2, D=3, d=2, seed=0)
+    one = lambda t: t[None]  # noqa: E731
+    with pytest.raises((ValueError, TypeError), match="steps: expected an integer >= 1"):
+        phase.batched_gd(one(p.X), one(p.K), one(p.U), one(p.Y), one(W0), "gaussian", steps)
+
+
+def test_evaluating_on_an_empty_set_is_named():
+    model = Classifier(ModelConfig(max_len=6, D=8, hidden=8, H=2), seed=0)
+    x = torch.zeros(0, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="x, y: expected the same non-zero number of samples"):
+        experiments.evaluate(model, x, torch.zeros(0, dtype=torch.long))

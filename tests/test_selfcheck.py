@@ -103,9 +103,9 @@ def test_joint_training_checks():
     assert selfcheck.jt_first_step(grads)
     _rejects(selfcheck.jt_first_step, lambda m, X, Y: {"W_Q": 0.0, "W_K": 0.0}, match="W_V != 0")
     _rejects(selfcheck.jt_first_step, lambda m, X, Y: 0.0, match="keys")
-    from tdlib import zeroloss
+    from tdlib import joint
 
-    exact = lambda m, X, Y: zeroloss.residual_limit(m, X, Y) / float(Y.norm())  # noqa: E731
+    exact = lambda m, X, Y: joint.residual_limit(m, X, Y) / float(Y.norm())  # noqa: E731
     assert selfcheck.jt_scale(exact)
     _rejects(selfcheck.jt_scale, lambda m, X, Y: 10 * exact(m, X, Y), match="too large")
     _rejects(selfcheck.jt_scale, lambda m, X, Y: 0.1 * exact(m, X, Y), match="too small")

@@ -203,7 +203,8 @@ def test_no_symbol_has_two_rows_with_different_meanings():
     assert not clashes, "one symbol, two meanings on the notation page:\n  " + "\n  ".join(clashes)
 
 
-ALIASES = {"th": "tdlib.zeroloss", "ce": "tdlib.counterexample", "query": "tdlib.query",
+ALIASES = {"th": "tdlib.zeroloss", "jt": "tdlib.joint", "ce": "tdlib.counterexample",
+           "query": "tdlib.query",
            "experiments": "tdlib.experiments", "landscape": "tdlib.landscape", "tdlib": "tdlib"}
 # argument names that stand for a specific object: they must match the parameter's name
 TYPED = {"model", "X", "Y", "W_O", "W_Q", "B"}
