@@ -47,13 +47,19 @@ def test_preset_runs_two_steps_on_cpu(tmp_path):
     assert "--preset paper" in prov["command"] and prov["wall_seconds"] > 0
 
 
-def test_preset_text_reads_an_imdb_folder(tmp_path):
+def _imdb_folder(tmp_path):
+    """A tiny folder in the IMDb layout: 4 positive and 4 negative reviews per split."""
     root = tmp_path / "aclImdb"
     for split in ("train", "test"):
         for lab, word in (("pos", "great"), ("neg", "awful")):
             (root / split / lab).mkdir(parents=True)
             for i in range(4):
                 (root / split / lab / f"{i}.txt").write_text(f"a {word} film, number {i}")
+    return root
+
+
+def test_preset_text_reads_an_imdb_folder(tmp_path):
+    root = _imdb_folder(tmp_path)
     doc = _run_preset(tmp_path, "cpu", task="text",
                       extra=["--imdb", str(root), "--max-len", "32", "--batch-size", "4"])
     r = doc["runs"][0]
@@ -89,12 +95,7 @@ def test_text_preset_needs_imdb_and_imdb_needs_a_length(tmp_path, capsys):
 
 
 def test_gaussian_width_threads_and_landscape_options(tmp_path):
-    root = tmp_path / "aclImdb"
-    for split in ("train", "test"):
-        for lab, word in (("pos", "great"), ("neg", "awful")):
-            (root / split / lab).mkdir(parents=True)
-            for i in range(4):
-                (root / split / lab / f"{i}.txt").write_text(f"a {word} film, number {i}")
+    root = _imdb_folder(tmp_path)
     common = ["--task", "text", "--imdb", str(root), "--max-len", "16", "--batch-size", "4",
               "--steps", "2", "--eval-every", "1", "--quiet", "--threads", "1"]
     out = tmp_path / "c.json"
