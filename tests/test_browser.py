@@ -283,6 +283,82 @@ _PHONE_JS = r"""
 """
 
 
+# Every MathJax container (inline and display) whose right edge passes the inner right edge of the
+# first ancestor that cuts overflow (overflow-x hidden or clip): the end of the formula is lost.
+# An ancestor that scrolls (auto, scroll) keeps it reachable and ends the search.
+_CLIPPED_MATH_JS = r"""
+() => {
+""" + _MATH_SOURCE_JS + r"""
+  const cut = [];
+  for (const c of document.querySelectorAll("mjx-container")) {
+    const r = c.getBoundingClientRect();
+    if (!r.width || !c.offsetParent) continue;  // not shown (a closed box, another tab)
+    const inner = c.firstElementChild;
+    const right = Math.max(r.right, inner ? inner.getBoundingClientRect().right : 0);
+    const display = c.getAttribute("display") === "true";
+    let reach = right;  // the rightmost point a reader can bring into view
+    for (let p = c; p && p !== document.documentElement; p = p.parentElement) {
+      const ox = getComputedStyle(p).overflowX;
+      if (ox === "visible") continue;
+      const b = p.getBoundingClientRect();
+      const edge = b.left + p.clientLeft + p.clientWidth;
+      // a scroll box shows all of its content, but it may itself be cut further out
+      if (ox === "auto" || ox === "scroll") { reach = Math.min(reach, b.right); continue; }
+      if (reach > edge + 1) {
+        cut.push([sourceOf(c), display ? "display" : "inline", Math.round(reach - edge),
+                  p.tagName.toLowerCase() + "." + [...p.classList].slice(0, 2).join(".")]);
+        break;
+      }
+    }
+  }
+  // an equation number must not sit on top of its equation
+  const overlaps = [];
+  for (const n of document.querySelectorAll("div.math span.eqno")) {
+    const m = n.closest("div.math").querySelector("mjx-container");
+    if (!m || !n.offsetParent) continue;
+    const a = n.getBoundingClientRect(), b = m.getBoundingClientRect();
+    const sx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const sy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    // drawn on the equation, or beside an equation that is cut off (it scrolls)
+    const scrolls = m.scrollWidth > m.clientWidth + 1;
+    if (sy > 1 && (sx > 1 || scrolls))
+      overlaps.push([n.textContent.trim().slice(0, 8), sourceOf(m)]);
+  }
+  return {cut, overlaps};
+}
+"""
+
+# Every figure in the text: an alt text that says something (not empty, not a file name or
+# hash). Images marked as decoration (role="presentation" or aria-hidden) are left out.
+_ALT_JS = r"""
+() => {
+  const root = document.querySelector("main") || document.body;
+  const bad = [];
+  for (const img of root.querySelectorAll("img")) {
+    if (img.getAttribute("role") === "presentation" || img.closest("[aria-hidden='true']")) continue;
+    const alt = (img.getAttribute("alt") || "").trim();
+    const src = (img.getAttribute("src") || "").split("/").pop();
+    const name = /\.(png|jpe?g|svg|gif|webp)$/i.test(alt) || /^[0-9a-f]{8,}$/i.test(alt) ||
+                 (src && !src.startsWith("data:") && alt === src) || /^(image|figure|img)\b\S*$/i.test(alt);
+    if (alt.length < 8 || !/\s/.test(alt) || name)
+      bad.push([src.startsWith("data:") ? "(inline image)" : src.slice(0, 40), alt.slice(0, 60)]);
+  }
+  return bad;
+}
+"""
+
+# axe-core (tests/vendor/axe-core, injected by the test, never part of the site): the serious and
+# critical violations of the page as it is (every toggle open), with up to five elements each.
+AXE_JS_FILE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+_AXE_JS = r"""
+async () => {
+  const r = await axe.run(document, {resultTypes: ["violations"]});
+  return r.violations.filter(v => v.impact === "serious" || v.impact === "critical").map(v => ({
+    id: v.id, impact: v.impact, help: v.help, count: v.nodes.length,
+    nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + "  " + (n.html || "").slice(0, 90))}));
+}
+"""
+
 def _wait_until_settled(page):
     page.wait_for_load_state("load")
     # MathJax 3 typesets after load; wait for its promise when it is on the page.
