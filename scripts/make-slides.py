@@ -34,7 +34,8 @@ LECTURES = {
     4: [("softmax-local-minimum", None, "The certificate")],
     5: [("softmax-local-minimum", "The certificate", "Exercises"),
         ("gaussian-convergence", None, "The theorem")],
-    6: [("gaussian-convergence", "The theorem", "Exercises")],
+    6: [("gaussian-convergence", "The theorem", "Exercises"),
+        ("kernels-side-by-side", None, "Exercises")],
     7: [("experiments", None, "Exercises")],
 }
 THEOREM_KINDS = {"prf:theorem": "Theorem", "prf:lemma": "Lemma", "prf:proposition": "Proposition",
