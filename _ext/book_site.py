@@ -13,6 +13,11 @@
   script entries are dropped per page.
 * **Reading.** ``book.css`` makes a wide display equation or table scroll inside its own box
   instead of widening the page (on a phone) and keeps figures within the column.
+* **Every reader.** ``book.js`` links each figure of a cell output to its image file (a tap on
+  a phone opens it full size) and names what the theme or the widget library leaves unnamed for
+  screen readers (frames and sliders of interactive cells, the search button, collapsed cells);
+  ``book.css`` keeps long formulas readable (they scroll instead of being cut) and the keyboard
+  focus visible.
 * **Sliders without a kernel.** The build sets ``TDLIB_STATIC_WIDGETS=1`` for the kernels it
   starts: ``tdlib.widgets.explorer`` then precomputes the frames of each interactive figure and
   links its controls to them in the browser (see ``tdlib/widgets.py``).
@@ -120,6 +125,7 @@ def setup(app):
     os.environ.setdefault("TDLIB_STATIC_WIDGETS", "1")
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
+    app.add_js_file("book.js", loading_method="defer", priority=900)
     app.add_css_file("book.css", priority=900)
     app.connect("html-page-context", _colab_to_ipynb, priority=900)
     app.connect("html-page-context", _pdf_link, priority=900)

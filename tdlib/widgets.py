@@ -41,7 +41,7 @@ def static_mode() -> bool:
     return os.environ.get(STATIC_ENV, "") not in ("", "0")
 
 
-def explorer(draw: Callable[..., object], /, frames=None, **controls):
+def explorer(draw: Callable[..., object], /, frames=None, alt: Optional[str] = None, **controls):
     """Controls (ipywidgets) on top of the output of ``draw(**values)``; returns the widget box.
 
     ``controls`` maps each keyword of ``draw`` to an ipywidgets control, e.g.
@@ -49,18 +49,23 @@ def explorer(draw: Callable[..., object], /, frames=None, **controls):
     control changes. In a book build (:func:`static_mode`) only the knobs named in ``frames``
     (all of them when ``None``) move, over a grid of values with a precomputed frame each;
     ``frames`` may also map a knob to its list of values (``None``: the automatic grid). The
-    other knobs stay at their value, shown but disabled. At most :data:`MAX_FRAMES` frames.
+    other knobs stay at their value, shown disabled with "(fixed on this page)" after their
+    name. At most :data:`MAX_FRAMES` frames. ``alt`` says in words what the figure shows; each
+    precomputed frame carries it, with the knob values of the frame, as its alt text (a screen
+    reader reads it; ``_ext/static/book.js`` copies the frame's tooltip into its ``alt``).
     """
     import ipywidgets as w
 
     if not controls:
         raise ValueError("explorer: give at least one control, e.g. D=IntSlider(...); got none")
+    if alt is not None and (not isinstance(alt, str) or not alt.strip()):
+        raise ValueError(f"explorer: alt must be a sentence saying what the figure shows; got {alt!r}")
     if static_mode():
         if frames is None:
             frames = list(controls)
         if not isinstance(frames, dict):
             frames = {k: None for k in frames}
-        return _static_explorer(draw, controls, frames)
+        return _static_explorer(draw, controls, frames, alt)
     import matplotlib.pyplot as plt
 
     out = w.interactive_output(_drawer(draw, plt), controls)
@@ -162,7 +167,7 @@ def _slider_size(counts: list[int], max_frames: int) -> int:
     return size
 
 
-def _static_explorer(draw, controls: dict, frames: dict):
+def _static_explorer(draw, controls: dict, frames: dict, alt: Optional[str] = None):
     import ipywidgets as w
 
     moving = list(frames)
@@ -192,7 +197,11 @@ def _static_explorer(draw, controls: dict, frames: dict):
     def tree(level: int, chosen: tuple):
         if level == len(moving):
             values = dict(fixed, **dict(zip(moving, chosen)))
-            return w.Image(value=render_png(draw, values), format="png")
+            image = w.Image(value=render_png(draw, values), format="png")
+            if alt:
+                at = ", ".join(f"{k} = {_label(controls[k], v)}" for k, v in zip(moving, chosen))
+                image.tooltip = f"{alt.rstrip('. ')} ({at})."
+            return image
         stack = w.Stack([tree(level + 1, chosen + (v,)) for v in grids[level]],
                         selected_index=start[level])
         w.jslink((choosers[moving[level]], "index"), (stack, "selected_index"))
@@ -218,6 +227,8 @@ def _static_explorer(draw, controls: dict, frames: dict):
             shown.append(choosers[k])
         else:
             c.disabled = True
+            c.description = f"{c.description or k} (fixed on this page)"
+            c.style.description_width = "initial"     # the whole note, not cut at 80 px
             shown.append(c)
     # what the page holds, for readers and for the browser test (a data attribute)
     spec = {"draw": [draw.__module__, draw.__qualname__], "fixed": fixed, "knobs": moving,

@@ -21,7 +21,14 @@ Then, with **every** dropdown, proof, solution and hidden cell opened:
 * at 1280 px, no display equation is wider than its container, and every figure of a cell output
   is drawn at the width it is shown (not scaled down by more than 5%);
 * at 390 px (a phone), display math does not make the page scroll sideways (an equation may
-  scroll inside its own box: ``_ext/static/book.css``).
+  scroll inside its own box: ``_ext/static/book.css``);
+* at 1280 px and at 390 px, no formula (inline or display) is cut: the right edge of every
+  ``mjx-container`` stays inside the first ancestor that hides overflow (a box that scrolls keeps
+  it readable), and on the phone no equation number sits on or beside a cut-off equation;
+* every image has an alt text that says something (not empty, not a file name or hash);
+* the accessibility scan of axe-core (``tests/vendor/axe-core``, injected by the test, never part
+  of the site) finds no violation of impact "serious" or "critical"; each is listed with its rule
+  and up to five elements.
 
 Code and printed output wider than the text column at 1280 px (inside a dropdown, its narrower
 column) are collected on the same visit and checked by
@@ -59,6 +66,7 @@ PHONE = {"width": 390, "height": 844}
 # What test_page_in_browser measured on each page (page, theme) -> offenders, for the code test.
 CODE_WIDTH: dict = {}
 TIMES: dict = {}
+AXE_TIMES: dict = {}
 
 
 def chromium_path() -> str | None:
@@ -500,6 +508,19 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
         problems += [f"figure drawn {n} px wide, shown at {w} px: {s}"
                      for s, n, w in reading["scaledFigures"][:8]]
         CODE_WIDTH[(page_name, theme)] = reading["wideCode"]
+        # no formula cut at the column's edge, every figure with an alt text that says something
+        clipped = page.evaluate(_CLIPPED_MATH_JS)
+        problems += [f"at 1280 px {kind} math cut by {px} px at the edge of {box}: {s!r}"
+                     for s, kind, px, box in clipped["cut"]]
+        problems += [f"image without a meaningful alt text: {src} (alt {alt!r})"
+                     for src, alt in page.evaluate(_ALT_JS)]
+        # accessibility scan (axe-core, vendored): serious and critical violations fail
+        t_axe = time.perf_counter()
+        page.add_script_tag(path=str(AXE_JS_FILE))
+        for v in page.evaluate(_AXE_JS):
+            problems.append(f"axe {v['impact']} {v['id']} ({v['help']}) on {v['count']} elements: "
+                            + " | ".join(v["nodes"]))
+        AXE_TIMES[(page_name, theme)] = time.perf_counter() - t_axe
         # a phone: display math must not make the page scroll sideways
         page.set_viewport_size(PHONE)
         page.wait_for_timeout(300)
@@ -508,6 +529,11 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
                      for s, r in phone["math"][:8]]
         if phone["pageWidth"] > PHONE["width"] + 1 and phone["math"]:
             problems.append(f"at 390 px the page is {phone['pageWidth']} px wide")
+        clipped = page.evaluate(_CLIPPED_MATH_JS)
+        problems += [f"at 390 px {kind} math cut by {px} px at the edge of {box}: {s!r}"
+                     for s, kind, px, box in clipped["cut"]]
+        problems += [f"at 390 px equation number {n} drawn on or beside its cut-off equation {s!r}"
+                     for n, s in clipped["overlaps"]]
         if phone["pageWidth"] > PHONE["width"] + 1:
             print(f"{page_name} [{theme}] at 390 px: page {phone['pageWidth']} px wide because of "
                   f"{phone['others'][:3]}")
@@ -518,7 +544,8 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
     TIMES[(page_name, theme)] = time.perf_counter() - start
     print(f"{page_name} [{theme}]: {TIMES[(page_name, theme)]:.1f} s, "
           f"{facts['mathjax']} math elements, {len(facts['imgs'])} images, "
-          f"{opened['opened']} toggles opened")
+          f"{opened['opened']} toggles opened, accessibility scan "
+          f"{AXE_TIMES.get((page_name, theme), 0):.1f} s")
     assert not problems, f"{page_name} [{theme}]:\n  " + "\n  ".join(problems)
 
 

@@ -92,3 +92,16 @@ def test_static_explorer_errors_name_the_problem(monkeypatch):
         widgets.explorer(tiny_draw, frames=many, a=a, kind=w.Dropdown(options=["line", "dots"]))
     with pytest.raises(ValueError, match="at least one control"):
         widgets.explorer(tiny_draw)
+
+
+def test_static_explorer_names_its_frames_and_marks_fixed_knobs(monkeypatch):
+    monkeypatch.setenv(widgets.STATIC_ENV, "1")
+    a = w.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.5, description="a")
+    flip = w.Checkbox(value=False, description="flip")
+    box = widgets.explorer(tiny_draw, frames=["a"], alt="A line of slope a.", a=a, flip=flip)
+    controls, view, _ = box.children
+    assert flip.disabled and flip.description == "flip (fixed on this page)"
+    tips = [img.tooltip for img in view.children]
+    assert tips[0] == "A line of slope a (a = 0.50)." and len(set(tips)) == len(tips) == 4
+    with pytest.raises(ValueError, match="alt must be a sentence"):
+        widgets.explorer(tiny_draw, alt="  ", a=a)

@@ -1,0 +1,76 @@
+// How the rendered book behaves for every reader (loaded on every page by _ext/book_site.py).
+//
+// * Figures open full size: a figure of a cell output is a link to its image file, so a tap on a
+//   phone (where figures shrink to the column) shows it at full resolution, zoomable.
+// * Names for assistive technology where the theme or the widget library leaves none, or one
+//   that differs from the visible text: the frames and sliders of interactive cells (the frame's
+//   alt text is the explorer's description, kept in its tooltip), the search button, collapsed
+//   cells' toggles, the bibliography's list.
+// Interactive cells render after the page has loaded, so the fixes run again when they appear.
+(function () {
+  "use strict";
+
+  function linkFigures(root) {
+    for (const img of root.querySelectorAll(
+        "div.cell_output img:not(.jupyter-widgets img), div.output img:not(.jupyter-widgets img)")) {
+      if (img.closest("a") || !img.getAttribute("src") || img.src.startsWith("data:")) continue;
+      const a = document.createElement("a");
+      a.href = img.getAttribute("src");
+      a.className = "figure-full-size";
+      a.title = "Open the figure full size";
+      img.replaceWith(a);
+      a.appendChild(img);
+    }
+  }
+
+  function nameWidgets(root) {
+    for (const img of root.querySelectorAll(".jupyter-widgets img")) {
+      const title = img.getAttribute("title");
+      if (title && img.getAttribute("alt") !== title) img.setAttribute("alt", title);
+    }
+    // a slider's handle is named by the label of its widget ("D", "eta L", ...)
+    for (const handle of root.querySelectorAll(".jupyter-widgets [role='slider']")) {
+      if (handle.getAttribute("aria-label")) continue;
+      const widget = handle.closest(".widget-slider, .widget-hslider, .jupyter-widgets");
+      const label = widget && widget.querySelector(".widget-label");
+      const text = label ? label.textContent.trim() : "";
+      handle.setAttribute("aria-label", text || "slider");
+    }
+  }
+
+  function nameTheme() {
+    // the accessible name must contain the visible text ("Search" + "Ctrl+K" shown)
+    for (const b of document.querySelectorAll("button.search-button-field[aria-label]")) {
+      b.removeAttribute("aria-label");
+    }
+    for (const s of document.querySelectorAll("details > summary[aria-label]")) {
+      s.removeAttribute("aria-label");
+    }
+    // the colour-mode button shows icons only: its name is its label ("Color mode"), not the
+    // icons' tooltips ("Light", "Dark")
+    for (const i of document.querySelectorAll("button.theme-switch-button i[title]")) {
+      i.setAttribute("aria-hidden", "true");
+    }
+    // docutils marks the citations' container as a list, but its entries are not list items
+    for (const l of document.querySelectorAll(".citation-list[role='list']")) {
+      if (![...l.children].every(c => c.getAttribute("role") === "listitem")) {
+        l.removeAttribute("role");
+      }
+    }
+  }
+
+  function run() {
+    nameTheme();
+    linkFigures(document);
+    nameWidgets(document);
+    let pending = false;
+    new MutationObserver(() => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => { pending = false; nameWidgets(document); });
+    }).observe(document.body, {childList: true, subtree: true});
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", run);
+  else run();
+})();
