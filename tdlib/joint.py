@@ -748,10 +748,11 @@ def plot_pl_runs(runs):
     axes[0].set_xlabel(r"$\mu_t = \lambda_{\min}(B_tB_t^\top)\,\sigma_{\min}(W^O)^2$")
     axes[0].set_ylabel(r"PL ratio $\|\nabla f(\theta_t)\|^2 / (2 f_t)$")
     axes[0].legend()
-    axes[1].axhline(0.5, color="k", ls="--", lw=1.2)
+    axes[1].axhline(0.5, color="k", ls="--", lw=1.2, label=r"$\mu_t = \mu_0/2$")
     axes[1].set_xlabel("step $t$")
     axes[1].set_ylabel(r"$\mu_t / \mu_0$")
-    axes[1].legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22), handlelength=2.5)
+    axes[1].legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22), handlelength=2.5,
+                   fontsize="small")
     return fig
 
 

@@ -225,6 +225,10 @@ def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", le
             ax.set_zlim(lo, hi)
             ax.set_zlabel("log10 loss")
             ax.view_init(elev=35, azim=-60)
+            # few, small tick labels: the default ones run into each other on a 3-d axis
+            for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+                axis.set_major_locator(plt.MaxNLocator(4))
+            ax.tick_params(labelsize=7, pad=0)
         else:
             ax = fig.add_subplot(1, len(names), i + 1)
             im = ax.contourf(A, B, Z, levels=lv, cmap="viridis", vmin=lo, vmax=hi)

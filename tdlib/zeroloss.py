@@ -459,7 +459,8 @@ def draw(D=12, H=1, N=2, n=4, kernel="gaussian", eta_L=1.0, steps=300):
     ax.set_ylabel("$f_t - f_*$")
     ax.text(0.98, 0.97, f"HD/Nn = {H * D / (N * n):.2f}\nf_*/f_0 = {f_star / losses[0]:.3f}\n"
             f"alpha/L = {alpha / rate.L:.2e}", transform=ax.transAxes, ha="right", va="top")
-    ax.legend(loc="lower left")
+    # a diverging run starts low on the left and rises: its legend goes above it
+    ax.legend(loc="upper left" if q > 1 else "lower left")
     return fig
 
 

@@ -25,7 +25,9 @@ Then, with **every** dropdown, proof, solution and hidden cell opened:
 * at 1280 px and at 390 px, no formula (inline or display) is cut: the right edge of every
   ``mjx-container`` stays inside the first ancestor that hides overflow (a box that scrolls keeps
   it readable), and on the phone no equation number sits on or beside a cut-off equation;
-* every image has an alt text that says something (not empty, not a file name or hash);
+* every image has an alt text that says something (not empty, not a file name or hash); no
+  table is wider than the column at 1280 px; the first proof or solution toggle, reached with
+  the Tab key, shows a focus outline that no box cuts off;
 * the accessibility scan of axe-core (``tests/vendor/axe-core``, injected by the test, never part
   of the site) finds no violation of impact "serious" or "critical"; each is listed with its rule
   and up to five elements.
@@ -355,6 +357,39 @@ _ALT_JS = r"""
 }
 """
 
+# Tables wider than their box at 1280 px: their last columns hide behind a sideways scroll.
+_WIDE_TABLES_JS = r"""
+() => [...document.querySelectorAll("article table")].filter(
+    t => t.offsetParent && t.scrollWidth > t.clientWidth + 1).map(t => [
+    [...t.querySelectorAll("th")].map(h => h.textContent.trim()).join("|").slice(0, 60),
+    t.scrollWidth, t.clientWidth])
+"""
+
+# Keyboard focus on the first toggle of a proof dropdown (or else of a proof or solution box):
+# reached with the Tab key, it
+# must draw an outline (at least 2 px) that no ancestor cuts off.
+_FOCUS_JS = r"""
+() => {
+  const b = document.activeElement;
+  if (!b || !b.matches("button.toggle-button, details > summary"))
+    return "the Tab key did not reach the toggle";
+  const st = getComputedStyle(b);
+  const w = parseFloat(st.outlineWidth) || 0;
+  if (st.outlineStyle === "none" || w < 2) return `no focus outline (${st.outlineStyle} ${w}px)`;
+  const grow = w + (parseFloat(st.outlineOffset) || 0);
+  const r = b.getBoundingClientRect();
+  for (let p = b.parentElement; p && p !== document.body; p = p.parentElement) {
+    const ov = getComputedStyle(p);
+    if (ov.overflowX === "visible" && ov.overflowY === "visible") continue;
+    const q = p.getBoundingClientRect();
+    if (r.left - grow < q.left - 0.5 || r.right + grow > q.right + 0.5 ||
+        r.top - grow < q.top - 0.5 || r.bottom + grow > q.bottom + 0.5)
+      return "the focus outline is cut by " + p.tagName.toLowerCase() + "." + [...p.classList].join(".");
+  }
+  return "";
+}
+"""
+
 # axe-core (tests/vendor/axe-core, injected by the test, never part of the site): the serious and
 # critical violations of the page as it is (every toggle open), with up to five elements each.
 AXE_JS_FILE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
@@ -494,6 +529,18 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
         problems += [f"broken link: {b}" for b in _check_links(site_dir, page_name, facts["links"])]
         # the page as a reader first sees it (before any click)
         page.screenshot(path=str(SHOTS / f"{page_name.replace('/', '-')}-{theme}.png"), full_page=True)
+        # keyboard focus on the first proof or solution toggle is visible
+        toggle = page.locator("details.sd-dropdown > summary, "
+                              "div.proof.dropdown button.toggle-button, "
+                              "div.solution.dropdown button.toggle-button").first
+        if toggle.count():
+            toggle.scroll_into_view_if_needed()
+            toggle.focus()
+            page.keyboard.press("Shift+Tab")
+            page.keyboard.press("Tab")
+            focus = page.evaluate(_FOCUS_JS)
+            if focus:
+                problems.append(f"keyboard focus on a proof or solution toggle: {focus}")
         # solution toggles
         if want["solution"]:
             problems += _toggle_solutions(page)
@@ -512,6 +559,8 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
         clipped = page.evaluate(_CLIPPED_MATH_JS)
         problems += [f"at 1280 px {kind} math cut by {px} px at the edge of {box}: {s!r}"
                      for s, kind, px, box in clipped["cut"]]
+        problems += [f"table wider than the column at 1280 px ({w} > {c} px): {h!r}"
+                     for h, w, c in page.evaluate(_WIDE_TABLES_JS)]
         problems += [f"image without a meaningful alt text: {src} (alt {alt!r})"
                      for src, alt in page.evaluate(_ALT_JS)]
         # accessibility scan (axe-core, vendored): serious and critical violations fail

@@ -2,6 +2,7 @@
 //
 // * Figures open full size: a figure of a cell output is a link to its image file, so a tap on a
 //   phone (where figures shrink to the column) shows it at full resolution, zoomable.
+// * A formula that scrolls sideways can take the keyboard focus (arrow keys scroll it).
 // * Names for assistive technology where the theme or the widget library leaves none, or one
 //   that differs from the visible text: the frames and sliders of interactive cells (the frame's
 //   alt text is the explorer's description, kept in its tooltip), the search button, collapsed
@@ -51,6 +52,10 @@
     for (const i of document.querySelectorAll("button.theme-switch-button i[title]")) {
       i.setAttribute("aria-hidden", "true");
     }
+    // Font Awesome turns those icons into SVGs with a <title>, counted as the button's text
+    for (const t of document.querySelectorAll("button.theme-switch-button svg > title")) {
+      t.remove();
+    }
     // docutils marks the citations' container as a list, but its entries are not list items
     for (const l of document.querySelectorAll(".citation-list[role='list']")) {
       if (![...l.children].every(c => c.getAttribute("role") === "listitem")) {
@@ -59,15 +64,33 @@
     }
   }
 
+  // a formula that scrolls sideways (too wide for a phone) can be scrolled with the keyboard too
+  function focusableScrollers() {
+    for (const el of document.querySelectorAll("span.math, mjx-container[display='true']")) {
+      const scrolls = el.scrollWidth > el.clientWidth + 1;
+      if (scrolls && !el.hasAttribute("tabindex")) {
+        el.setAttribute("tabindex", "0");
+        el.dataset.scrollFocus = "1";
+      } else if (!scrolls && el.dataset.scrollFocus) {
+        el.removeAttribute("tabindex");
+        delete el.dataset.scrollFocus;
+      }
+    }
+  }
+
   function run() {
     nameTheme();
     linkFigures(document);
     nameWidgets(document);
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      MathJax.startup.promise.then(focusableScrollers);
+    }
+    window.addEventListener("resize", focusableScrollers);
     let pending = false;
     new MutationObserver(() => {
       if (pending) return;
       pending = true;
-      requestAnimationFrame(() => { pending = false; nameWidgets(document); });
+      requestAnimationFrame(() => { pending = false; nameTheme(); nameWidgets(document); });
     }).observe(document.body, {childList: true, subtree: true});
   }
 
