@@ -21,6 +21,8 @@
 * **Sliders without a kernel.** The build sets ``TDLIB_STATIC_WIDGETS=1`` for the kernels it
   starts: ``tdlib.widgets.explorer`` then precomputes the frames of each interactive figure and
   links its controls to them in the browser (see ``tdlib/widgets.py``).
+* **Footer links.** The footer's links (changelog, licence, citation) resolve from every page,
+  also from the index and search pages at the site's root.
 * **Colab.** Colab opens only ``.ipynb`` files: the Colab launch button of every chapter points to
   the notebook generated from the chapter by ``scripts/make-notebooks.py`` (folder ``notebooks/``).
 * **The PDF.** When ``make pdf`` has left ``<build>/latex/book.pdf`` next to the HTML folder, the
@@ -31,6 +33,8 @@
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import shutil
 from pathlib import Path
 
@@ -83,6 +87,29 @@ def _colab_to_ipynb(app, pagename, templatename, context, doctree):
                     sub["tooltip"] = "Open the notebook of this page in Colab"
 
 
+_FOOTER_LINK = re.compile(r'href="([^":/#?]+)\.html"')
+
+
+def footer_links(footer: str, pathto, root_doc: str, found_docs) -> str:
+    """The footer of ``_config.yml`` links pages relative to the chapters' folder (the root
+    document's, ``book/``); on a page in another folder (the index, search and proof-index pages
+    at the site's root) those links pointed nowhere. Each becomes a link from the page itself."""
+    folder = posixpath.dirname(root_doc)
+
+    def fix(m):
+        doc = posixpath.join(folder, m.group(1)) if folder else m.group(1)
+        return f'href="{pathto(doc)}"' if doc in found_docs else m.group(0)
+
+    return _FOOTER_LINK.sub(fix, footer)
+
+
+def _footer_links(app, pagename, templatename, context, doctree):
+    footer = context.get("theme_extra_footer")
+    if footer:
+        context["theme_extra_footer"] = footer_links(
+            footer, context["pathto"], app.config.root_doc, app.env.found_docs)
+
+
 def pdf_source(outdir) -> Path:
     """Where ``make pdf`` leaves the PDF for an HTML build into ``outdir``: ``<build>/latex``."""
     return Path(outdir).parent / "latex" / PDF_NAME
@@ -129,6 +156,7 @@ def setup(app):
     app.add_css_file("book.css", priority=900)
     app.connect("html-page-context", _colab_to_ipynb, priority=900)
     app.connect("html-page-context", _pdf_link, priority=900)
+    app.connect("html-page-context", _footer_links, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=990)
     app.connect("build-finished", _copy_pdf)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -50,9 +50,9 @@ def explorer(draw: Callable[..., object], /, frames=None, alt: Optional[str] = N
     (all of them when ``None``) move, over a grid of values with a precomputed frame each;
     ``frames`` may also map a knob to its list of values (``None``: the automatic grid). The
     other knobs stay at their value, shown disabled with "(fixed on this page)" after their
-    name. At most :data:`MAX_FRAMES` frames. ``alt`` says in words what the figure shows; each
-    precomputed frame carries it, with the knob values of the frame, as its alt text (a screen
-    reader reads it; ``_ext/static/book.js`` copies the frame's tooltip into its ``alt``).
+    name. At most :data:`MAX_FRAMES` frames. ``alt`` says in words what the figure shows: on the
+    static page it is the alt text of every frame (kept in the explorer's ``data-spec``, set on
+    the images by ``_ext/static/book.js``; the Image widget has no alt of its own).
     """
     import ipywidgets as w
 
@@ -197,11 +197,7 @@ def _static_explorer(draw, controls: dict, frames: dict, alt: Optional[str] = No
     def tree(level: int, chosen: tuple):
         if level == len(moving):
             values = dict(fixed, **dict(zip(moving, chosen)))
-            image = w.Image(value=render_png(draw, values), format="png")
-            if alt:
-                at = ", ".join(f"{k} = {_label(controls[k], v)}" for k, v in zip(moving, chosen))
-                image.tooltip = f"{alt.rstrip('. ')} ({at})."
-            return image
+            return w.Image(value=render_png(draw, values), format="png")
         stack = w.Stack([tree(level + 1, chosen + (v,)) for v in grids[level]],
                         selected_index=start[level])
         w.jslink((choosers[moving[level]], "index"), (stack, "selected_index"))
@@ -232,7 +228,8 @@ def _static_explorer(draw, controls: dict, frames: dict, alt: Optional[str] = No
             shown.append(c)
     # what the page holds, for readers and for the browser test (a data attribute)
     spec = {"draw": [draw.__module__, draw.__qualname__], "fixed": fixed, "knobs": moving,
-            "grids": grids, "labels": [[lab for lab, _ in _labelled(choosers[k])] for k in moving]}
+            "grids": grids, "labels": [[lab for lab, _ in _labelled(choosers[k])] for k in moving],
+            "alt": alt}
     note = (f"{total} precomputed figures" + (f"; {', '.join(fixed)} fixed here" if fixed else "")
             + ": run the notebook to move every knob freely.")
     info = w.HTML(f"<span class='tdlib-explorer-spec' data-spec='{_attr(spec)}'>"

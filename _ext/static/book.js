@@ -4,9 +4,9 @@
 //   phone (where figures shrink to the column) shows it at full resolution, zoomable.
 // * A formula that scrolls sideways can take the keyboard focus (arrow keys scroll it).
 // * Names for assistive technology where the theme or the widget library leaves none, or one
-//   that differs from the visible text: the frames and sliders of interactive cells (the frame's
-//   alt text is the explorer's description, kept in its tooltip), the search button, collapsed
-//   cells' toggles, the bibliography's list.
+//   that differs from the visible text: the frames and sliders of interactive cells (a frame's
+//   alt text is the explorer's alt=..., kept in its data-spec), the search button, the colour
+//   mode button, collapsed cells' toggles, the bibliography's list.
 // Interactive cells render after the page has loaded, so the fixes run again when they appear.
 (function () {
   "use strict";
@@ -25,9 +25,13 @@
   }
 
   function nameWidgets(root) {
-    for (const img of root.querySelectorAll(".jupyter-widgets img")) {
-      const title = img.getAttribute("title");
-      if (title && img.getAttribute("alt") !== title) img.setAttribute("alt", title);
+    // the frames of a precomputed explorer: its alt text travels in the explorer's data-spec
+    for (const spec of root.querySelectorAll(".tdlib-explorer-spec[data-spec]")) {
+      let alt = "";
+      try { alt = JSON.parse(spec.dataset.spec).alt || ""; } catch (e) {}
+      const box = spec.closest(".tdlib-explorer");
+      if (!alt || !box) continue;
+      for (const img of box.querySelectorAll("img:not([alt])")) img.setAttribute("alt", alt);
     }
     // a slider's handle is named by the label of its widget ("D", "eta L", ...)
     for (const handle of root.querySelectorAll(".jupyter-widgets [role='slider']")) {
@@ -52,9 +56,12 @@
     for (const i of document.querySelectorAll("button.theme-switch-button i[title]")) {
       i.setAttribute("aria-hidden", "true");
     }
-    // Font Awesome turns those icons into SVGs with a <title>, counted as the button's text
-    for (const t of document.querySelectorAll("button.theme-switch-button svg > title")) {
-      t.remove();
+    // Font Awesome turns those icons into SVGs named by a <title>, counted as the button's text
+    for (const svg of document.querySelectorAll("button.theme-switch-button svg")) {
+      svg.setAttribute("aria-hidden", "true");
+      svg.removeAttribute("role");
+      svg.removeAttribute("aria-labelledby");
+      for (const t of svg.querySelectorAll("title")) t.remove();
     }
     // docutils marks the citations' container as a list, but its entries are not list items
     for (const l of document.querySelectorAll(".citation-list[role='list']")) {
