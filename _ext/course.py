@@ -271,18 +271,24 @@ def all_results(root: Path = ROOT) -> list[Result]:
 
 # --------------------------------------------------------------------------- Sphinx
 
-def setup(app):
+try:
     from docutils import nodes
     from docutils.parsers.rst import Directive
+except ImportError:  # the plan and the counts need no docutils
+    nodes = Directive = None
+
+if nodes is not None:
+    class plan_table(nodes.General, nodes.Element):
+        """Placeholder for the plan's table, filled in once the numbers are known."""
+
+    class results_table(nodes.General, nodes.Element):
+        """Placeholder for the list of results, filled in once the numbers are known."""
+
+
+def setup(app):
     from sphinx.util import logging
 
     log = logging.getLogger(__name__)
-
-    class plan_table(nodes.General, nodes.Element):
-        pass
-
-    class results_table(nodes.General, nodes.Element):
-        pass
 
     class LecturePlan(Directive):
         has_content = False

@@ -152,25 +152,45 @@ def statement_heading(label: str, values: dict, results: dict) -> str:
     return f"{word} {entry['number']}" + (f" ({title})" if title else "")
 
 
+def _html_cells(page: Path) -> list[tuple[str, list[bytes]]]:
+    """(source, PNG images) of every code cell of a built HTML page."""
+    text = page.read_text()
+    out = []
+    for chunk in re.split(r'<div class="cell docutils container', text)[1:]:
+        m = re.search(r'<div class="cell_input.*?<pre>(.*?)</pre>', chunk, re.S)
+        source = html.unescape(re.sub(r"<[^>]+>", "", m.group(1))) if m else ""
+        images = []
+        for src in re.findall(r'<img[^>]+src="([^"]+\.png)"', chunk):
+            path = (page.parent / src).resolve()
+            if path.is_file():
+                images.append(path.read_bytes())
+        out.append((source, images))
+    return out
+
+
 def figure_png(fig: dict, build: Path) -> bytes | None:
-    """The PNG of the figure's code cell in the executed chapter; None without a build."""
+    """The PNG of the figure's code cell in the built chapter (its HTML page, or else its
+    executed notebook); None without a build."""
+    page = build / "html" / "book" / f"{fig['chapter']}.html"
     executed = build / "jupyter_execute" / "book" / f"{fig['chapter']}.ipynb"
-    if not executed.is_file():
+    if page.is_file():
+        cells = [imgs for src, imgs in _html_cells(page) if fig["cell"] in src and imgs]
+    elif executed.is_file():
+        nb = json.loads(executed.read_text())
+        cells = [[base64.b64decode("".join(d) if isinstance(d, list) else d)
+                  for o in c.get("outputs", []) if (d := o.get("data", {}).get("image/png"))]
+                 for c in nb["cells"]
+                 if c["cell_type"] == "code" and fig["cell"] in "".join(c["source"])]
+        cells = [imgs for imgs in cells if imgs]
+    else:
         return None
-    nb = json.loads(executed.read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code"
-             and fig["cell"] in "".join(c["source"])]
-    images = [[o["data"]["image/png"] for o in c.get("outputs", [])
-               if "image/png" in o.get("data", {})] for c in cells]
-    cells = [imgs for imgs in images if imgs]
     if len(cells) != 1:
         raise ValueError(f"figure of {fig['chapter']} with cell text {fig['cell']!r}: expected one "
                          f"code cell with an image, found {len(cells)}")
     if fig["output"] >= len(cells[0]):
         raise ValueError(f"figure of {fig['chapter']} {fig['cell']!r}: output {fig['output']} "
                          f"asked, the cell has {len(cells[0])} images")
-    data = cells[0][fig["output"]]
-    return base64.b64decode("".join(data) if isinstance(data, list) else data)
+    return cells[0][fig["output"]]
 
 
 def markdown_html(md: str) -> str:
