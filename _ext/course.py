@@ -84,6 +84,16 @@ def read_chapter(name: str, root: Path = ROOT) -> Chapter:
     i = 0
     if lines and lines[0].strip() == "---":
         i = next(k for k in range(1, len(lines)) if lines[k].strip() == "---") + 1
+    # the names under which the chapter imports the library: tdlib, th, ce, query, ...
+    aliases = {"tdlib"}
+    for line in lines:
+        m = re.match(r"^\s*from tdlib import (.*)$", line)
+        if m:
+            for item in m.group(1).split(","):
+                aliases.add(item.split(" as ")[-1].strip())
+        m = re.match(r"^\s*import tdlib\.(\w+)(?: as (\w+))?", line)
+        if m:
+            aliases.add(m.group(2) or "tdlib")
     stack: list[tuple[str, str | None, str]] = []   # (fence, directive name, label)
     path_titles: list[tuple[int, str]] = []
     last_result: Result | None = None
@@ -99,11 +109,18 @@ def read_chapter(name: str, root: Path = ROOT) -> Chapter:
             continue
         if m and m["name"] == "code-cell":
             in_code = m["fence"]
-            # the first code cell after a result and its proof is its check cell
-            body = [l for l in lines[i + 1:i + 40] if l.strip() and not l.startswith(("---", ":"))]
-            body = [l for l in body if not re.match(r"^\s*(tags|mystnb|#)", l)]
+            # the first code cell after a result and its proof is its check cell; it is named
+            # by the first call of a library function in it (or its first line)
+            end = next((k for k in range(i + 1, len(lines)) if lines[k].strip() == m["fence"]),
+                       len(lines))
+            body = [l for l in lines[i + 1:end] if l.strip() and not l.startswith(("---", ":"))
+                    and not re.match(r"^\s*(tags|mystnb|#)", l)]
+            calls = []
+            for c in re.findall(r"\b([A-Za-z_]\w*(?:\.\w+)+)\(", "\n".join(body)):
+                if c.split(".")[0] in aliases and c not in calls and "book." not in c:
+                    calls.append(c)
             for r in pending_check:
-                r.check_cell = body[0].strip() if body else ""
+                r.check_cell = ", ".join(calls[:2]) if calls else "closed-form code"
                 r.check_section = path_titles[-1][1] if path_titles else ch.name
             pending_check = []
             i += 1
@@ -202,6 +219,17 @@ def _section_range(ch: Chapter, start: str | None, stop: str | None) -> tuple[in
     first = find(start) if start else 0
     last = find(stop, first) if stop else 10 ** 9
     return first, last
+
+
+def span_text(part: dict) -> str:
+    """The sections of a part, in words: "the whole chapter", "from “A” up to “B”", ..."""
+    start, stop = part.get("from"), part.get("to")
+    to_end = stop in (None, "Exercises")
+    if not start and to_end:
+        return "the whole chapter"
+    if not start:
+        return f"from the start up to “{stop}”"
+    return f"from “{start}” to the end" if to_end else f"from “{start}” up to “{stop}”"
 
 
 def lecture_blocks(lec: dict, root: Path = ROOT, chapters: dict | None = None):
@@ -367,6 +395,19 @@ def setup(app):
         word = info.get("realtype", info.get("type", "")).title()
         return doc, node_id, f"{word} {number}".strip()
 
+    section_ids: dict = {}
+
+    def _section_id(env, doc, title):
+        """The anchor of the section of ``doc`` with this title ('' if none)."""
+        if doc not in section_ids:
+            ids = {}
+            for sec in env.get_doctree(doc).findall(nodes.section):
+                if sec.children and sec["ids"]:
+                    ids.setdefault(sec.children[0].astext(), sec["ids"][0])
+            section_ids[doc] = ids
+        plain = re.sub(r"\$([^$]*)\$", r"\1", title)
+        return section_ids[doc].get(title) or section_ids[doc].get(plain, "")
+
     def resolve(app, doctree, fromdoc):
         env, builder = app.env, app.builder
         numbers = _numbers(env)
@@ -388,11 +429,7 @@ def setup(app):
                     if sections:
                         sections.append(nodes.Text("; "))
                     sections.append(_ref(builder, fromdoc, doc, "", title))
-                    span = part.get("note") or (
-                        "the whole chapter" if not part.get("from") and not part.get("to") else
-                        f"from “{part.get('from') or 'the start'}” to "
-                        + (f"“{part['to']}”" if part.get("to") else "the end"))
-                    sections.append(nodes.Text(f": {span}"))
+                    sections.append(nodes.Text(": " + (part.get("note") or span_text(part))))
                 res, read = [], []
                 for labels, out in ((row["results"], res), (row["reading"], read)):
                     for label in labels:
@@ -404,15 +441,19 @@ def setup(app):
                             out.append(nodes.Text(", "))
                         out.append(_ref(builder, fromdoc, e[0], e[1], e[2] if out is res
                                         else f"proof of {e[2]}"))
-                words = f"{row['words']:,}" + (" + the chapter in preparation"
-                                               if row["pending"] else "")
+                words = ("counted when the chapter is in the book" if row["pending"]
+                         and not row["words"] else f"{row['words']:,}")
                 _row(body, [str(row["lecture"]) + ". " + row["title"], sections or ["—"],
                             words, res or ["—"], read or ["—"]])
             node.replace_self(table)
         for node in doctree.findall(results_table):
             table, body = _table(["Result", "Title", "Chapter", "Checked by"], [14, 38, 20, 28])
             listed = 0
-            for label, info in getattr(env, "proof_list", {}).items():
+            proofs = getattr(env, "proof_list", {})
+            order = [label for label in results if label in proofs]
+            order += sorted(label for label in proofs if label not in results)
+            for label in order:
+                info = proofs[label]
                 if info.get("realtype", info.get("type")) not in RESULT_KINDS:
                     continue
                 e = _result_entry(env, builder, fromdoc, label, numbers)
@@ -421,9 +462,14 @@ def setup(app):
                 chapter = env.titles[doc].astext() if doc in env.titles else doc
                 check = []
                 if r and r.check_cell:
-                    check.append(nodes.Text("the cell after the proof in “"
-                                            f"{r.check_section}” ("))
-                    check.append(nodes.literal(text=r.check_cell[:60]))
+                    check.append(nodes.Text("the cell after it in “"))
+                    check.append(_ref(builder, fromdoc, doc, _section_id(env, doc, r.check_section),
+                                      r.check_section))
+                    check.append(nodes.Text("” ("))
+                    if r.check_cell == "closed-form code":
+                        check.append(nodes.Text(r.check_cell))
+                    else:
+                        check.append(nodes.literal(text=r.check_cell))
                     check.append(nodes.Text(")"))
                 for test in checks.get(label, []):
                     check.append(nodes.Text("; " if check else ""))
