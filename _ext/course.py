@@ -318,6 +318,11 @@ def setup(app):
 
     log = logging.getLogger(__name__)
 
+    def _math_marker():
+        """The tables are filled in after reading and may hold math (section titles); a math
+        node inside the placeholder tells the math domain so, and the page loads MathJax."""
+        return nodes.math("", "")
+
     class LecturePlan(Directive):
         has_content = False
 
@@ -327,7 +332,7 @@ def setup(app):
             for part in {p["chapter"] for lec in load_plan()["lectures"].values()
                          for p in lec.get("parts", [])}:
                 env.note_dependency(str(ROOT / "book" / f"{part}.md"))
-            return [plan_table("")]
+            return [plan_table("", _math_marker())]
 
     class ListOfResults(Directive):
         has_content = False
@@ -335,7 +340,7 @@ def setup(app):
         def run(self):
             env = self.state.document.settings.env
             env.note_dependency(str(PLAN))
-            return [results_table("")]
+            return [results_table("", _math_marker())]
 
     app.add_node(plan_table)
     app.add_node(results_table)
@@ -350,10 +355,18 @@ def setup(app):
                     numbers[(doc, node_id)] = ".".join(map(str, number))
         return numbers
 
+    def _inline(text):
+        """Text with its $...$ parts as math nodes (a section title such as 'Training $W^V$')."""
+        out = []
+        for k, piece in enumerate(re.split(r"\$([^$]+)\$", text)):
+            if piece:
+                out.append(nodes.math(piece, piece) if k % 2 else nodes.Text(piece))
+        return out
+
     def _ref(builder, fromdoc, doc, anchor, text):
         ref = nodes.reference("", "", internal=True)
         ref["refuri"] = builder.get_relative_uri(fromdoc, doc) + (f"#{anchor}" if anchor else "")
-        ref += nodes.Text(text)
+        ref += _inline(text)
         return ref
 
     def _table(headers, widths):
@@ -380,7 +393,10 @@ def setup(app):
             entry = nodes.entry()
             para = nodes.paragraph()
             for piece in (c if isinstance(c, list) else [c]):
-                para += piece if isinstance(piece, nodes.Node) else nodes.Text(str(piece))
+                if isinstance(piece, nodes.Node):
+                    para += piece
+                else:
+                    para += _inline(str(piece))
             entry += para
             row += entry
         body += row
@@ -422,14 +438,14 @@ def setup(app):
                 for part in row["parts"]:
                     doc = f"book/{part['chapter']}"
                     if part["chapter"] in row["pending"]:
-                        sections.append(nodes.Text(("; " if sections else "") + part.get(
-                            "note", f"the chapter “{part['chapter']}” (in preparation)")))
+                        sections += _inline(("; " if sections else "") + part.get(
+                            "note", f"the chapter “{part['chapter']}” (in preparation)"))
                         continue
                     title = env.titles[doc].astext() if doc in env.titles else part["chapter"]
                     if sections:
                         sections.append(nodes.Text("; "))
                     sections.append(_ref(builder, fromdoc, doc, "", title))
-                    sections.append(nodes.Text(": " + (part.get("note") or span_text(part))))
+                    sections += _inline(": " + (part.get("note") or span_text(part)))
                 res, read = [], []
                 for labels, out in ((row["results"], res), (row["reading"], read)):
                     for label in labels:
@@ -447,7 +463,7 @@ def setup(app):
                             words, res or ["—"], read or ["—"]])
             node.replace_self(table)
         for node in doctree.findall(results_table):
-            table, body = _table(["Result", "Title", "Chapter", "Checked by"], [14, 38, 20, 28])
+            table, body = _table(["Result", "Chapter", "Checked by"], [34, 26, 40])
             listed = 0
             proofs = getattr(env, "proof_list", {})
             order = [label for label in results if label in proofs]
@@ -473,11 +489,12 @@ def setup(app):
                     check.append(nodes.Text(")"))
                 for test in checks.get(label, []):
                     check.append(nodes.Text("; " if check else ""))
-                    check.append(nodes.literal(text=test))
+                    check.append(nodes.literal(text=test.removeprefix("tests/")))
                 if not check:
                     log.warning(f"list of results: nothing checks {label!r}", location=node)
                 title = r.title if r else ""
-                _row(body, [[_ref(builder, fromdoc, doc, e[1], e[2])], title,
+                _row(body, [[_ref(builder, fromdoc, doc, e[1], e[2]),
+                             *_inline(f" ({title})" if title else "")],
                             [_ref(builder, fromdoc, doc, "", chapter)], check or ["—"]])
                 listed += 1
             node.replace_self(table)
