@@ -127,6 +127,60 @@ def loss_and_grad(X, K, U, Y, W, kernel: str):
     return f.detach(), g
 
 
+def query_only_loss(X, K, U, Y, Ws, kernel: str) -> torch.Tensor:
+    """The query-only loss of one problem (``X (N, n, D)``, ``K (N, n, d)``, ``U, Y (N, n,
+    d_out)``) at many query matrices ``Ws (B, D, d)``, shape ``(B,)``."""
+    Ws = torch.as_tensor(Ws, dtype=torch.float64)
+    if Ws.ndim != 3 or Ws.shape[1] != X.shape[-1] or Ws.shape[2] != K.shape[-1]:
+        raise ValueError(f"Ws: expected shape (B, D, d) = (B, {X.shape[-1]}, {K.shape[-1]}), "
+                         f"got {tuple(Ws.shape)}")
+    Q = X[None] @ Ws[:, None]
+    r = weights(Q, K.expand(Q.shape), kernel) @ U - Y
+    return 0.5 * (r * r).sum((1, 2, 3))
+
+
+def layer_loss(model, X, Y, W_Q) -> torch.Tensor:
+    """The loss of an :class:`~tdlib.attention.AttentionLayer` ``model`` on ``(X, Y)`` with its
+    query matrix replaced by ``W_Q`` (same shape as ``model.W_Q``; differentiable in it)."""
+    X, Y = model.check_XY(X, Y)
+    if tuple(W_Q.shape) != tuple(model.W_Q.shape):
+        raise ValueError(f"W_Q: expected shape {tuple(model.W_Q.shape)}, got {tuple(W_Q.shape)}")
+    Q = torch.einsum("Nnd,hde->Nhne", X, W_Q)
+    K = torch.einsum("Nnd,hde->Nhne", X, model.W_K.detach())
+    S = model.kernel(Q, K)
+    T = torch.einsum("Nhij,Njd,hdv,hvo->Nio", S, X, model.W_V.detach(), model.W_O.detach())
+    return 0.5 * ((T - Y) ** 2).sum()
+
+
+def linear_operator(X, K, U, Y):
+    """For the ``linear-n`` kernel: the matrix ``A (N n d_out, D d)`` and vector ``R0 = vec Y``
+    with ``f(W_Q) = 1/2 ||A vec(W_Q) - R0||^2`` exactly (outputs are linear in ``W_Q``)."""
+    X, K, U, Y = (torch.as_tensor(v, dtype=torch.float64) for v in (X, K, U, Y))
+    D, d = X.shape[-1], K.shape[-1]
+
+    def outputs(w):
+        Q = X @ w.reshape(D, d)
+        return (weights(Q, K, "linear-n") @ U).reshape(-1)
+
+    A = torch.autograd.functional.jacobian(outputs, torch.zeros(D * d, dtype=torch.float64))
+    return A, Y.reshape(-1)
+
+
+def dead_fraction(runs: int = 200, N: int = 3, n: int = 4, ratio: float = 2.0, d: int = 4,
+                  init_scale: float = 1.0, seed: int = 0):
+    """For ``relu-n``: the fraction of random problems and starts (as in the sweep) whose start
+    lies in the dead zone (every score negative), and the fraction with at least one token whose
+    scores are all ``<= 0``."""
+    D = int(round(ratio * N * n))
+    all_dead = some_dead = 0
+    for r in range(check_int("runs", runs)):
+        X, K, U, Y, _, W0 = make_problem(N, n, D, d, 2, "relu-n", init_scale, seed + r)
+        scores = (X @ W0) @ K.transpose(-1, -2)                     # (N, n, n)
+        all_dead += bool((scores < 0).all())
+        some_dead += bool((scores <= 0).all(-1).any())
+    return all_dead / runs, some_dead / runs
+
+
 def gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW, keep=()):
     """The phase diagram's safeguarded GD on ``W_Q`` for a batch (shapes of
     :func:`loss_and_grad`): the step starts at ``1 / ||Xs||_2^2``, a step that would raise the
@@ -373,6 +427,58 @@ def fractions(result: dict, student: str, teacher_kind: str, labels=("zero", "li
     return out
 
 
+REGIONS = ("in", "coupled", "d1")
+"""Regions of the grid: ``in`` (``D >= N n`` and ``d >= n``: where the dimension conditions of
+the chapter's propositions can hold), ``coupled`` (``D < N n``) and ``d1`` (``d = 1``)."""
+
+SUMMARY_KEYS = ("zero_c", "pos_c", "zero_m", "lin", "power", "stall")
+
+
+def _in_region(cfg: dict, cell: dict, region: str) -> bool:
+    if region == "in":
+        return cell["ratio"] >= 1 and cell["d"] >= cfg["n"]
+    if region == "coupled":
+        return cell["ratio"] < 1
+    return cell["d"] == 1
+
+
+def summary(result: dict) -> dict:
+    """Fractions of runs with each final label, per ``(student, teacher_kind, region)``:
+    ``zero_c``, ``pos_c`` (certified), ``zero_m``, ``lin``, ``power``, ``stall`` (measured);
+    NaN when the region has no runs."""
+    cfg = result["zoo_config"]
+    out = {}
+    for student in cfg["kernels"]:
+        for tk in ("own", "other"):
+            cells = cells_of(result, student, tk)
+            for region in REGIONS:
+                runs = [(lab, k) for c in cells if _in_region(cfg, c, region)
+                        for lab, k in zip(c["label"], c["kind"])]
+                m = max(len(runs), 1)
+                frac = lambda lab, kind: (sum(r == (lab, kind) for r in runs) / m  # noqa: E731
+                                          if runs else math.nan)
+                out[(student, tk, region)] = {
+                    "zero_c": frac("zero", "certified"), "pos_c": frac("positive", "certified"),
+                    "zero_m": frac("zero", "measured"), "lin": frac("linear", "measured"),
+                    "power": frac("power law", "measured"),
+                    "stall": frac("stalling", "measured")}
+    return out
+
+
+def flip_rate(result: dict, student: Optional[str] = None) -> dict:
+    """Of the runs whose label at the second-to-last budget is *measured*, how many have another
+    label at the last budget (all students, or one): ``runs``, ``flips``, ``rate``."""
+    runs = flips = 0
+    for c in result["cells"]:
+        if student is not None and c["student"] != student:
+            continue
+        for labs, kinds in zip(c["labels_at"], c["kinds_at"]):
+            if kinds[-2] == "measured":
+                runs += 1
+                flips += labs[-2] != labs[-1]
+    return {"runs": runs, "flips": flips, "rate": flips / runs if runs else math.nan}
+
+
 def plot_diagram(result: dict, student: str, axes=None):
     """The student's phase diagram: one heat map per kind of targets (own, other), each cell the
     fraction of runs labelled zero or linear, the certified part printed below it."""
@@ -484,10 +590,10 @@ def trap(kernel: str, d: int = 1, span: float = 12.0, h: float = 0.01, pieces: i
 def properties(kernel: str, d: int = 3, n: int = 4, samples: int = 200, seed: int = 0) -> dict:
     """Numerical checks of the properties the chapter's propositions use, on random keys and
     queries (``samples`` of them, float64): ``row_stochastic`` (weights >= 0 summing to 1 within
-    1e-12), ``vanishes`` (the largest weight at ``||q|| = 1e3`` along random directions is below
-    1e-12), ``dead_zone`` (some random query has a gradient exactly 0 while its loss is
+    1e-12), ``vanishes`` (the largest weight at ``||q|| = 1e6`` along random directions is below
+    1e-6), ``dead_zone`` (some random query has a gradient exactly 0 while its loss is
     positive), ``affine_in_q`` (the output is affine in the query within 1e-9), ``bounded``
-    (every weight in [0, 1] at ``||q|| = 1e3``). These are measurements on samples, not proofs."""
+    (every weight in [0, 1] at ``||q|| = 1e6``). These are measurements on samples, not proofs."""
     check_kernel(kernel)
     g = torch.Generator().manual_seed(check_seed("seed", seed))
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
@@ -495,9 +601,9 @@ def properties(kernel: str, d: int = 3, n: int = 4, samples: int = 200, seed: in
     Q = 2 * r(samples, 1, d)
     S = weights(Q, K, kernel)
     row = bool((S >= 0).all() and (S.sum(-1) - 1).abs().max() < 1e-12)
-    far = 1e3 * Q / Q.norm(dim=-1, keepdim=True)
+    far = 1e6 * Q / Q.norm(dim=-1, keepdim=True)
     S_far = weights(far, K, kernel)
-    vanishes = bool(S_far.abs().max() < 1e-12)
+    vanishes = bool(S_far.abs().max() < 1e-6)
     bounded = bool((S_far >= 0).all() and (S_far <= 1).all())
     Qg = Q.clone().requires_grad_(True)
     loss = 0.5 * ((weights(Qg, K, kernel) @ U)[:, 0] - y).pow(2).sum(-1)
@@ -568,6 +674,9 @@ def profile(kernel: str, instances: int = 4, steps: int = 256, seed: int = 0,
     return {"properties": props, "trap": tr, "sweep": res}
 
 
+_TRAPS: dict = {}
+
+
 def draw(kernel: str = "softmax", result: Optional[dict] = None):
     """The widget's figure for a zoo kernel: its loss along the trap instance's first query
     coordinate (``d = 1`` and ``d = 2``) with the certified minima, and its stored diagram on
@@ -579,7 +688,9 @@ def draw(kernel: str = "softmax", result: Optional[dict] = None):
     fig = plt.figure(figsize=(WIDTH, 3.0), constrained_layout=True)
     ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for d, ls in ((1, "-"), (2, "--")):
-        tr = trap(kernel, d=d)
+        if (kernel, d) not in _TRAPS:
+            _TRAPS[(kernel, d)] = trap(kernel, d=d)
+        tr = _TRAPS[(kernel, d)]
         ax0.semilogy(tr["s"], np.maximum(tr["g"], 1e-16), ls=ls, label=f"$d = {d}$")
         for m in tr["minima"]:
             if m["non_global"]:
@@ -618,6 +729,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--kernels", nargs="+", default=None)
     args = ap.parse_args(argv)
+    book.git_state()   # record the code as it is when the run starts
     out = Path(args.out) / "results.json"
     book.check_writable(out)
     cmd = "python -m tdlib.zoo " + " ".join(argv if argv is not None else sys.argv[1:])
