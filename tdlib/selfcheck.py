@@ -481,7 +481,9 @@ def zoo_own_kernel(prediction: Mapping[str, bool]) -> bool:
              f"expected a dict with the keys {keys}, got {prediction!r}")
     measured = zoo.properties("cauchy")
     wrong = [k for k in keys if bool(prediction[k]) != measured[k]]
-    _require(not wrong, f"your prediction differs from the measurement for: {wrong}")
+    _require(not wrong, f"{len(wrong)} of your {len(keys)} predictions differ from the "
+             f"measurement: go back to the formula (is each weight positive? do the weights sum "
+             f"to one? what happens far from every key?)")
     return _ok("your prediction matches the measured properties of the Cauchy kernel")
 
 
