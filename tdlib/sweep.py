@@ -180,29 +180,36 @@ def call(fn: Callable, task: dict):
                          f"a JSON-serialisable result with finite numbers ({err})") from None
 
 
+def timed_call(fn: Callable, task: dict) -> dict:
+    """:func:`call` with its wall and CPU time: ``{"result", "seconds", "cpu_seconds"}``."""
+    t, c = time.perf_counter(), time.process_time()
+    result = call(fn, task)
+    return {"result": result, "seconds": time.perf_counter() - t,
+            "cpu_seconds": time.process_time() - c}
+
+
 def _part_path(folder: Path, key: str) -> Path:
     return folder / f"{key}{PART_SUFFIX}"
 
 
-def _read_part(path: Path, name: str, task: dict):
-    """``(True, result)`` for a sound part of this task made by this code, else ``(False,
-    None)``."""
+def _read_part(path: Path, name: str, task: dict) -> Optional[dict]:
+    """The part of this task (a :func:`timed_call` dict) if it is sound and was made by this
+    code, else None."""
     if not path.exists():
-        return False, None
+        return None
     try:
         doc = book.load_json(path, validate=False)
     except (ValueError, OSError):
-        return False, None
+        return None
     ok = (isinstance(doc, dict) and doc.get("fn") == name and "result" in doc
           and doc.get("code") == code_fingerprint()
           and _canonical(doc.get("task")) == _canonical(task))
-    return (True, doc["result"]) if ok else (False, None)
+    return doc if ok else None
 
 
-def _write_part(folder: Path, key: str, name: str, task: dict, result, seconds: float):
-    book.save_json(_part_path(folder, key), {"fn": name, "task": task, "result": result,
-                                              "code": code_fingerprint(),
-                                              "seconds": seconds})
+def _write_part(folder: Path, key: str, name: str, task: dict, done: dict):
+    book.save_json(_part_path(folder, key), {"fn": name, "task": task, "code": code_fingerprint(),
+                                              **done})
 
 
 def clear(checkpoint) -> int:
@@ -293,8 +300,9 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     build either). ``check``: called as ``check(**task)`` on every task before any runs.
     ``memory_per_task``: bytes one task needs; a sweep whose tasks at once would not fit in the
     available memory is refused before it starts. ``info``: a dict that receives ``mode``,
-    ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint) and
-    ``wall_seconds``, for a result's provenance. A task that raises stops the sweep with its
+    ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint),
+    ``wall_seconds`` and ``cpu_seconds`` (summed over the tasks, where they ran), for a
+    result's provenance. A task that raises stops the sweep with its
     error (the tasks finished by then stay in the checkpoint)."""
     t0 = time.perf_counter()
     name = fn_name(fn)
@@ -307,11 +315,12 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
             raise ValueError(f"checkpoint: expected a folder, got the file {folder}")
         book.check_writable(folder / f"probe{PART_SUFFIX}")
     results: list = [None] * len(tasks)
+    cpu = [0.0] * len(tasks)
     todo = []
     for i, (k, t) in enumerate(zip(keys, tasks)):
-        done, r = _read_part(_part_path(folder, k), name, t) if folder else (False, None)
-        if done:
-            results[i] = r
+        part = _read_part(_part_path(folder, k), name, t) if folder else None
+        if part is not None:
+            results[i], cpu[i] = part["result"], float(part.get("cpu_seconds") or 0.0)
         else:
             todo.append(i)
     concurrent = 1 if mode == "serial" else min(workers or 1, max(len(todo), 1))
@@ -321,17 +330,16 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
         info.update(mode=mode, workers=workers, scheduler=scheduler, tasks=len(tasks),
                     resumed=len(tasks) - len(todo))
 
-    def finish(i, r, seconds):
-        results[i] = r
+    def finish(i, done):
+        results[i], cpu[i] = done["result"], done["cpu_seconds"]
         if folder is not None:
-            _write_part(folder, keys[i], name, tasks[i], r, seconds)
+            _write_part(folder, keys[i], name, tasks[i], done)
 
     bar = _bar(len(tasks), len(tasks) - len(todo), quiet, desc or name.split(":")[-1])
     try:
         if mode == "serial" or not todo:
             for i in todo:
-                s = time.perf_counter()
-                finish(i, call(fn, tasks[i]), time.perf_counter() - s)
+                finish(i, timed_call(fn, tasks[i]))
                 bar.update()
         else:
             seen = _run_dask(fn, tasks, keys, todo, mode, workers, scheduler,
@@ -341,7 +349,7 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     finally:
         bar.close()
     if info is not None:
-        info["wall_seconds"] = time.perf_counter() - t0
+        info.update(wall_seconds=time.perf_counter() - t0, cpu_seconds=sum(cpu))
     return results
 
 
@@ -369,17 +377,17 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
                                   f"{memory_per_task / 2**30:.2f} GiB a task needs")
         futures = {}
         for i in todo:
-            f = client.submit(call, fn, tasks[i], key=f"{fn.__name__}-{keys[i]}", pure=False,
-                              retries=0)
-            futures[f] = (i, time.perf_counter())
+            f = client.submit(timed_call, fn, tasks[i], key=f"{fn.__name__}-{keys[i]}",
+                              pure=False, retries=0)
+            futures[f] = i
         try:
             for f in as_completed(futures, loop=client.loop, raise_errors=False):
-                i, s = futures[f]
+                i = futures[f]
                 if f.status == "error":
                     exc = f.exception()
                     raise RuntimeError(f"tasks[{i}] {_canonical(tasks[i]):.100}: "
                                        f"{type(exc).__name__}: {exc}") from exc
-                finish(i, f.result(), time.perf_counter() - s)
+                finish(i, f.result())
                 bar.update()
         finally:
             client.cancel(list(futures))
@@ -407,3 +415,46 @@ def probe(seed: int, steps: int = 50, size: int = 32) -> dict:
         losses.append(0.5 * float(r @ r))
         w = w - lr * (A.T @ r)
     return {"seed": int(seed), "losses": losses}
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line options shared by the commands that sweep
+# ---------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    """Add ``--workers``, ``--serial``, ``--scheduler`` and ``--checkpoint`` to an argparse
+    parser (see :func:`options`)."""
+    g = parser.add_argument_group("where the runs go (tdlib.sweep)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: one per core; 1 = in this process)")
+    g.add_argument("--serial", action="store_true", help="run in this process (--workers 1)")
+    g.add_argument("--scheduler", default=None,
+                   help=f"address tcp://HOST:PORT of a running Dask scheduler (default: "
+                        f"${SCHEDULER_ENV} if set)")
+    g.add_argument("--checkpoint", default=None,
+                   help="folder for the finished runs (default: beside the output); a rerun "
+                        "of the same command resumes from it; removed once the output is "
+                        "written")
+
+
+def options(args, default_checkpoint) -> dict:
+    """The keyword arguments of :func:`run` from parsed :func:`add_arguments` options
+    (``workers``, ``scheduler``, ``checkpoint``), checked: raises ``ValueError`` for
+    contradictory ones."""
+    workers = args.workers
+    if args.serial:
+        if workers not in (None, 1):
+            raise ValueError(f"--serial and --workers {workers}: expected one of them")
+        workers = 1
+    if workers is not None and args.scheduler:
+        raise ValueError(f"--workers {workers} and --scheduler {args.scheduler}: expected one "
+                         f"of them (a cluster has its own workers)")
+    resolve(workers, args.scheduler)
+    return {"workers": workers, "scheduler": args.scheduler,
+            "checkpoint": Path(args.checkpoint or default_checkpoint)}
+
+
+def record(info: dict) -> dict:
+    """The fields of a result's provenance that say how its sweep ran: ``workers`` (processes
+    that ran tasks), ``mode``, ``tasks``, ``resumed`` and ``wall_seconds``."""
+    return {k: info.get(k) for k in ("mode", "workers", "tasks", "resumed", "wall_seconds")}
