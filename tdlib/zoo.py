@@ -77,11 +77,16 @@ def check_kernel(kernel: str) -> str:
 # Per-query problems and the layer loss with any kernel
 # ---------------------------------------------------------------------------------------------
 
+_FUNCS: dict = {}
+
+
 def weights(Q, K, kernel: str) -> torch.Tensor:
     """The weights ``S(q, K)`` of queries ``Q (..., m, d)`` against keys ``K (..., n, d)``, shape
     ``(..., m, n)``; a clear error when the kernel returns a wrong shape or NaN/Inf."""
-    f = make_kernel(check_kernel(kernel))
-    S = f(Q, K)
+    factory = KERNELS[check_kernel(kernel)]
+    if _FUNCS.get(kernel, (None,))[0] is not factory:     # (re-)registered: make it again
+        _FUNCS[kernel] = (factory, make_kernel(kernel))
+    S = _FUNCS[kernel][1](Q, K)
     want = Q.shape[:-1] + (K.shape[-2],)
     if not isinstance(S, torch.Tensor) or tuple(S.shape) != tuple(want):
         got = tuple(S.shape) if isinstance(S, torch.Tensor) else type(S).__name__
@@ -372,29 +377,26 @@ def tasks(kernels=None, ratios=None, ds=None, init_scale=None, N=None, n=None, d
     return out
 
 
-def run_tasks(fn, task_list: List[dict], workers: Optional[int] = None) -> list:
-    """``[fn(**t) for t in task_list]`` in order, on ``workers`` processes (default: one).
-    The parallel runner :func:`tdlib.sweep.run` has the same contract."""
-    if not workers or workers <= 1:
-        return [fn(**t) for t in task_list]
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers) as ex:
-        futures = [ex.submit(fn, **t) for t in task_list]
-        return [f.result() for f in futures]
+def sweep(workers: Optional[int] = None, scheduler: Optional[str] = None, checkpoint=None,
+          command: Optional[str] = None, quiet: bool = True, **options) -> dict:
+    """Run every task of :func:`tasks` (``options`` as there) through
+    :func:`tdlib.sweep.run` (``workers``, ``scheduler``, ``checkpoint`` as there; the result is
+    the same in every mode) and return the stored document: ``zoo_config``, ``label_rule``,
+    ``cells`` (each task's arguments and per-run labels) and ``provenance``."""
+    from . import sweep as runner
+    from .zoo import cell_task as fn    # by its module name, also under python -m tdlib.zoo
 
-
-def sweep(workers: Optional[int] = None, command: Optional[str] = None, **options) -> dict:
-    """Run every task of :func:`tasks` (``options`` as there) and return the stored document:
-    ``config``, ``tasks`` (each task's arguments and per-run labels) and ``provenance``."""
-    start, cpu0 = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     task_list = tasks(**options)
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in options.items() if v is not None})
-    results = run_tasks(cell_task, task_list, workers)
+    info: dict = {}
+    results = runner.run(fn, task_list, workers=workers, scheduler=scheduler,
+                         checkpoint=checkpoint, quiet=quiet, info=info, desc="kernel zoo")
     return {"zoo_config": cfg, "label_rule": LABEL_RULE, "cells": results,
-            "provenance": book.provenance(command, wall_seconds=time.perf_counter() - start,
-                                          cpu_seconds_main=time.process_time() - cpu0,
-                                          workers=workers or 1)}
+            "provenance": book.provenance(command, **{
+                **runner.record(info), "wall_seconds": time.perf_counter() - start,
+                "cpu_seconds": info.get("cpu_seconds")})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,23 +724,44 @@ def _own_diagram(result, kernel, ax):
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
+    """``python -m tdlib.zoo --out FOLDER``: the zoo sweep into ``FOLDER/results.json``; the
+    runs go through :func:`tdlib.sweep.run` (``--workers``, ``--serial``, ``--scheduler``,
+    ``--checkpoint``; finished tasks kept in ``OUT/.sweep-parts`` until the result is
+    written)."""
+    from . import sweep as runner
+
     ap = argparse.ArgumentParser(prog="python -m tdlib.zoo",
                                  description="The kernel zoo's phase sweep (query-only GD).")
     ap.add_argument("--out", required=True, help="output folder (writes results.json)")
     ap.add_argument("--instances", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--kernels", nargs="+", default=None)
+    ap.add_argument("--progress", action="store_true", help="show a progress bar")
+    runner.add_arguments(ap)
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if out.suffix in (".json", ".npz") or out.is_file():
+            raise ValueError(f"--out: expected a folder, got {args.out}")
+        book.check_writable(out / "results.json")
+        where = runner.options(args, out / ".sweep-parts")
+        tasks(instances=args.instances, kernels=args.kernels)     # refuse bad options now
+    except (ValueError, TypeError, OSError) as err:
+        ap.error(f"bad configuration: {err}")
     book.git_state()   # record the code as it is when the run starts
-    out = Path(args.out) / "results.json"
-    book.check_writable(out)
+    torch.set_num_threads(1)
     cmd = "python -m tdlib.zoo " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = sweep(workers=args.workers, command=cmd, instances=args.instances,
-                kernels=args.kernels)
-    book.save_json(out, doc)
-    print(f"wrote {out} in {doc['provenance']['wall_seconds']:.0f} s", file=sys.stderr)
+    doc = sweep(command=cmd, quiet=not args.progress, instances=args.instances,
+                kernels=args.kernels, **where)
+    path = book.save_json(out / "results.json", doc)
+    runner.clear(where["checkpoint"])
+    prov = doc["provenance"]
+    print(f"wrote {path} in {prov['wall_seconds']:.0f} s ({prov.get('mode')}, "
+          f"{prov.get('workers')} workers)", file=sys.stderr)
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    # the tasks must be found by name (tdlib.zoo.cell_task), not as __main__.cell_task
+    from tdlib.zoo import main as _main
+
+    sys.exit(_main())
