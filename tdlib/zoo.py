@@ -529,26 +529,11 @@ def query_loss(kernel: str, q, keys, values, target) -> np.ndarray:
     return (0.5 * (r * r).sum(-1)).numpy()
 
 
-def trap(kernel: str, d: int = 1, span: float = 12.0, h: float = 0.01, pieces: int = 64,
-         gd_steps: int = 0) -> dict:
-    """The Softmax chapter's instance with ``kernel``: the loss along the first query
-    coordinate ``s`` on ``[-span, span]`` (step ``h``; the second coordinate is 0 when
-    ``d = 2``) and a certificate for every local minimum of the grid.
+_TRAP_GRID: dict = {}
 
-    For a grid minimum ``s_m`` the bracket is ``[s_m - h, s_m + h]``. Proved with interval
-    arithmetic (:func:`query_loss_box`): ``g(s_m) < min(g(s_m - h), g(s_m + h))``, so ``g``
-    has a local minimum inside the bracket; and a lower bound ``lower`` of ``g`` on the whole
-    bracket (``pieces`` sub-intervals). The minimum is *non-global* when ``lower`` exceeds an
-    upper bound of ``g`` at the lowest grid point, ``best_hi``. Returns ``s``, ``g``,
-    ``minima`` (dicts ``s``, ``g``, ``lower``, ``bracket``, ``proved``, ``non_global``),
-    ``best_s``, ``best_hi`` and the lowest grid value ``best``; and with ``gd_steps > 0``, the end of
-    ``gd_steps`` safeguarded GD steps on the layer (:func:`gd`; ``X = I_3``, every token's target ``y``) from
-    the Softmax chapter's start ``s = 1`` (``(sqrt 2, 1)`` when ``d = 2``): the per-query loss
-    ``gd_end``, the query ``gd_point`` and ``gd_zero`` (numerical zero proved by
-    :func:`loss_box`)."""
-    check_kernel(kernel)
-    check_choice("kernel (with an interval enclosure)", kernel, ZOO)
-    check_choice("d", d, (1, 2))
+
+def _trap_grid(kernel: str, d: int, span: float, h: float, pieces: int) -> dict:
+    """The grid part of :func:`trap` (kept once computed: it depends on its arguments only)."""
     K, U, y = trap_instance(d)
     s = np.arange(-span, span + h / 2, h)
     pad = lambda v: np.stack([v, np.zeros_like(v)], 1) if d == 2 else v[:, None]  # noqa: E731
@@ -565,18 +550,43 @@ def trap(kernel: str, d: int = 1, span: float = 12.0, h: float = 0.01, pieces: i
         minima.append({"s": float(s[i]), "g": float(g[i]), "lower": lower,
                        "bracket": (float(s[i - 1]), float(s[i + 1])), "proved": proved,
                        "non_global": bool(proved and lower > best_hi)})
-    out = {"kernel": kernel, "d": d, "s": s, "g": g, "minima": minima,
-           "best_s": float(s[ib]), "best": float(g[ib]), "best_hi": best_hi}
-    # gradient descent on the layer (X = I, three tokens with target y) from the Softmax
-    # chapter's start: s = 1 (d = 1) or (sqrt 2, 1) (d = 2), safeguarded steps
+    return {"kernel": kernel, "d": d, "s": s, "g": g, "minima": minima,
+            "best_s": float(s[ib]), "best": float(g[ib]), "best_hi": best_hi}
+
+
+def trap(kernel: str, d: int = 1, span: float = 12.0, h: float = 0.01, pieces: int = 64,
+         gd_steps: int = 0) -> dict:
+    """The Softmax chapter's instance with ``kernel``: the loss along the first query
+    coordinate ``s`` on ``[-span, span]`` (step ``h``; the second coordinate is 0 when
+    ``d = 2``) and a certificate for every strict local minimum of the grid.
+
+    For a grid minimum ``s_m`` the bracket is ``[s_m - h, s_m + h]``. Proved with interval
+    arithmetic (:func:`query_loss_box`): ``g(s_m) < min(g(s_m - h), g(s_m + h))``, so ``g``
+    has a local minimum inside the bracket; and a lower bound ``lower`` of ``g`` on the whole
+    bracket (``pieces`` sub-intervals). The minimum is *non-global* when ``lower`` exceeds an
+    upper bound of ``g`` at the lowest grid point, ``best_hi``. Returns ``s``, ``g``,
+    ``minima`` (dicts ``s``, ``g``, ``lower``, ``bracket``, ``proved``, ``non_global``),
+    ``best_s``, ``best_hi`` and the lowest grid value ``best``. With ``gd_steps > 0`` also the
+    end of ``gd_steps`` safeguarded GD steps on the layer (:func:`gd`; ``X = I_3``, every
+    token's target ``y``) from the Softmax chapter's start ``s = 1`` (``(sqrt 2, 1)`` when
+    ``d = 2``): the per-query loss ``gd_end``, the query ``gd_point`` and ``gd_zero``
+    (numerical zero proved by :func:`loss_box`)."""
+    check_kernel(kernel)
+    check_choice("kernel (with an interval enclosure)", kernel, ZOO)
+    check_choice("d", d, (1, 2))
+    check_int("gd_steps", gd_steps, minimum=0)
+    key = (kernel, d, float(span), float(h), int(pieces), id(KERNELS[kernel]))
+    if key not in _TRAP_GRID:
+        _TRAP_GRID[key] = _trap_grid(kernel, d, span, h, pieces)
+    out = dict(_TRAP_GRID[key])
+    if not gd_steps:
+        return out
+    K, U, y = trap_instance(d)
     X = torch.eye(3, dtype=torch.float64)[None, None]
-    Kt = torch.as_tensor(K)[None, None]
-    Ut = torch.as_tensor(U)[None, None]
+    Kt, Ut = torch.as_tensor(K)[None, None], torch.as_tensor(U)[None, None]
     Yt = torch.as_tensor(y).expand(1, 1, 3, 2).clone()
     start = [1.0] if d == 1 else [math.sqrt(2), 1.0]
     W0 = torch.tensor([start] * 3, dtype=torch.float64)[None]
-    if not gd_steps:
-        return out
     F, _, kept = gd(X, Kt, Ut, Yt, W0, kernel, gd_steps, keep={gd_steps})
     f_hi = float(loss_box(X, Kt, Ut, Yt, kept[gd_steps], kernel).hi[0])
     fref_lo = float((Box(Yt.numpy()).sq().sum(-1).sum(-1).sum(-1) * 0.5).lo[0])
@@ -676,9 +686,6 @@ def profile(kernel: str, instances: int = 4, steps: int = 256, seed: int = 0,
     return {"properties": props, "trap": tr, "sweep": res}
 
 
-_TRAPS: dict = {}
-
-
 def draw(kernel: str = "softmax", result: Optional[dict] = None):
     """The widget's figure for a zoo kernel: its loss along the trap instance's first query
     coordinate (``d = 1`` and ``d = 2``) with the certified minima, and its stored diagram on
@@ -690,9 +697,7 @@ def draw(kernel: str = "softmax", result: Optional[dict] = None):
     fig = plt.figure(figsize=(WIDTH, 3.0), constrained_layout=True)
     ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for d, ls in ((1, "-"), (2, "--")):
-        if (kernel, d) not in _TRAPS:
-            _TRAPS[(kernel, d)] = trap(kernel, d=d)
-        tr = _TRAPS[(kernel, d)]
+        tr = trap(kernel, d=d)
         ax0.semilogy(tr["s"], np.maximum(tr["g"], 1e-16), ls=ls, label=f"$d = {d}$")
         for m in tr["minima"]:
             if m["non_global"]:
