@@ -493,6 +493,7 @@ def plot_diagram(result: dict, student: str, axes=None):
         good = fractions(result, student, tk)
         cert = fractions(result, student, tk, ("zero", "positive"), kind="certified")
         ax.imshow(good, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        ax.grid(False)
         for a in range(good.shape[0]):
             for b in range(good.shape[1]):
                 col = "black" if good[a, b] > 0.6 else "white"
@@ -664,16 +665,17 @@ def profile(kernel: str, instances: int = 4, steps: int = 256, seed: int = 0,
     print(f"trap instance: lowest loss on the grid {low:.3g} at s = {s[np.argmin(curve)]:.2f}")
     if draw:
         import matplotlib.pyplot as plt
-        from .plotting import WIDTH
+        from .plotting import WIDTH, kernel_style
         fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 2.8), constrained_layout=True)
-        axes[0].semilogy(s, np.maximum(curve, 1e-16))
+        axes[0].semilogy(s, np.maximum(curve, 1e-16), **kernel_style(kernel, marker=False))
         axes[0].set_xlabel("first query coordinate $s$")
         axes[0].set_ylabel("loss $g$")
         good = np.full((2, 2), np.nan)
         for c in cells:
             good[[1.0, 2.0].index(c["ratio"]), [2, 4].index(c["d"])] = np.mean(
                 [lab in ("zero", "linear") for lab in c["label"]])
-        axes[1].imshow(good, vmin=0, vmax=1, cmap="viridis", origin="lower")
+        axes[1].imshow(good, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        axes[1].grid(False)
         for a in range(2):
             for b in range(2):
                 axes[1].text(b, a, f"{good[a, b]:.2f}", ha="center", va="center",
@@ -691,14 +693,15 @@ def draw(kernel: str = "softmax", result: Optional[dict] = None):
     coordinate (``d = 1`` and ``d = 2``) with the certified minima, and its stored diagram on
     targets of its own kind (read from ``data/zoo/results.json`` unless ``result`` is given)."""
     import matplotlib.pyplot as plt
-    from .plotting import WIDTH
+    from .plotting import WIDTH, kernel_color
     check_choice("kernel", kernel, ZOO)
     result = result if result is not None else book.load_json("data/zoo/results.json")
     fig = plt.figure(figsize=(WIDTH, 3.0), constrained_layout=True)
     ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for d, ls in ((1, "-"), (2, "--")):
         tr = trap(kernel, d=d)
-        ax0.semilogy(tr["s"], np.maximum(tr["g"], 1e-16), ls=ls, label=f"$d = {d}$")
+        ax0.semilogy(tr["s"], np.maximum(tr["g"], 1e-16), ls=ls, label=f"$d = {d}$",
+                     color=kernel_color(kernel))
         for m in tr["minima"]:
             if m["non_global"]:
                 ax0.plot(m["s"], m["g"], "o", color="#D55E00")
@@ -713,6 +716,7 @@ def _own_diagram(result, kernel, ax):
     cfg = result["zoo_config"]
     good = fractions(result, kernel, "own")
     ax.imshow(good, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+    ax.grid(False)
     for a in range(good.shape[0]):
         for b in range(good.shape[1]):
             ax.text(b, a, f"{good[a, b]:.2f}", ha="center", va="center", fontsize=8,
