@@ -691,11 +691,12 @@ def profile(kernel: str, instances: int = 4, steps: int = 256, seed: int = 0,
 def draw(kernel: str = "softmax", result: Optional[dict] = None):
     """The widget's figure for a zoo kernel: its loss along the trap instance's first query
     coordinate (``d = 1`` and ``d = 2``) with the certified minima, and its stored diagram on
-    targets of its own kind (read from ``data/zoo/results.json`` unless ``result`` is given)."""
+    targets of its own kind (the stored ``book/data/zoo/results.json`` unless ``result`` is
+    given)."""
     import matplotlib.pyplot as plt
     from .plotting import WIDTH, kernel_color
     check_choice("kernel", kernel, ZOO)
-    result = result if result is not None else book.load_json("data/zoo/results.json")
+    result = result if result is not None else book.stored("zoo", "results.json")
     fig = plt.figure(figsize=(WIDTH, 3.0), constrained_layout=True)
     ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for d, ls in ((1, "-"), (2, "--")):

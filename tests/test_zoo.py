@@ -186,6 +186,31 @@ def test_hull_floor_only_for_row_stochastic_students():
             assert "positive" not in res["label"] and all(f == 0 for f in res["floor"])
 
 
+def test_profile_of_a_kernel_of_your_own():
+    tdlib.register_kernel("zoo-test-cauchy", lambda Q, K: 1 / (1 + torch.cdist(Q, K) ** 2))
+    prof = zoo.profile("zoo-test-cauchy", instances=2, steps=64, draw=False)
+    assert prof["properties"]["vanishes"] and not prof["properties"]["row_stochastic"]
+    assert prof["trap"]["minima"] == []          # no interval enclosure: nothing certified
+    assert len(prof["sweep"]["cells"]) == 4
+    assert all(k == "measured" for c in prof["sweep"]["cells"] for k in c["kind"])
+
+
+def test_stored_sweep_and_widget_figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    res = tdlib.book.stored("zoo", "results.json")
+    assert len(res["cells"]) == len(zoo.tasks())
+    assert {c["student"] for c in res["cells"]} == set(zoo.ZOO)
+    for k in zoo.ZOO:
+        f = zoo.fractions(res, k, "own")
+        assert np.all((0 <= f) & (f <= 1))
+    # certified positive labels only for row-stochastic students
+    assert all("positive" not in c["label"] for c in res["cells"]
+               if c["student"] not in zoo.ROW_STOCHASTIC)
+    fig = zoo.draw("relu-n")
+    assert len(fig.axes) == 2
+
+
 class TestBadInput:
     def test_unregistered_kernel(self):
         with pytest.raises(ValueError, match="registered kernel name.*got 'nope'"):
