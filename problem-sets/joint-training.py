@@ -21,9 +21,9 @@
 # Replace every `...` by your answer. Questions 1 and 2 are graded by tests that you do not see;
 # the `grader.check(...)` cell after each of them only runs a sanity test (it checks that your
 # answer has the right form, not that it is right). Check your answers yourself: each question
-# says how. Question 3 is a written proof, graded by hand. On Colab or elsewhere, install the
-# book's library and the grader first:
-# `pip install otter-grader==7.0.0 git+https://github.com/attention-gd/gd-transformers-book`.
+# says how. Question 3 is a written proof, graded by hand. Install the book's library (the wheel
+# that comes with this notebook) and the grader first, e.g. on Colab after uploading the wheel:
+# `pip install otter-grader==7.0.0 tdlib-*.whl`.
 
 # %%
 import copy

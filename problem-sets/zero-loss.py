@@ -21,9 +21,9 @@
 # Replace every `...` by your answer. Questions 1 and 2 are graded by tests that you do not see;
 # the `grader.check(...)` cell after each of them only runs a sanity test (it checks that your
 # answer has the right form, not that it is right). Check your answers yourself: each question
-# says how. Question 3 is a written proof, graded by hand. On Colab or elsewhere, install the
-# book's library and the grader first:
-# `pip install otter-grader==7.0.0 git+https://github.com/attention-gd/gd-transformers-book`.
+# says how. Question 3 is a written proof, graded by hand. Install the book's library (the wheel
+# that comes with this notebook) and the grader first, e.g. on Colab after uploading the wheel:
+# `pip install otter-grader==7.0.0 tdlib-*.whl`.
 
 # %%
 import math
@@ -43,7 +43,7 @@ from tdlib import zeroloss
 # $V_{t+1} = V_t - \eta\nabla_V f(V_t)$ with $0 < \eta \le 1/L$,
 # $L = \lambda_{\max}(BB^\top)\sigma_{\max}(W^O)^2$. The iterates converge. Derive their limit
 # $V_\infty$ in closed form in terms of $B$, $W^O$, $Y$ and $V_0$ (it depends on $V_0$ when
-# $B$ or $W^O$ has a non-trivial kernel), and write it as `value_limit(B, W_O, Y, V0)`,
+# $B$ has a non-trivial kernel or $d_v > d_{\text{out}}$), and write it as `value_limit(B, W_O, Y, V0)`,
 # returning an $HD\times d_v$ tensor. Verify your formula yourself against a long run of gradient
 # descent on a random instance with $\operatorname{rank}B < \min(Nn, HD)$ and $d_v > d_{\text{out}}$.
 

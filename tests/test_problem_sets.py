@@ -235,6 +235,8 @@ def test_instructor_full_marks_blank_zero_in_a_fresh_environment(problem_sets, g
     otter = grading_env / "bin" / "otter"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{grading_env / 'bin'}:{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
+    env.pop("JUPYTER_PATH", None)
+    env["JUPYTER_DATA_DIR"] = str(tmp_path / "jupyter")   # only the venv's own kernel
     commands = {}
     for name in SETS:
         zip_ = next((problem_sets / name / "instructor").glob("*-autograder_*.zip"))
