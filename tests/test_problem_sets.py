@@ -268,3 +268,71 @@ def test_instructor_full_marks_blank_zero_in_a_fresh_environment(problem_sets, g
             assert score == total > 0, f"{name}: the solutions scored {score}/{total}\n{log[-3000:]}"
         else:
             assert score == 0, f"{name}: a blank submission scored {score}/{total}"
+
+
+# ------------------------------------------------------------------------------ the mathematics
+
+def _namespace(name: str) -> tuple[dict, dict]:
+    """Execute a set's instructor code (imports and reference answers) in a fresh namespace;
+    return it and {question name: its test cells (public and hidden)}."""
+    ns: dict = {}
+    tests = {}
+    cells = jupytext.read(ROOT / "problem-sets" / f"{name}.py").cells
+    in_tests = False
+    for cell in cells:
+        first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+        if cell.cell_type == "raw":
+            in_tests = {"# BEGIN TESTS": True, "# END TESTS": False}.get(first, in_tests)
+        elif cell.cell_type == "code" and not in_tests:
+            exec(compile(cell.source, f"{name}.py", "exec"), ns)
+    for q in _questions(name):
+        tests[q["config"]["name"]] = q["public"] + q["hidden"]
+    return ns, tests
+
+
+def _passes(ns: dict, cells: list[str]) -> bool:
+    try:
+        for src in cells:
+            exec(compile(src, "test", "exec"), dict(ns))
+    except AssertionError:
+        return False
+    return True
+
+
+# Plausible wrong answers, one per autograded question: the hidden tests must reject each.
+WRONG = {
+    "q1-value-limit": "def value_limit(B, W_O, Y, V0):\n"
+                      "    return V0 - torch.linalg.pinv(B) @ (B @ V0 @ W_O - Y) @ W_O.T",
+    "q2-counting-is-not-enough": "def counting_counterexample():\n"
+                                 "    g = torch.Generator().manual_seed(0)\n"
+                                 "    return torch.rand(2, 3, 3, generator=g, dtype=torch.float64), 2",
+    "q1-first-step": "def first_step(B, W_O, Y):\n"
+                     "    L = float(torch.linalg.matrix_norm(B, 2) * torch.linalg.matrix_norm(W_O, 2)) ** 2\n"
+                     "    return 1 / L, 0.0",
+    "q2-tight-pl": "def tight_targets(model, X):\n"
+                   "    return torch.ones(X.shape[0], X.shape[1], model.d_out, dtype=torch.float64)",
+    "q1-jacobian-constant": "def jacobian_sup(n):\n    return 1 - 1 / n",
+    "q2-scalar-counterexample":  # three tokens: no spurious minimum exists (question 3)
+        "def scalar_counterexample():\n"
+        "    return {'k': [-1.0, 0.0, 1.0], 'v': [0.0, 1.0, -1.0], 'y': 2.0, 's_loc': -0.5,\n"
+        "            's_glob': 0.0}",
+    "q1-merge-threshold": "def merge_threshold(c):\n    return math.sqrt(c)",
+    "q2-minimum-on-the-hull":  # the one-dimensional instance of the chapter: d < n
+        "def gaussian_counterexample():\n"
+        "    return {'K': [[-2.0], [2.0]], 'U': [[1.0], [2.0]], 'y': [2.0], 'q_loc': [-2.0],\n"
+        "            'q_better': [2.0]}",
+}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_reference_answers_pass_and_wrong_answers_fail(name):
+    """The reference answer of every autograded question passes its tests, run here directly
+    (float64, fresh instances as in the grader), and a plausible wrong answer fails them."""
+    ns, tests = _namespace(name)
+    for qname, cells in tests.items():
+        if not cells:
+            continue                          # a written question
+        assert _passes(ns, cells), f"{name}/{qname}: the reference answer fails its tests"
+        wrong = dict(ns)
+        exec(WRONG[qname], wrong)
+        assert not _passes(wrong, cells), f"{name}/{qname}: a wrong answer passes"
