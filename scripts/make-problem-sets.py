@@ -9,7 +9,9 @@ this writes, under OUT (default _build/problem-sets/<name>/):
   questions and all tests, hidden ones included;
 * instructor/*-autograder*.zip -- the otter autograder for `otter run` / `otter grade` /
   Gradescope. Its environment.yml installs, besides otter, the pinned CPU build of torch, numpy
-  and tdlib from the wheel bundled in the zip (files/), so grading needs nothing else.
+  (and tdlib's other dependencies, pinned as in requirements.txt) and tdlib from the wheel
+  bundled in the zip (files/, unpacked to /autograder/source/files), so grading needs nothing
+  else.
 
 Usage: python scripts/make-problem-sets.py [--out DIR] [NAME ...]
 """
@@ -76,10 +78,14 @@ def configure(nb, wheel_name: str) -> None:
     cell.source = "\n".join(lines)
 
 
+# Gradescope and `otter grade` (Docker) unpack the autograder zip into /autograder/source (otter's
+# autograder_dir), so the wheel bundled through `files:` is at this absolute path when
+# environment.yml is installed, whatever folder the environment installer runs pip from.
+WHEEL_DIR = "/autograder/source/files"
+
+
 def requirements(wheel_name: str) -> str:
-    # conda installs the pip section from the folder of environment.yml, where the zip's files/
-    # folder is (Gradescope and `otter grade` unpack the zip into /autograder/source)
-    return "\n".join([TORCH_INDEX, *pins(), f"./files/{wheel_name}"]) + "\n"
+    return "\n".join([TORCH_INDEX, *pins(), f"{WHEEL_DIR}/{wheel_name}"]) + "\n"
 
 
 def build(name: str, out: Path, wheel: Path) -> Path:
