@@ -13,9 +13,11 @@ clean environment.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -185,9 +187,17 @@ def _pip_lines(zip_path: Path) -> tuple[str, list[str]]:
     return python, pip
 
 
+def _pip(venv: Path, cwd: Path, *args: str) -> None:
+    quiet = ["--quiet"] if args[0] == "install" else []
+    cmd = [str(venv / "bin" / "python"), "-m", "pip", args[0], *quiet, *args[1:]]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="session")
 def grading_env(problem_sets, tmp_path_factory) -> Path:
-    """A fresh venv with exactly the pip section of an autograder's environment.yml. Two changes,
+    """A venv made from nothing but the pip section of an autograder's environment.yml (once per
+    session, or kept between sessions with PROBLEM_SETS_ENV_CACHE, see below). Two changes,
     both about where things are, not what is installed: the folder the zip is unpacked into
     stands in for /autograder/source, and the extra index of the CPU torch builds is left out
     (this machine has no route to it; pip's local wheel folder here serves the same CPU build of
@@ -203,17 +213,26 @@ def grading_env(problem_sets, tmp_path_factory) -> Path:
     source = root / "source"
     zipfile.ZipFile(zip_path).extractall(source)
     # the zip's folder stands in for /autograder/source, where the graders unpack it
-    (source / "requirements-test.txt").write_text("\n".join(
-        p.replace("/autograder/source/", f"{source}/") for p in pip
-        if "download.pytorch.org" not in p) + "\n")
-    venv = root / "venv"
+    lines = [p.replace("/autograder/source/", f"{source}/") for p in pip
+             if "download.pytorch.org" not in p]
+    wheel = [p for p in lines if p.endswith(".whl")]
+    others = [p for p in lines if not p.endswith(".whl")]
+    # PROBLEM_SETS_ENV_CACHE=<folder> keeps the environment of everything but tdlib between
+    # sessions, keyed by Python version and the exact pip lines; tdlib is installed afresh from
+    # the zip's wheel every session. Unset, every session builds its own environment.
+    cache = os.environ.get("PROBLEM_SETS_ENV_CACHE")
+    key = hashlib.sha256("\n".join([python, *others]).encode()).hexdigest()[:16]
+    venv = Path(cache) / f"grading-env-{key}" if cache else root / "venv"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "-r", "requirements-test.txt"], cwd=source, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    print(f"\nfresh grading environment installed in {time.perf_counter() - start:.0f} s")
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        (source / "requirements-test.txt").write_text("\n".join(others) + "\n")
+        _pip(venv, source, "install", "-r", "requirements-test.txt")
+        (venv / ".complete").write_text(key)
+    _pip(venv, source, "install", "--no-deps", "--force-reinstall", *wheel)
+    _pip(venv, source, "check")
+    print(f"\ngrading environment ready in {time.perf_counter() - start:.0f} s ({venv})")
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import torch, numpy, tdlib; print(torch.__version__, "
                             "torch.version.cuda, tdlib.__file__)"],
