@@ -12,8 +12,9 @@
 # %% [markdown]
 # # Problem set: query-only training with the Gaussian kernel
 #
-# This problem set goes with the chapters *Gaussian attention: query-only training converges* and
-# *The kernels side by side* of the book and uses their notation: for keys $k_j$ (rows of
+# This problem set goes with the chapters *Gaussian attention: what separates it from Softmax in
+# query-only training* and *Softmax and Gaussian side by side* of the book and uses their
+# notation: for keys $k_j$ (rows of
 # $K \in \mathbb R^{n\times d}$), values $u_j$ (rows of $U \in \mathbb R^{n\times d_{\text{out}}}$) and a
 # width $c > 0$, one query's output is $o(q) = \sum_j a_j(q)\,u_j$ with
 # $a_j(q) = \exp(-\|q - k_j\|^2/c)$, and its loss is $g(q) = \frac12\|o(q) - y\|^2$.

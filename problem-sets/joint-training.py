@@ -12,8 +12,8 @@
 # %% [markdown]
 # # Problem set: joint training from a good initialization
 #
-# This problem set goes with the chapter *Joint training from a good initialization* of the book
-# and uses its notation: parameters $\theta = (W^Q, W^K, W^V)$ with one shared $W^O$ held fixed,
+# This problem set goes with the chapter *Joint training reaches zero loss from a good
+# initialization* of the book and uses its notation: parameters $\theta = (W^Q, W^K, W^V)$ with one shared $W^O$ held fixed,
 # the feature matrix $B(\theta) \in \mathbb R^{Nn\times HD}$, stacked values
 # $V \in \mathbb R^{HD\times d_v}$, $f(\theta) = \frac12\|B(\theta)VW^O - Y\|_F^2$ and
 # $\mu(\theta) = \lambda_{\min}(B(\theta)B(\theta)^\top)\,\sigma_{\min}(W^O)^2$.

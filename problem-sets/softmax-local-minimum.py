@@ -12,8 +12,8 @@
 # %% [markdown]
 # # Problem set: Softmax attention and its local minima
 #
-# This problem set goes with the chapter *Softmax attention can get stuck* of the book and uses
-# its notation: for keys $k_1, \dots, k_n$ and values $v_1, \dots, v_n$, one query's output is
+# This problem set goes with the chapter *The Softmax local-minimum counterexample* of the book
+# and uses its notation: for keys $k_1, \dots, k_n$ and values $v_1, \dots, v_n$, one query's output is
 # $o(q) = \sum_j p_j(q)\,v_j$ with $p(q) = \operatorname{softmax}(Kq/\sqrt d)$, its loss is
 # $g(q) = \frac12\|o(q) - y\|^2$, and $J(p) = \operatorname{diag}(p) - pp^\top$ is the softmax
 # Jacobian.
