@@ -72,8 +72,9 @@ def _threshold_checks():
         return torch.exp(-(q - m) ** 2 / c) + torch.exp(-(q + m) ** 2 / c)
     def at_zero(fun):
         q = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        d1, = torch.autograd.grad(fun(q), q, create_graph=True)
-        return float(fun(q)), float(d1), float(torch.autograd.grad(d1, q)[0])
+        value = fun(q)
+        d1, = torch.autograd.grad(value, q, create_graph=True)
+        return float(value.detach()), float(d1.detach()), float(torch.autograd.grad(d1, q)[0])
     for c in (1.0, 2 * math.sqrt(2), 5.0):
         m_star = float(merge_threshold(c))
         assert abs(m_star - math.sqrt(c / 2)) <= 1e-9 * math.sqrt(c), f"m*({c}) is not right"
