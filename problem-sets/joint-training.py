@@ -87,7 +87,7 @@ def _first_step_by_autograd():
                 m1 = copy.deepcopy(m)
                 new = {k: (W - step * G).detach() for k, W, G in zip(("W_Q", "W_K", "W_V"), Ws, grads)}
                 m1.set_weights(**new)
-                return float(m1.loss(X, Y))
+                return float(m1.loss(X, Y).detach())
             f_star = loss_after(eta)
             assert abs(f_star - f1) <= 1e-9 * max(1.0, abs(f_star)), f"{kernel}: f1_star is not f(theta_1)"
             for factor in (1 - 1e-3, 1 + 1e-3):
@@ -162,8 +162,8 @@ def _tight_certificate():
                 W.requires_grad_(True)
             f = m.loss(X, Y)
             grad_sq = sum(float((G ** 2).sum()) for G in torch.autograd.grad(f, Ws))
-            assert float(f) > 1e-8, "the loss must be positive"
-            assert abs(grad_sq / (2 * float(f) * mu) - 1) <= 1e-6, f"{kernel}: ratio is not mu"
+            assert float(f.detach()) > 1e-8, "the loss must be positive"
+            assert abs(grad_sq / (2 * float(f.detach()) * mu) - 1) <= 1e-6, f"{kernel}: ratio is not mu"
 _tight_certificate()
 
 # %% [raw]

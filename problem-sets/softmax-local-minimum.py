@@ -147,7 +147,7 @@ def _scalar_certificate():
         s = torch.tensor(float(s), dtype=torch.float64, requires_grad=True)
         d1, = torch.autograd.grad(g(s), s, create_graph=True)
         d2, = torch.autograd.grad(d1, s)
-        return float(d1), float(d2)
+        return float(d1.detach()), float(d2)
     s = s0 = float(ce["s_loc"])
     for _ in range(40):
         d1, d2 = derivatives(s)
