@@ -171,6 +171,7 @@ CALLS: Dict[str, Call] = {
         lambda model, W_Q: model.set_weights(W_Q=W_Q),
         lambda: {"model": layer(), "W_Q": torch.ones(1, 3, 3)}, {"W_Q": "array"}),
     "attention.gaussian_kernel": Call(tdlib.gaussian_kernel, lambda: {"c": 1.0}, {"c": "positive"}),
+    "attention.l2_kernel": Call(tdlib.attention.l2_kernel, lambda: {"c": 1.0}, {"c": "positive"}),
     "attention.gaussian_width": Call(tdlib.attention.gaussian_width, lambda: {"d": 4},
                                      {"d": "count"}),
     "attention.squared_distances": Call(
@@ -549,7 +550,8 @@ EXEMPT = {
     # the problem classes are listed through their constructors' helpers and methods
     "query.QueryProblem",
     # kernels: the factories take their options (checked through make_kernel and the layer)
-    "attention.softmax_kernel", "attention.kernel_name",
+    "attention.softmax_kernel", "attention.kernel_name", "attention.sigmoid_logn_kernel",
+    "attention.relu_n_kernel", "attention.linear_n_kernel",
     # text helpers without numeric input, and the path of the bundled corpus
     "text.decode", "text.corpus_path", "text.normalise", "text.deduplicate",
     # the classifier's parts are built and checked through Classifier and ModelConfig.check

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tdlib import selfcheck
-from tdlib.attention import KERNELS, register_kernel
+from tdlib.attention import KERNELS, make_kernel, register_kernel
 from tdlib.selfcheck import Wrong
 
 
@@ -232,3 +232,24 @@ def test_hints_do_not_give_the_answer():
         for text in forbidden:
             assert text not in message, f"{check.__name__} tells the answer: {message}"
         assert "hint" in message.lower(), f"{check.__name__} gives no hint: {message}"
+
+
+def test_kernel_zoo_checks():
+    from tdlib import zoo
+
+    assert _accepts(selfcheck.zoo_l2, lambda Q, K: make_kernel("l2")(Q, K))
+    _rejects(selfcheck.zoo_l2, lambda Q, K: make_kernel("softmax")(Q, K), match="Hint")
+
+    def jac(q, K, U):
+        out = lambda x: make_kernel("sigmoid-logn")(x[None], K)[0] @ U  # noqa: E731
+        return torch.autograd.functional.jacobian(out, q)
+
+    assert _accepts(selfcheck.zoo_sigmoid_jacobian, jac)
+    _rejects(selfcheck.zoo_sigmoid_jacobian, lambda q, K, U: 0 * jac(q, K, U), match="Hint")
+
+    def floor(X, K, U, Y):
+        A, R0 = zoo.linear_operator(X, K, U, Y)
+        return 0.5 * float(((A @ (torch.linalg.pinv(A) @ R0) - R0) ** 2).sum())
+
+    assert _accepts(selfcheck.zoo_linear_floor, floor)
+    _rejects(selfcheck.zoo_linear_floor, lambda X, K, U, Y: -1.0, match="too small")
