@@ -9,7 +9,7 @@ this writes, under OUT (default _build/problem-sets/<name>/):
   questions and all tests, hidden ones included;
 * instructor/*-autograder*.zip -- the otter autograder for `otter run` / `otter grade` /
   Gradescope. Its environment.yml installs, besides otter, the pinned CPU build of torch, numpy
-  (and tdlib's other dependencies, pinned as in requirements.txt) and tdlib from the wheel
+  and tdlib's other dependencies (pinned as in requirements.txt), and tdlib from the wheel
   bundled in the zip (files/, unpacked to /autograder/source/files), so grading needs nothing
   else.
 
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import jupytext
@@ -30,24 +31,27 @@ import jupytext
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "problem-sets"
 PYTHON_VERSION = "3.11"
-# pip lines of the grading environment, besides otter itself and the tdlib wheel. torch is pinned
-# as in requirements.txt; the extra index serves the CPU build of that version (the default
-# Linux wheel of PyPI pulls CUDA libraries of several GB).
+# The grading environment installs, besides otter itself, tdlib's dependencies pinned as in
+# requirements.txt, then the tdlib wheel. The extra index serves the CPU build of the pinned torch
+# (the default Linux wheel of PyPI pulls CUDA libraries of several GB).
 TORCH_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
-PINNED = ("torch", "numpy", "matplotlib", "tqdm")
 
 
 def pins() -> list[str]:
-    """The `name==version` lines of requirements.txt for the packages tdlib needs."""
+    """The `name==version` lines of requirements.txt for every dependency of tdlib (pyproject.toml),
+    torch first: the grader gets the versions the book is tested with."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower() for dep in project["dependencies"]]
     found = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line.strip())
-        if m and m.group(1).lower() in PINNED:
+        if m:
             found[m.group(1).lower()] = m.group(0)
-    missing = [p for p in PINNED if p not in found]
+    missing = [n for n in names if n not in found]
     if missing:
-        raise SystemExit(f"requirements.txt: expected exact pins (name==version) for {missing}")
-    return [found[p] for p in PINNED]
+        raise SystemExit(f"requirements.txt: expected exact pins (name==version) for tdlib's "
+                         f"dependencies {missing}")
+    return [found[n] for n in sorted(names, key=lambda n: n != "torch")]
 
 
 def build_wheel(dest: Path) -> Path:
