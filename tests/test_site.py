@@ -291,6 +291,96 @@ def test_visible_code_is_short(page):
     assert not problems, f"{page}: " + "; ".join(problems)
 
 
+# ------------------------------------------------------------------------------ exercise outputs
+
+# What a self-check prints on success (the current neutral word, the old praise) and the value a
+# check used to return (a notebook echoes it as a stray ``True``).
+_SUCCESS = re.compile(r"\bwell done\b|^\s*correct\s*$|^\s*True\s*$", re.I | re.M)
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def exercise_output_problems(html_dir) -> tuple[list[str], int, int]:
+    """Visible outputs under the exercises of the built chapters that show a success message or
+    the solution's formula (a ``return`` expression of the solution code). An output belongs to
+    an exercise from the exercise box to the next one; outputs inside a solution dropdown do not
+    count (the reader opens it on purpose). Returns (problems, exercises seen, formulas seen)."""
+    from pathlib import Path
+
+    from bs4 import BeautifulSoup
+
+    problems, n_exercises, n_formulas = [], 0, 0
+    for page in CHAPTERS:
+        soup = BeautifulSoup((Path(html_dir) / f"{page}.html").read_text(), "html.parser")
+        formulas: dict[str, list[str]] = {}
+        for sol in soup.select("div.solution"):
+            link = sol.select_one("p.admonition-title a[href^='#']")
+            if link is None:
+                continue
+            code = "\n".join(pre.get_text() for pre in sol.select("div.cell_input pre"))
+            found = [_squash(m) for m in re.findall(r"^\s*return (.+)$", code, flags=re.M)]
+            formulas.setdefault(link["href"][1:], []).extend(f for f in found if len(f) >= 4)
+        for ex in soup.select("div.exercise"):
+            n_exercises += 1
+            mine = formulas.get(ex.get("id"), [])
+            n_formulas += len(mine)
+            for el in ex.find_all_next("div"):
+                classes = el.get("class", [])
+                if "exercise" in classes:
+                    break
+                if "cell_output" not in classes or el.find_parent("div", class_="solution"):
+                    continue
+                text = el.get_text("\n")
+                where = f"{page} #{ex.get('id')}"
+                if _SUCCESS.search(text):
+                    problems.append(f"{where}: success message {_SUCCESS.search(text).group(0)!r}")
+                problems += [f"{where}: the solution's formula {f!r} is shown"
+                             for f in mine if f in _squash(text)]
+    return problems, n_exercises, n_formulas
+
+
+def test_exercise_output_scan_finds_what_it_looks_for(tmp_path):
+    """The scan flags a success message and a formula under an exercise, not inside a solution."""
+    import shutil
+
+    page = "book/zero-loss" if "book/zero-loss" in CHAPTERS else CHAPTERS[-1]
+    html = ('<div class="exercise admonition" id="ex-a"><p>Find it.</p></div>'
+            '<div class="solution dropdown admonition"><p class="admonition-title">'
+            '<a href="#ex-a">Solution</a></p><div class="cell_input"><pre>def f(a, L):\n'
+            '    return 2 / (a + L)\n</pre></div><div class="cell_output">correct</div></div>'
+            '<div class="cell_output"><pre>{}</pre></div>')
+    for shown, flagged in (("correct\n", 1), ("True\n", 1), ("factor at 2/(a+L)\n", 1),
+                           ("a plot\n", 0)):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        for other in CHAPTERS:
+            (tmp_path / f"{other}.html").parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / f"{other}.html").write_text("<p>nothing</p>")
+        (tmp_path / f"{page}.html").write_text(html.format(shown))
+        problems, n_ex, n_f = exercise_output_problems(tmp_path)
+        assert (len(problems), n_ex, n_f) == (flagged, 1, 1), (shown, problems)
+        shutil.rmtree(tmp_path / "book", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_exercise_outputs_give_nothing_away(request):
+    """In the built book no visible output under an exercise shows a success message, an echoed
+    ``True`` or its solution's formula (BOOK_HTML=<folder> reuses an existing build)."""
+    import os
+
+    if os.environ.get("BOOK_HTML"):
+        html_dir = os.environ["BOOK_HTML"]
+    else:
+        html_dir = request.getfixturevalue("built_site")
+    from tdlib import selfcheck
+
+    problems, n_exercises, n_formulas = exercise_output_problems(html_dir)
+    assert n_exercises == len(selfcheck.EXERCISES), (n_exercises, len(selfcheck.EXERCISES))
+    assert n_formulas >= 10, f"only {n_formulas} solution formulas found: is the scan broken?"
+    assert not problems, "\n".join(problems)
+
+
 def test_binder_opens_the_generated_notebook():
     """Binder's launch URL is re-pointed at notebooks/<chapter>.ipynb (solutions apart), unless
     _config.yml chooses the MyST route for authors; a wrong setting is refused by name."""
