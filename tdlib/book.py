@@ -237,7 +237,8 @@ class StoredResultError(ValueError):
     and the command that remakes it."""
 
 
-VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result")]
+VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result"),
+              ({"stage1", "stage2", "grid"}, "tdlib.landscape:check_meta")]
 """``(keys, "module:function")``: a JSON result holding all of ``keys`` is checked by that
 function, which returns its problems (sentences that each name a field). Run on every load
 (:func:`load_json`, :func:`stored`) and by :func:`check_file`."""
@@ -266,6 +267,10 @@ def remake_command(path) -> str | None:
     import subprocess
 
     path = Path(path)
+    if path.suffix == ".npz":   # described by the .json written with it (save_pair)
+        cmd = remake_command(path.with_suffix(".json"))
+        if cmd:
+            return cmd
     texts = []
     try:
         texts.append(path.read_text(errors="replace"))
@@ -330,9 +335,44 @@ def _npz_arrays(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def load_npz(path) -> dict:
-    """Read a ``.npz`` result file into a dict of arrays, naming the file if it is damaged."""
-    return _read(path, _npz_arrays, ".npz")
+NPZ_VALIDATORS = [({"coords"}, "tdlib.landscape:check_arrays")]
+"""``(keys, "module:function")``: a ``.npz`` result holding all of ``keys`` is checked by
+``function(arrays, meta)`` (``meta``: its ``.json``, or ``None``), which returns its problems.
+Run on every load (:func:`load_npz`) and by :func:`check_file`."""
+
+
+def npz_problems(path, arrays) -> list:
+    """The problems of the arrays of the ``.npz`` result ``path`` that the validator of its
+    kind (:data:`NPZ_VALIDATORS`) finds, read together with its ``.json`` when it has one."""
+    import importlib
+
+    problems = []
+    for keys, target in NPZ_VALIDATORS:
+        if keys <= set(arrays):
+            meta = None
+            meta_path = Path(path).with_suffix(".json")
+            if meta_path.exists():
+                try:
+                    meta = load_json(meta_path, validate=False)
+                except ValueError:
+                    meta = None  # reported for the .json itself
+            module, name = target.split(":")
+            problems += getattr(importlib.import_module(module), name)(arrays, meta)
+    return problems
+
+
+def load_npz(path, validate: bool = True) -> dict:
+    """Read a ``.npz`` result file into a dict of arrays, naming the file if it is damaged. With
+    ``validate`` its content is checked too (:func:`npz_problems`: the shapes and grids a
+    chapter reads), raising :class:`StoredResultError` that names the file and the field and
+    says how to remake it."""
+    arrays = _read(path, _npz_arrays, ".npz")
+    if validate:
+        problems = npz_problems(path, arrays)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise StoredResultError(f"{path}: {problems[0]}{more}; {_remake(Path(path))}")
+    return arrays
 
 
 SEED_ENV = "TDLIB_SEED"
@@ -431,11 +471,13 @@ def check_file(path) -> list:
     differs from the one recorded there, non-finite arrays, duplicate or incomplete runs."""
     path = Path(path)
     try:
-        doc = load_npz(path) if path.suffix == ".npz" else load_json(path, validate=False)
+        doc = (load_npz(path, validate=False) if path.suffix == ".npz"
+               else load_json(path, validate=False))
     except (ValueError, FileNotFoundError) as err:
         return [str(err)]
     problems = []
     if path.suffix == ".npz":
+        problems += npz_problems(path, doc)
         for k, v in doc.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 problems.append(f"array {k!r} holds NaN or Inf")

@@ -51,6 +51,29 @@ def as_array(name: str, x, axes: str, *, dtype=torch.float64) -> torch.Tensor:
     return t
 
 
+def real_array(name: str, x, want: str = "an array of real numbers", *,
+               bools: bool = False) -> np.ndarray:
+    """``x`` (array, tensor or nested list) as a float64 NumPy array, or a ``TypeError`` that
+    says ``want``: complex entries (whose imaginary part ``np.asarray(x, dtype=float)`` drops
+    with a mere warning), strings, ``None`` and, unless ``bools``, booleans are refused. Shape
+    and finiteness are left to the caller."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        kind = "c" if x.is_complex() else "b" if x.dtype == torch.bool else "f"
+    else:
+        try:
+            kind = np.asarray(x).dtype.kind
+        except Exception:  # ragged lists and other objects numpy cannot hold
+            kind = "O"
+    if kind not in "fiu" + ("b" if bools else ""):
+        raise TypeError(f"{name}: expected {want}, got {type(x).__name__} {str(x)[:60]!r}")
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected {want}, got {type(x).__name__} "
+                        f"{str(x)[:60]!r}") from None
+
+
 def check_rank(name: str, x: torch.Tensor, rank: int, axes: str) -> None:
     """Require ``x.ndim == rank``; ``axes`` names the axes, e.g. ``"(N, n, D)"``."""
     if x.ndim != rank:
