@@ -335,20 +335,22 @@ def _npz_arrays(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-NPZ_VALIDATORS = [({"coords"}, "tdlib.landscape:check_arrays")]
-"""``(keys, "module:function")``: a ``.npz`` result holding all of ``keys`` is checked by
-``function(arrays, meta)`` (``meta``: its ``.json``, or ``None``), which returns its problems.
-Run on every load (:func:`load_npz`) and by :func:`check_file`."""
+NPZ_VALIDATORS = [("*-landscape.npz", "tdlib.landscape:check_arrays")]
+"""``(pattern, "module:function")``: a ``.npz`` result whose file name matches ``pattern`` is
+checked by ``function(arrays, meta)`` (``meta``: its ``.json``, or ``None``), which returns its
+problems (a missing array among them). Run on every load (:func:`load_npz`) and by
+:func:`check_file`."""
 
 
 def npz_problems(path, arrays) -> list:
     """The problems of the arrays of the ``.npz`` result ``path`` that the validator of its
     kind (:data:`NPZ_VALIDATORS`) finds, read together with its ``.json`` when it has one."""
+    import fnmatch
     import importlib
 
     problems = []
-    for keys, target in NPZ_VALIDATORS:
-        if keys <= set(arrays):
+    for pattern, target in NPZ_VALIDATORS:
+        if fnmatch.fnmatch(Path(path).name, pattern):
             meta = None
             meta_path = Path(path).with_suffix(".json")
             if meta_path.exists():
