@@ -53,7 +53,57 @@ def _call(name: str, f: Callable, *args):
     try:
         return f(*args)
     except Exception as err:  # the reader's code failed: say where
-        raise Wrong(f"{name} raised {type(err).__name__}: {err}") from err
+        raise Wrong(f"{name}: expected a function that runs on the check's inputs; it raised "
+                    f"{type(err).__name__}: {err}") from err
+
+
+def _num(name: str, value, want: str = "a finite number") -> float:
+    """A reader's number (or a number their function returned), or :class:`Wrong` naming it:
+    ``None``, strings, booleans, arrays of several entries and NaN or infinities are refused."""
+    if (isinstance(value, np.ndarray) and value.size == 1
+            or isinstance(value, torch.Tensor) and value.numel() == 1):
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise Wrong(f"{name}: expected {want}, got {value!r:.60} ({type(value).__name__})")
+    if not math.isfinite(float(value)):
+        raise Wrong(f"{name}: expected {want}, got {value}")
+    return float(value)
+
+
+def _arr(name: str, value) -> torch.Tensor:
+    """A reader's array (or one their function returned) as a finite float64 tensor, or
+    :class:`Wrong` naming it."""
+    try:
+        t = torch.as_tensor(np.asarray(value, dtype=np.float64) if not isinstance(
+            value, torch.Tensor) else value).to(torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise Wrong(f"{name}: expected an array of numbers, got {value!r:.60} "
+                    f"({type(value).__name__})") from None
+    if isinstance(value, torch.Tensor) and (value.is_complex() or value.dtype == torch.bool) \
+            or isinstance(value, np.ndarray) and value.dtype.kind in "bc":
+        raise Wrong(f"{name}: expected an array of real numbers, got dtype {value.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise Wrong(f"{name}: expected finite numbers, got {int((~torch.isfinite(t)).sum())} "
+                    f"NaN/Inf entries")
+    return t
+
+
+def _answer(name: str):
+    """Name the reader's answer ``name`` in every :class:`Wrong` of a one-answer check."""
+    import functools
+
+    def wrap(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            try:
+                return check(*args, **kwargs)
+            except Wrong as err:
+                if str(err).startswith(f"{name}:"):
+                    raise
+                raise Wrong(f"{name}: {err}") from None
+        return run
+    return wrap
 
 
 def _close(a, b, rtol=1e-8, atol=1e-10) -> bool:
@@ -64,6 +114,7 @@ def _close(a, b, rtol=1e-8, atol=1e-10) -> bool:
 
 # ----------------------------------------------------------------------------- setup and notation
 
+@_answer("gauss_rowsums")
 def rowsum(gauss_rowsums: Callable) -> bool:
     """ex-rowsum: ``gauss_rowsums(Q, K)`` returns the ``n`` row sums ``phi_l sum_j E_lj psi_j``
     of the Gaussian matrix (``c = 2 sqrt d``) for queries and keys of shape ``(n, d)``."""
@@ -72,7 +123,7 @@ def rowsum(gauss_rowsums: Callable) -> bool:
         Q = torch.randn(n, d, generator=g, dtype=torch.float64)
         K = Q + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
         want = make_kernel("gaussian")(Q, K).sum(-1)
-        got = _call("gauss_rowsums", gauss_rowsums, Q, K)
+        got = _arr("gauss_rowsums", _call("gauss_rowsums", gauss_rowsums, Q, K))
         _require(_close(got, want), f"row sums for n={n}, d={d}: expected {want.numpy().round(4)}, "
                  f"got {np.asarray(got).round(4)}. Gaussian rows are not normalised: they need "
                  "not sum to 1 (use phi_l = exp(-|q_l|^2/c), psi_j = exp(-|k_j|^2/c), c = 2 sqrt d)")
@@ -83,10 +134,12 @@ def rowsum(gauss_rowsums: Callable) -> bool:
 def diagonal(X, W) -> bool:
     """ex-diagonal: tokens ``X`` (``(n, D)``) and ``W`` (``(D, d)``) such that with
     ``W_Q = W_K = W`` some diagonal entry of the Softmax matrix is *not* the largest of its row."""
-    X = torch.as_tensor(X, dtype=torch.float64)
-    W = torch.as_tensor(W, dtype=torch.float64)
-    _require(X.ndim == 2 and W.ndim == 2 and X.shape[1] == W.shape[0],
-             f"expected X of shape (n, D) and W of shape (D, d), got {tuple(X.shape)} and {tuple(W.shape)}")
+    X, W = _arr("X", X), _arr("W", W)
+    _require(X.ndim == 2 and X.numel() > 0, f"X: expected tokens of shape (n, D), got "
+             f"{tuple(X.shape)}")
+    _require(W.ndim == 2 and X.shape[1] == W.shape[0] and W.numel() > 0,
+             f"W: expected shape (D, d) with D = {X.shape[1]} (the columns of X), got "
+             f"{tuple(W.shape)}")
     Q = X @ W
     G = make_kernel("gaussian")(Q, Q)
     _require(_close(torch.diagonal(G), torch.ones(len(X))), "the Gaussian diagonal should be 1")
@@ -105,14 +158,16 @@ def own_kernel(sigmoid_loss: float, Y) -> bool:
     ``sigmoid(Q K^T / sqrt d)``, and the final loss ``sigmoid_loss`` on targets ``Y`` is below
     1 % of the loss of the zero output, ``1/2 ||Y||^2``."""
     from .attention import KERNELS
+    loss = _num("sigmoid_loss", sigmoid_loss, "the final loss (a finite number >= 0)")
+    Y = _arr("Y", Y)
+    _require(Y.numel() > 0, f"Y: expected the targets of the run, got shape {tuple(Y.shape)}")
     _require("sigmoid" in KERNELS, "register the kernel under the name 'sigmoid'")
     g = _rng(2)
     Q, K = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     got = make_kernel("sigmoid")(Q, K)
     _require(_close(got, torch.sigmoid(Q @ K.T / math.sqrt(3)), rtol=1e-5, atol=1e-6),
              "the kernel registered as 'sigmoid' does not compute sigmoid(Q K^T / sqrt(d))")
-    f0 = 0.5 * float((torch.as_tensor(Y, dtype=torch.float64) ** 2).sum())
-    loss = float(sigmoid_loss)
+    f0 = 0.5 * float((Y ** 2).sum())
     _require(math.isfinite(loss) and 0 <= loss < 1e-2 * f0,
              f"final loss {loss:.3g} is not below 1% of the zero-output loss {f0:.3g}: train "
              "longer or with a larger step (the run of the chapter uses lr=0.01, 1500 steps)")
@@ -121,11 +176,12 @@ def own_kernel(sigmoid_loss: float, Y) -> bool:
 
 # ----------------------------------------------------------------------------- zero loss
 
+@_answer("best_step")
 def zl_step(best_step: Callable) -> bool:
     """ex-zl-step: ``best_step(alpha, L)`` is the step that minimises
     ``max(|1 - eta alpha|, |1 - eta L|)`` for ``0 < alpha <= L``."""
     for alpha, L in ((0.1, 1.0), (2.0, 3.0), (1e-3, 50.0), (1.0, 1.0)):
-        eta = float(_call("best_step", best_step, alpha, L))
+        eta = _num("best_step", _call("best_step", best_step, alpha, L))
         factor = lambda e: max(abs(1 - e * alpha), abs(1 - e * L))  # noqa: E731
         best = factor(2 / (alpha + L))
         _require(factor(eta) <= best * (1 + 1e-9) + 1e-12,
@@ -134,6 +190,7 @@ def zl_step(best_step: Callable) -> bool:
     return _ok("your step size and contraction factor match the optimum")
 
 
+@_answer("rank_bound")
 def zl_heads(rank_bound: Callable) -> bool:
     """ex-zl-heads: ``rank_bound(N, n, D, H)`` is the largest rank the feature matrix ``B``
     (``Nn x HD``) can have when all ``H`` heads have the same attention matrices."""
@@ -144,7 +201,7 @@ def zl_heads(rank_bound: Callable) -> bool:
         block = (S @ X).reshape(N * n, D)
         B = torch.cat([block] * H, dim=1)
         r = int(torch.linalg.matrix_rank(B))
-        got = _call("rank_bound", rank_bound, N, n, D, H)
+        got = _num("rank_bound", _call("rank_bound", rank_bound, N, n, D, H), "an integer")
         _require(int(got) == r,
                  f"for N={N}, n={n}, D={D}, H={H} a generic instance with identical heads has rank "
                  f"{r}, your bound says {got}: copies of one block add no new columns, and a matrix "
@@ -157,21 +214,23 @@ def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> bool:
     ``var_fstar(y, Nn, rank)`` its variance for ``d_out = 1``."""
     for y, d_out, Nn, r in ((1.0, 1, 24, 12), (0.5, 3, 10, 4), (2.0, 2, 7, 7)):
         k = Nn - r
-        m = float(_call("mean_fstar", mean_fstar, y, d_out, Nn, r))
+        m = _num("mean_fstar", _call("mean_fstar", mean_fstar, y, d_out, Nn, r))
         _require(math.isclose(m, 0.5 * y**2 * d_out * k, rel_tol=1e-9, abs_tol=1e-12),
-                 f"E f_* for y={y}, d_out={d_out}, Nn={Nn}, rank={r}: expected "
+                 f"mean_fstar: E f_* for y={y}, d_out={d_out}, Nn={Nn}, rank={r}: expected "
                  f"{0.5 * y**2 * d_out * k:.4g}, got {m:.4g} (the residual lives in Nn - rank B dimensions)")
-        v = float(_call("var_fstar", var_fstar, y, Nn, r))
+        v = _num("var_fstar", _call("var_fstar", var_fstar, y, Nn, r))
         _require(math.isclose(v, 0.5 * y**4 * k, rel_tol=1e-9, abs_tol=1e-12),
-                 f"Var f_* for y={y}, Nn={Nn}, rank={r}: expected {0.5 * y**4 * k:.4g}, got {v:.4g} "
+                 f"var_fstar: Var f_* for y={y}, Nn={Nn}, rank={r}: expected {0.5 * y**4 * k:.4g}, got {v:.4g} "
                  "(|U^T y|^2 / y^2 is chi-squared with k degrees of freedom, variance 2k)")
     return _ok("your mean and variance of the least-squares floor match")
 
 
 def zl_measure(q_measured: float, q_pred: float) -> bool:
     """ex-zl-measure: the measured per-step factor agrees with the predicted one to 2 % in log."""
-    q = float(q_measured)
-    _require(0 < q < 1, f"the factor of a converging run lies in (0, 1), got {q}")
+    q = _num("q_measured", q_measured)
+    q_pred = _num("q_pred", q_pred)
+    _require(0 < q_pred < 1, f"q_pred: expected the predicted factor in (0, 1), got {q_pred}")
+    _require(0 < q < 1, f"q_measured: expected the factor of a converging run, in (0, 1), got {q}")
     _require(abs(math.log(q) / math.log(q_pred) - 1) < 0.02,
              f"your factor {q:.6f} is not the predicted {q_pred:.6f}: fit the *tail* of log(f_t - f_*)")
     return _ok(f"{q:.6f} against the predicted {q_pred:.6f}")
@@ -179,18 +238,20 @@ def zl_measure(q_measured: float, q_pred: float) -> bool:
 
 # ----------------------------------------------------------------------------- joint training
 
+@_answer("pl_factor")
 def jt_descent(pl_factor: Callable) -> bool:
     """ex-jt-descent: ``pl_factor(eta, mu, L)`` is the one-step factor
     ``1 - 2 eta mu (1 - eta L / 2)`` that the descent lemma and the PL inequality give."""
     for eta, mu_, L in ((0.1, 1.0, 2.0), (1.0, 0.2, 1.0), (0.5, 0.01, 3.0), (1e-3, 5.0, 100.0)):
         want = 1 - 2 * eta * mu_ * (1 - eta * L / 2)
-        got = float(_call("pl_factor", pl_factor, eta, mu_, L))
+        got = _num("pl_factor", _call("pl_factor", pl_factor, eta, mu_, L))
         _require(math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12),
                  f"for eta={eta}, mu={mu_}, L={L}: expected {want:.6g}, got {got:.6g}. Start "
                  "from f(theta') <= f - eta |grad f|^2 + (L/2) eta^2 |grad f|^2, then use PL")
     return _ok("your contraction factor and best step size match")
 
 
+@_answer("attention_gradients")
 def jt_first_step(attention_gradients: Callable) -> bool:
     """ex-jt-first-step: ``attention_gradients(model, X, Y)`` returns ``{"W_Q": ..., "W_K": ...}``,
     the Frobenius norms of the gradients of the loss in ``W^Q`` and ``W^K``."""
@@ -218,6 +279,7 @@ def jt_first_step(attention_gradients: Callable) -> bool:
     return _ok("at W_V = 0 both gradients vanish; once W_V moves, the attention moves too")
 
 
+@_answer("largest_gamma")
 def jt_scale(largest_gamma: Callable) -> bool:
     """ex-jt-scale: ``largest_gamma(model, X, Y)`` is the largest factor ``gamma`` for which the
     joint condition (C1)-(C2) holds with targets ``gamma Y`` (``W^V_0 = 0``)."""
@@ -225,7 +287,7 @@ def jt_scale(largest_gamma: Callable) -> bool:
 
     for kernel in KERNEL_NAMES:
         m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=48, seed=21)
-        gamma = float(_call("largest_gamma", largest_gamma, m, X, Y))
+        gamma = _num("largest_gamma", _call("largest_gamma", largest_gamma, m, X, Y))
         _require(gamma > 0, f"{kernel}: expected a positive gamma, got {gamma}")
         for factor, should in ((0.5, True), (2.0, False)):
             holds = joint.sufficient_condition(m, X, factor * gamma * Y).holds
@@ -239,6 +301,7 @@ def jt_scale(largest_gamma: Callable) -> bool:
 
 # ----------------------------------------------------------------------------- Softmax local minimum
 
+@_answer("q_from_p")
 def ce_no_2d(q_from_p: Callable) -> bool:
     """ex-ce-no-2d: ``q_from_p(p, K)`` returns the query ``q`` in R^2 with
     ``softmax(K q / sqrt 2) = p``, for three affinely independent keys (rows of ``K``) and ``p``
@@ -247,7 +310,7 @@ def ce_no_2d(q_from_p: Callable) -> bool:
     for _ in range(4):
         K = torch.randn(3, 2, generator=g, dtype=torch.float64)
         p = torch.softmax(2 * torch.randn(3, generator=g, dtype=torch.float64), 0)
-        q = torch.as_tensor(_call("q_from_p", q_from_p, p, K), dtype=torch.float64).reshape(-1)
+        q = _arr("q_from_p", _call("q_from_p", q_from_p, p, K)).reshape(-1)
         _require(q.shape == (2,), f"expected a query of shape (2,), got {tuple(q.shape)}")
         back = torch.softmax(K @ q / math.sqrt(2), 0)
         _require(_close(back, p, rtol=1e-6, atol=1e-9),
@@ -256,11 +319,12 @@ def ce_no_2d(q_from_p: Callable) -> bool:
     return _ok("every p in the open simplex has exactly one query: the map is onto and invertible")
 
 
+@_answer("s_of_t")
 def ce_log(s_of_t: Callable) -> bool:
     """ex-ce-log: ``s_of_t(t, a, s0)`` solves ``s' = a exp(-s)`` with ``s(0) = s0``."""
     for a, s0 in ((1.0, 0.0), (0.3, 2.0), (5.0, -1.0)):
         t = np.array([0.0, 0.5, 3.0, 100.0])
-        s = np.asarray(_call("s_of_t", s_of_t, t, a, s0), dtype=float)
+        s = _arr("s_of_t", _call("s_of_t", s_of_t, t, a, s0)).numpy()
         _require(s.shape == t.shape and abs(s[0] - s0) < 1e-9,
                  f"s(0) should be s0={s0}, got {s[:1]} (and one value per time)")
         h = 1e-6
@@ -285,6 +349,7 @@ def ce_search(mine, mine_layer, P) -> bool:
 
 # ----------------------------------------------------------------------------- Gaussian convergence
 
+@_answer("jac")
 def softmax_jacobian(jac: Callable) -> bool:
     """ex-softmax-jacobian: ``jac(q, K, U)`` returns the ``d_out x d`` Jacobian of
     ``o(q) = U^T softmax(K q / sqrt d)`` (keys ``K`` ``(n, d)``, values ``U`` ``(n, d_out)``)."""
@@ -295,7 +360,7 @@ def softmax_jacobian(jac: Callable) -> bool:
         U = torch.randn(n, d_out, generator=g, dtype=torch.float64)
         f = lambda x: U.T @ torch.softmax(K @ x / math.sqrt(d), 0)  # noqa: E731
         want = torch.autograd.functional.jacobian(f, q)
-        got = _call("jac", jac, q, K, U)
+        got = _arr("jac", _call("jac", jac, q, K, U))
         _require(_close(got, want), f"n={n}, d={d}, d_out={d_out}: your Jacobian differs from autograd "
                  f"by {float((torch.as_tensor(got) - want).abs().max()) if torch.as_tensor(got).shape == want.shape else 'shape'}; "
                  "expected (1/sqrt d) U^T (diag p - p p^T) K")
@@ -304,6 +369,7 @@ def softmax_jacobian(jac: Callable) -> bool:
     return _ok("your Jacobian matches autograd, and its rank stays within the bound")
 
 
+@_answer("n_directions")
 def orthogonal(n_directions: Callable) -> bool:
     """ex-orthogonal: ``n_directions(n, d)`` is the number of independent directions orthogonal
     to the affine hull of ``n`` affinely independent keys in R^d (``d >= n``)."""
@@ -316,7 +382,7 @@ def orthogonal(n_directions: Callable) -> bool:
         U = torch.randn(n, d + 2, generator=g, dtype=torch.float64)
         J = jacobians(q, K, U, "gaussian")[0]          # (d_out, d)
         null = d - int(torch.linalg.matrix_rank(J))
-        got = int(_call("n_directions", n_directions, n, d))
+        got = _num("n_directions", _call("n_directions", n_directions, n, d), "an integer")
         _require(got == d - n + 1,
                  f"for n={n} keys in R^{d}: aff(K) has dimension n - 1 = {n - 1}, so expected "
                  f"{d - n + 1} orthogonal directions, got {got}")
@@ -324,18 +390,24 @@ def orthogonal(n_directions: Callable) -> bool:
     return _ok("your count of the directions that J(q) kills is right")
 
 
+@_answer("fd_err")
 def finite_differences(fd_err: Mapping[str, float]) -> bool:
     """ex-finite-differences: ``fd_err[kernel]`` is the largest finite-difference error of the
     closed-form Jacobian for each kernel."""
-    _require(set(fd_err) == set(KERNEL_NAMES), f"compute fd_err for each of {KERNEL_NAMES}")
-    _require(all(0 <= v < 1e-7 for v in fd_err.values()), f"finite differences disagree: {fd_err}")
+    _require(isinstance(fd_err, Mapping) and set(fd_err) == set(KERNEL_NAMES),
+             f"expected a dict with an error for each of {KERNEL_NAMES}, got {fd_err!r:.80}")
+    errs = {k: _num(f"fd_err[{k!r}]", v, "an error >= 0") for k, v in fd_err.items()}
+    _require(all(0 <= v < 1e-7 for v in errs.values()),
+             f"finite differences disagree: expected errors below 1e-7, got {fd_err}")
     return _ok(f"both closed-form Jacobians agree with finite differences to {max(fd_err.values()):.1e}")
 
 
+@_answer("result")
 def own_phase(result: dict) -> bool:
     """ex-own-phase: ``result`` is a sweep (``tdlib.phase.sweep``) with one output coordinate and
     both kernels as teacher and student."""
-    _require(isinstance(result, dict) and "results" in result and "config" in result,
+    _require(isinstance(result, dict) and isinstance(result.get("results"), dict)
+             and isinstance(result.get("config"), dict),
              "expected the dictionary returned by phase.sweep (or read from results.json)")
     _require(result["config"]["d_out"] == 1, f"expected d_out = 1, got {result['config']['d_out']}")
     want = {f"{t}->{s}" for t in KERNEL_NAMES for s in KERNEL_NAMES}
@@ -346,6 +418,7 @@ def own_phase(result: dict) -> bool:
 
 # ----------------------------------------------------------------------------- experiments
 
+@_answer("changes")
 def padding(changes: Mapping[str, bool]) -> bool:
     """ex-padding: ``changes[kernel]`` says whether the attention weights a query puts on the
     real keys change when ``n_p`` identical padding keys are added (``"softmax"``, ``"gaussian"``)."""
@@ -357,7 +430,9 @@ def padding(changes: Mapping[str, bool]) -> bool:
         k = make_kernel(kernel)
         real = [k(q, torch.cat([K, pad.expand(m, 4)]))[0, :3] for m in (0, 1, 5)]
         truth[kernel] = not all(torch.allclose(real[0], r) for r in real[1:])
-    _require(set(changes) == set(KERNEL_NAMES), f"answer for each of {KERNEL_NAMES}")
+    _require(isinstance(changes, Mapping) and set(changes) == set(KERNEL_NAMES)
+             and all(isinstance(v, (bool, np.bool_)) for v in changes.values()),
+             f"expected True or False for each of {KERNEL_NAMES}, got {changes!r:.80}")
     for kernel, moved in truth.items():
         _require(bool(changes[kernel]) == moved,
                  f"{kernel}: the weights of the real keys {'do' if moved else 'do not'} change with "
@@ -366,13 +441,14 @@ def padding(changes: Mapping[str, bool]) -> bool:
     return _ok("your padded weights match, for both kernels")
 
 
+@_answer("normalize")
 def filter_norm(normalize: Callable) -> bool:
     """ex-filter-norm: ``normalize(direction, W)`` rescales each row of ``direction`` to the norm
     of the same row of ``W`` (both 2-d tensors of one shape)."""
     g = _rng(8)
     W = torch.randn(5, 3, generator=g, dtype=torch.float64)
     d = torch.randn(5, 3, generator=g, dtype=torch.float64)
-    got = torch.as_tensor(_call("normalize", normalize, d, W), dtype=torch.float64)
+    got = _arr("normalize", _call("normalize", normalize, d, W))
     _require(got.shape == W.shape, f"expected shape {tuple(W.shape)}, got {tuple(got.shape)}")
     _require(_close(got.norm(dim=1), W.norm(dim=1)), "each row should have the norm of W's row")
     cos = (got * d).sum(1) / (got.norm(dim=1) * d.norm(dim=1))
@@ -427,6 +503,10 @@ def passes(check: Callable, *answer) -> bool:
     output (``True``) does not depend on the numbers of one particular answer."""
     import contextlib
     import io
+
+    if not callable(check):
+        raise TypeError(f"check: expected a self-check function such as selfcheck.zl_step, got "
+                        f"{type(check).__name__}")
 
     with contextlib.redirect_stdout(io.StringIO()):
         return bool(check(*answer))

@@ -97,18 +97,21 @@ KINDS: Dict[str, Callable] = {
 }
 
 
-def mapping_kind(valid) -> st.SearchStrategy:
-    """Bad versions of a valid dict: not a dict, a missing key, an unknown key, a bad value."""
+def mapping_kind(valid, unknown=False) -> st.SearchStrategy:
+    """Bad versions of a valid dict: not a dict, a missing key, a bad value and, with
+    ``unknown`` (a dict of fixed keys, such as options), a key it does not know."""
     out = [None, [], "abc", 3]
     if isinstance(valid, dict) and valid:
         keys = list(valid)
         out.append({k: v for k, v in valid.items() if k != keys[0]})
-        out.append({**valid, "no_such_key": 1})
         out.append({**valid, keys[0]: math.nan})
+        if unknown:
+            out.append({**valid, "no_such_key": 1})
     return st.sampled_from(out)
 
 
-KINDS["mapping"] = mapping_kind
+KINDS["mapping"] = mapping_kind                                        # extra keys allowed
+KINDS["options"] = lambda v: mapping_kind(v, unknown=True)             # fixed keys
 
 
 def array_variants(valid, nonfinite=True, shape=False, dtype=True) -> st.SearchStrategy:
@@ -148,6 +151,8 @@ class Call:
     kinds: Dict[str, str]
     words: Dict[str, tuple] = field(default_factory=dict)
     errors: Tuple[type, ...] = (ValueError, TypeError)
+    expect: Tuple[str, ...] = ("expected",)   # words that say what was expected
+    none_ok: Tuple[str, ...] = ()    # arguments for which None is valid (beyond signatures)
 
 
 def _params(fn):
@@ -165,7 +170,7 @@ def draw_bad(call: Call, arg: str, data) -> tuple:
     valid = kwargs.get(arg, params[arg].default if arg in params else None)
     bad = data.draw(KINDS[call.kinds[arg]](valid), label=arg)
     default = params[arg].default if arg in params else inspect._empty
-    if bad is None and default is None:   # None is this argument's default
+    if bad is None and (default is None or arg in call.none_ok):   # None is valid here
         return None
     kwargs[arg] = bad
     return kwargs, bad
@@ -181,7 +186,8 @@ def check_refused(name: str, call: Call, arg: str, kwargs: dict, bad) -> None:
         words = (arg,) + call.words.get(arg, ())
         assert any(w in msg for w in words), \
             f"{name}({arg}={bad!r}): {type(err).__name__} does not name {arg!r}: {msg}"
-        assert "expected" in msg, f"{name}({arg}={bad!r}): no 'expected' in: {msg}"
+        assert any(w in msg for w in call.expect), \
+            f"{name}({arg}={bad!r}): none of {call.expect} in: {msg}"
     except Exception as err:  # noqa: BLE001 - the point: nothing else may escape
         pytest.fail(f"{name}({arg}={bad!r}) raised {type(err).__name__} from deep inside: {err}")
     else:
