@@ -51,8 +51,9 @@ def _check_glue(name, value) -> None:
         raise TypeError(f"name: expected a non-empty string to glue under, got {name!r}")
     if value is None:
         raise ValueError(f"value: expected something to show in the text for {name!r}, got None")
-    v = value.item() if isinstance(value, np.generic) or (
-        hasattr(value, "numel") and callable(value.numel) and value.numel() == 1) else value
+    one = (isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1
+           or hasattr(value, "numel") and callable(value.numel) and value.numel() == 1)
+    v = value.item() if one else value
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"value: expected a finite number to glue under {name!r}, got {v}")
 

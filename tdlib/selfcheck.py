@@ -159,6 +159,7 @@ def own_kernel(sigmoid_loss: float, Y) -> bool:
     1 % of the loss of the zero output, ``1/2 ||Y||^2``."""
     from .attention import KERNELS
     loss = _num("sigmoid_loss", sigmoid_loss, "the final loss (a finite number >= 0)")
+    _require(loss >= 0, f"sigmoid_loss: expected the final loss (a finite number >= 0), got {loss}")
     Y = _arr("Y", Y)
     _require(Y.numel() > 0, f"Y: expected the targets of the run, got shape {tuple(Y.shape)}")
     _require("sigmoid" in KERNELS, "register the kernel under the name 'sigmoid'")

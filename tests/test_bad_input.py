@@ -504,7 +504,6 @@ EXEMPT = {
     "pathfinder.show",
     # the checks that take (name, x) arrays are exercised through every tensor argument above
     "checks.as_tensor", "checks.as_array", "checks.check_rank", "checks.check_finite", "checks.check_choice",
-    "checks.real_array", "checks.check_between",
     # the arithmetic type of the certificates: every operation makes a new Box, so its
     # constructor checks nothing (the entry points of separation and phase check the data)
     "intervals.Box",
@@ -559,6 +558,9 @@ KINDS.update({
     "glue_values": _kind(None, [], "abc", {"a": math.nan}, {"a": None}),
     # a list of kernel names, or one name (a sweep's convenience)
     "run": _kind(None, [], "abc", 3, {}, {"config": 3}),
+    # not real numbers (finiteness and shape are the caller's)
+    "nonreal": _kind(None, "abc", [["a"]], [1 + 1j], np.array([True]), torch.ones(2) * 1j,
+                     [[1.0], [1.0, 2.0]]),
     "knobs": _kind(None, [], "abc", 3, {"no_such_key": 1}),
     "docs": _kind(None, [], "abc", 3, [None], [3]),
     "kernels1": _kind([], ["nope"], None, 3, "nope"),
@@ -643,6 +645,20 @@ def draw_xy(x=1):
 
 E = experiments
 CALLS.update({
+    # -- the shared checks added for these modules ---------------------------------------------
+    "checks.check_between": Call(
+        lambda value: tdlib.checks.check_between("p", value, 0.0, 1.0), lambda: {"value": 0.5},
+        {"value": "rate"}, {"value": ("p",)}),
+    "checks.check_flag": Call(lambda value: tdlib.checks.check_flag("show", value),
+                              lambda: {"value": True}, {"value": "flag"}, {"value": ("show",)}),
+    "checks.check_text": Call(lambda value: tdlib.checks.check_text("label", value),
+                              lambda: {"value": "a"}, {"value": "name"}, {"value": ("label",)}),
+    "checks.check_instance": Call(
+        lambda value: tdlib.checks.check_instance("model", value, torch.nn.Module, "a module"),
+        lambda: {"value": torch.nn.Linear(1, 1)}, {"value": "model"}, {"value": ("model",)}),
+    "checks.real_array": Call(lambda value: tdlib.checks.real_array("F", value),
+                              lambda: {"value": [[1.0]]}, {"value": "nonreal"},
+                              {"value": ("F",)}),
     # -- experiments: configuration, data, statistics, readings, stored curves ----------------
     "experiments.ExperimentConfig.resolved": Call(
         lambda **kw: E.ExperimentConfig(**kw).resolved(), lambda: {"n_train": 64, "n_test": 16},
@@ -904,7 +920,7 @@ CALLS.update({
                                                      "W": np.eye(2)},
                                {"X": "array", "W": "array"}, errors=W, expect=SAYS),
     "selfcheck.own_kernel": Call(SC.own_kernel, lambda: {"sigmoid_loss": 0.0, "Y": np.ones(3)},
-                                 {"sigmoid_loss": "nonneg", "Y": "array"}, errors=W, expect=SAYS),
+                                 {"sigmoid_loss": "nonneg", "Y": "tensor"}, errors=W, expect=SAYS),
     "selfcheck.zl_step": Call(SC.zl_step, lambda: {"best_step": lambda a, L: 2 / (a + L)},
                               {"best_step": "answer"}, errors=W, expect=SAYS),
     "selfcheck.zl_heads": Call(SC.zl_heads, lambda: {"rank_bound": lambda N, n, D, H: 1},
