@@ -14,6 +14,11 @@ Per-query Jacobians ``J_ik = d o_ik / d q_ik`` (shape ``(d_out, d)``):
 * Softmax, ``p = softmax(K q / sqrt(d))``: ``J = (1/sqrt(d)) U^T (diag(p) - p p^T) K``.
 
 All tensors may carry extra leading batch dimensions; every function is float64-friendly.
+
+Non-finite input: :func:`scores`, :func:`outputs` and :func:`jacobians` (what a reader calls)
+refuse NaN and infinities with an error naming the argument, and :class:`QueryProblem` checks
+its weights the same way; only the ``*_unchecked`` twins, which the gradient-descent loops use to
+try a step and reject it by its non-finite loss, let them through.
 """
 from __future__ import annotations
 
