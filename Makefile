@@ -74,8 +74,9 @@ pdf: env tex
 problem-sets: env
 	$(BIN)/python scripts/make-problem-sets.py
 
-# Lecture slides (reveal.js, offline) for the plan in book/teaching.md, from the chapters; run
-# after `make book` to include the figures. Written to _build/slides/ (open index.html).
+# Lecture slides (reveal.js, offline), one deck per lecture of slides/plan.yml, written in
+# slides/lecture-NN.md; run after `make book` (numbers and figures come from the build).
+# Written to _build/slides/ (open index.html).
 slides: env
 	$(BIN)/python scripts/make-slides.py
 

@@ -16,8 +16,13 @@
 * **Sliders without a kernel.** The build sets ``TDLIB_STATIC_WIDGETS=1`` for the kernels it
   starts: ``tdlib.widgets.explorer`` then precomputes the frames of each interactive figure and
   links its controls to them in the browser (see ``tdlib/widgets.py``).
-* **Colab.** Colab opens only ``.ipynb`` files: the Colab launch button of every chapter points to
-  the notebook generated from the chapter by ``scripts/make-notebooks.py`` (folder ``notebooks/``).
+* **Colab and Binder.** Colab opens only ``.ipynb`` files: the Colab launch button of every
+  chapter points to the notebook generated from the chapter by ``scripts/make-notebooks.py``
+  (folder ``notebooks/``), whose solutions are in a separate notebook, so "Run all" never runs
+  them. The Binder button opens the same notebook in JupyterLab. Authors who want Binder to open
+  the MyST source instead (every cell, solutions included, as ordinary cells, rendered by
+  jupyterlab-myst) set ``book_binder_source: myst`` under ``sphinx.config`` in ``_config.yml``;
+  the default is ``notebooks``.
 * **The PDF.** When ``make pdf`` has left ``<build>/latex/book.pdf`` next to the HTML folder, the
   HTML build copies it to the site's root and the download menu of every page offers it (in place
   of the theme's "print this page" button). Without a PDF the menu is left as it is, so the site
@@ -64,18 +69,46 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
-def _colab_to_ipynb(app, pagename, templatename, context, doctree):
-    """Point the Colab launch button at the generated notebook of the page."""
+#: What the Binder button opens: the generated notebook (``notebooks``) or the MyST source (``myst``).
+BINDER_SOURCES = ("notebooks", "myst")
+
+
+def binder_url(url: str, target: str) -> str:
+    """A Binder launch URL (``...?urlpath=lab/tree/<path>``) re-pointed at ``target``, a path of
+    the repository; the URL unchanged when it has no ``urlpath`` of that form."""
+    head, sep, query = url.partition("?")
+    params = query.split("&") if sep else []
+    for k, p in enumerate(params):
+        key, _, value = p.partition("=")
+        if key == "urlpath" and "/tree/" in value:
+            params[k] = f"urlpath={value.split('/tree/', 1)[0]}/tree/{target}"
+            return head + "?" + "&".join(params)
+    return url
+
+
+def _launch_to_ipynb(app, pagename, templatename, context, doctree):
+    """Point the Colab (and, unless ``book_binder_source`` is ``myst``, the Binder) launch button
+    at the generated notebook of the page."""
     root = Path(app.confdir)
     target = f"{NOTEBOOK_DIR}/{notebook_name(pagename)}"
+    if not (root / target).exists():
+        return
     for button in context.get("header_buttons", []) or []:
         for sub in button.get("buttons", []) or []:
             if sub.get("text") == "Colab" and "/blob/" in sub.get("url", ""):
                 head = sub["url"].split("/blob/")[0]
                 branch = sub["url"].split("/blob/")[1].split("/")[0]
-                if (root / target).exists():
-                    sub["url"] = f"{head}/blob/{branch}/{target}"
-                    sub["tooltip"] = "Open the notebook of this page in Colab"
+                sub["url"] = f"{head}/blob/{branch}/{target}"
+                sub["tooltip"] = "Open the notebook of this page in Colab"
+            elif sub.get("text") == "Binder" and app.config.book_binder_source == "notebooks":
+                sub["url"] = binder_url(sub.get("url", ""), target)
+                sub["tooltip"] = "Open the notebook of this page on Binder"
+
+
+def _check_binder_source(app, config):
+    if config.book_binder_source not in BINDER_SOURCES:
+        raise ValueError(f"book_binder_source in _config.yml: expected one of {BINDER_SOURCES}, "
+                         f"got {config.book_binder_source!r}")
 
 
 def pdf_source(outdir) -> Path:
@@ -115,13 +148,15 @@ def _pdf_stamp(app, config):
 
 def setup(app):
     app.add_config_value("book_pdf_stamp", "", "env")
+    app.add_config_value("book_binder_source", "notebooks", "html")
+    app.connect("config-inited", _check_binder_source)
     app.connect("config-inited", _pdf_stamp)
     # inherited by the kernels that execute the chapters (not by a reader's kernel)
     os.environ.setdefault("TDLIB_STATIC_WIDGETS", "1")
     app.connect("builder-inited", _add_static)
     app.add_js_file("mathjax2-bridge.js", loading_method="defer", priority=900)
     app.add_css_file("book.css", priority=900)
-    app.connect("html-page-context", _colab_to_ipynb, priority=900)
+    app.connect("html-page-context", _launch_to_ipynb, priority=900)
     app.connect("html-page-context", _pdf_link, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=990)
     app.connect("build-finished", _copy_pdf)

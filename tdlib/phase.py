@@ -24,7 +24,9 @@ gradient descent with a safeguarded step; :func:`tdlib.query.run` with ``adaptiv
 the same rule. This is not the constant step ``eta <= 1/L`` of the layer theorem: a theorem
 certificate proves what constant-step GD does from that iterate, not what the sweep's run does.
 
-Command line (results and provenance go to ``OUT/results.json``)::
+Command line (results and provenance go to ``OUT/results.json``; the runs go through
+:mod:`tdlib.sweep`, by default on one worker process per core, ``--serial`` in this process,
+``--scheduler tcp://HOST:PORT`` on a Dask cluster)::
 
     python -m tdlib.phase --out book/data/phase-diagram --instances 16 --steps 1000 \
         --max-steps 4000 --audit 4
@@ -565,16 +567,52 @@ def rerun_cell(result: dict, teacher: str, student: str, ratio: float, d: int, i
             **{f"run_{k}": r[k] for k in PER_RUN}}
 
 
-def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
+def _cell_runs(config: dict, a: int, b: int, student: str) -> list:
+    """One task of :func:`sweep`: the runs of every cell ``(init_scale, teacher)`` of the
+    grid point ``(ratios[a], ds[b])`` with one student, as one batch (see :func:`_runs`);
+    ``config`` is a :class:`SweepConfig` as a dict. A list of per-cell result dicts."""
+    cfg = SweepConfig.from_dict(config)
+    cells = [(c, t) for c in range(len(cfg.init_scales)) for t in cfg.teachers]
+    return _runs(cfg, a, b, cells, student)
+
+
+def _sweep_tasks(cfg: SweepConfig) -> list:
+    """The tasks of :func:`sweep` for :func:`tdlib.sweep.run`: one per ``(ratio, d, student)``,
+    in the order of the grid."""
+    config = asdict(cfg.validate())
+    return [{"config": config, "a": a, "b": b, "student": s}
+            for a in range(len(cfg.ratios)) for b in range(len(cfg.ds)) for s in cfg.students]
+
+
+def _task_memory(cfg: SweepConfig) -> float:
+    """Bytes one task of :func:`sweep` needs, roughly: a worker process with torch (about
+    0.4 GiB) plus the loss and PL-ratio records of its batch, ``2 * B * (2 t_max + 1)``
+    float64 numbers kept twice, and its tensors."""
+    cfg.validate()
+    B = cfg.instances * len(cfg.init_scales) * len(cfg.teachers)
+    D = max(int(round(r * cfg.N * cfg.n)) for r in cfg.ratios)
+    tensors = B * cfg.N * cfg.n * (D + max(cfg.ds) * (cfg.d_out + 2) + 4 * cfg.d_out) * 8 * 8
+    return 0.4 * 2**30 + 4 * B * (2 * cfg.max_steps + 1) * 8 + tensors
+
+
+def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = 1,
+          scheduler: Optional[str] = None, checkpoint=None) -> dict:
     """Run the whole grid; returns a dict with the configuration, provenance and, for every
     (teacher, student), arrays ``[ratio, d, init_scale]``: the count of every final label
     (``labels``), the old threshold count ``success`` (final loss after ``steps`` iterations at
     most ``tol * 1/2 ||Y||^2``), the number of runs whose label at the first budget differs
     from the final one; and per run (``[ratio, d, init_scale, instance]``) every field of
-    :data:`PER_RUN` under the name ``run_<field>``."""
+    :data:`PER_RUN` under the name ``run_<field>``.
+
+    The tasks (:func:`_sweep_tasks`, one batch per ``(ratio, d, student)``) go through
+    :func:`tdlib.sweep.run`: in this process (``workers=1``, the default here), on
+    ``workers`` local processes (``workers=None``: one per core) or on the Dask cluster at
+    ``scheduler``; with ``checkpoint`` (a folder) finished tasks are kept there and a rerun
+    resumes. The result is the same in every mode. ``progress`` shows a progress bar."""
+    from . import sweep as runner
+
     cfg.validate()
     start = time.perf_counter()
-    cpu0 = time.process_time()
     shape = (len(cfg.ratios), len(cfg.ds), len(cfg.init_scales))
     pairs = [(t, s) for t in cfg.teachers for s in cfg.students]
     acc = {p: {"success": np.zeros(shape, dtype=int),
@@ -583,30 +621,33 @@ def sweep(cfg: SweepConfig, progress: bool = False) -> dict:
                **{f"run_{k}": np.empty(shape + (cfg.instances,), dtype=object)
                   for k in PER_RUN}} for p in pairs}
     cells = [(c, t) for c in range(shape[2]) for t in cfg.teachers]
-    for a, ratio in enumerate(cfg.ratios):
-        for b, d in enumerate(cfg.ds):
-            for student in cfg.students:
-                for (c, teacher), r in zip(cells, _runs(cfg, a, b, cells, student)):
-                    z = acc[(teacher, student)]
-                    rel = np.asarray(r["f_first"]) / np.asarray(r["f_ref"])
-                    z["success"][a, b, c] = int((rel <= cfg.tol).sum())
-                    for k in RUN_LABELS:
-                        z["labels"][k][a, b, c] = r["label"].count(k)
-                    z["first_label_differs"][a, b, c] = sum(
-                        x[0] != y for x, y in zip(r["labels_at"], r["label"]))
-                    for k in PER_RUN:
-                        for i, v in enumerate(r[k]):
-                            z[f"run_{k}"][a, b, c, i] = v
-                if progress:
-                    print(f"D/(Nn)={ratio:g} d={d} student={student} "
-                          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    tasks = _sweep_tasks(cfg)
+    info: dict = {}
+    done = runner.run(_cell_runs, tasks, workers=workers, scheduler=scheduler,
+                      checkpoint=checkpoint, quiet=not progress, info=info,
+                      memory_per_task=_task_memory(cfg), desc="phase diagram")
+    for task, runs in zip(tasks, done):
+        a, b, student = task["a"], task["b"], task["student"]
+        for (c, teacher), r in zip(cells, runs):
+            z = acc[(teacher, student)]
+            rel = np.asarray(r["f_first"]) / np.asarray(r["f_ref"])
+            z["success"][a, b, c] = int((rel <= cfg.tol).sum())
+            for k in RUN_LABELS:
+                z["labels"][k][a, b, c] = r["label"].count(k)
+            z["first_label_differs"][a, b, c] = sum(
+                x[0] != y for x, y in zip(r["labels_at"], r["label"]))
+            for k in PER_RUN:
+                for i, v in enumerate(r[k]):
+                    z[f"run_{k}"][a, b, c, i] = v
     tolist = lambda z: {k: tolist(v) if isinstance(v, dict) else v.tolist() for k, v in z.items()}
     return {
         "config": asdict(cfg),
         "D_values": [int(round(r * cfg.N * cfg.n)) for r in cfg.ratios],
         "results": {f"{t}->{s}": tolist(z) for (t, s), z in acc.items()},
         "provenance": book.provenance(wall_seconds=time.perf_counter() - start,
-                                      cpu_seconds=time.process_time() - cpu0,
+                                      cpu_seconds=info["cpu_seconds"],
+                                      workers=info["workers"], mode=info["mode"],
+                                      tasks=info["tasks"], resumed=info["resumed"],
                                       budgets=cfg.budgets(),
                                       success_rule="final loss after steps <= tol * 1/2 ||Y||^2",
                                       label_rule=LABEL_RULE),
@@ -899,7 +940,13 @@ def plot(result: dict, init_scale: Optional[float] = None, axes=None,
 
 
 def main(argv=None) -> int:
-    """The command line ``python -m tdlib.phase --out FOLDER ...``; returns the exit status."""
+    """The command line ``python -m tdlib.phase --out FOLDER ...``; returns the exit status.
+    The runs go through :func:`tdlib.sweep.run`: by default on one local worker process per
+    core; ``--serial`` in this process, ``--scheduler tcp://HOST:PORT`` on a Dask cluster.
+    Finished tasks are kept in ``OUT/.sweep-parts`` (or ``--checkpoint``) until
+    ``results.json`` is written: the same command run again after a crash resumes."""
+    from . import sweep as runner
+
     p = argparse.ArgumentParser(prog="python -m tdlib.phase", description=__doc__.split("\n")[0])
     d = SweepConfig()
     p.add_argument("--out", required=True, help="folder for results.json")
@@ -915,7 +962,8 @@ def main(argv=None) -> int:
                         "steps, 2 steps, ..., t_max, and the audited runs also go to 2 t_max")
     p.add_argument("--tol", type=float, default=d.tol)
     p.add_argument("--zero-tol", type=float, default=d.zero_tol)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    runner.add_arguments(p)
     args = p.parse_args(argv)
     cfg = SweepConfig(ratios=args.ratios, ds=args.ds, init_scales=args.init_scales,
                       teachers=args.teachers, students=args.students, N=args.N, n=args.n,
@@ -929,16 +977,25 @@ def main(argv=None) -> int:
             raise ValueError(f"--out: expected a folder (results.json is written inside it), "
                              f"got {args.out}")
         book.check_writable(out / "results.json")
+        where = runner.options(args, out / ".sweep-parts")
     except (ValueError, TypeError, OSError) as err:
         p.error(f"bad configuration: {err}")
+    book.git_state()  # the code this process runs, read before any long work
     torch.set_num_threads(1)
-    res = sweep(cfg, progress=not args.quiet)
+    res = sweep(cfg, progress=not args.quiet, **where)
     res["provenance"]["command"] = "python -m tdlib.phase " + " ".join(
         sys.argv[1:] if argv is None else argv)
     path = book.save_json(Path(args.out) / "results.json", res)
-    print(f"wrote {path} in {res['provenance']['wall_seconds']:.0f} s")
+    runner.clear(where["checkpoint"])
+    prov = res["provenance"]
+    print(f"wrote {path} in {prov['wall_seconds']:.0f} s ({prov.get('mode')}, "
+          f"{prov.get('workers')} workers, {prov.get('resumed')} of {prov.get('tasks')} tasks "
+          f"resumed)")
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # the tasks must be found by name (tdlib.phase.cell_runs), not as __main__.cell_runs
+    from tdlib.phase import main as _main
+
+    sys.exit(_main())

@@ -29,6 +29,10 @@ SMALL = 10.5
 KERNEL_STYLES = {
     "softmax": {"color": "#E69F00", "linestyle": (0, (5, 2)), "marker": "s"},
     "gaussian": {"color": "#0072B2", "linestyle": "-", "marker": "o"},
+    "l2": {"color": "#009E73", "linestyle": (0, (1, 1)), "marker": "^"},
+    "sigmoid-logn": {"color": "#CC79A7", "linestyle": (0, (3, 1, 1, 1)), "marker": "D"},
+    "relu-n": {"color": "#D55E00", "linestyle": (0, (8, 2)), "marker": "v"},
+    "linear-n": {"color": "#666666", "linestyle": "-", "marker": "x"},
 }
 """Colour, line style and marker of each kernel in every figure (Okabe-Ito orange and blue)."""
 

@@ -24,7 +24,8 @@ from .attention import KERNEL_NAMES, make_kernel
 __all__ = [
     "Wrong", "rowsum", "diagonal", "own_kernel", "zl_step", "zl_heads", "zl_expected",
     "zl_measure", "jt_descent", "jt_first_step", "jt_scale", "ce_no_2d", "ce_log", "ce_search", "softmax_jacobian", "orthogonal",
-    "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "passes", "EXERCISES",
+    "finite_differences", "own_phase", "padding", "filter_norm", "positions", "imdb", "zoo_l2",
+    "zoo_sigmoid_jacobian", "zoo_linear_floor", "zoo_own_kernel", "passes", "EXERCISES",
 ]
 
 
@@ -485,6 +486,87 @@ def imdb(data: dict, acc: float) -> bool:
     return _ok("the loader reads the IMDb layout and the model fits it")
 
 
+# ----------------------------------------------------------------------------- kernel zoo
+
+@_answer("l2_as_softmax")
+def zoo_l2(l2_as_softmax: Callable) -> bool:
+    """ex-zoo-l2: ``l2_as_softmax(Q, K)`` gives the weights of the ``l2`` kernel for queries
+    ``Q (m, d)`` and keys ``K (n, d)``, on fresh random inputs of several sizes."""
+    g = _rng()
+    for m, n, d in ((1, 3, 1), (4, 3, 2), (5, 6, 4)):
+        Q, K = 3 * torch.randn(m, d, generator=g, dtype=torch.float64), \
+            torch.randn(n, d, generator=g, dtype=torch.float64)
+        got = _call("l2_as_softmax", l2_as_softmax, Q, K)
+        _require(isinstance(got, torch.Tensor) and tuple(got.shape) == (m, n),
+                 f"expected a tensor of shape {(m, n)}, got "
+                 f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        _require(_close(got, make_kernel("l2")(Q, K), rtol=1e-9, atol=1e-12),
+                 f"the weights differ from the l2 kernel's for m, n, d = {m}, {n}, {d}")
+    return _ok("your affine-logit Softmax gives the l2 weights")
+
+
+@_answer("jac")
+def zoo_sigmoid_jacobian(jac: Callable) -> bool:
+    """ex-zoo-sigmoid-jacobian: ``jac(q, K, U)`` is the Jacobian of the ``sigmoid-logn`` output
+    of one query, compared with autograd at fresh random points."""
+    g = _rng()
+    for n, d, d_out in ((3, 1, 2), (3, 4, 2), (5, 3, 1)):
+        K = torch.randn(n, d, generator=g, dtype=torch.float64)
+        U = torch.randn(n, d_out, generator=g, dtype=torch.float64)
+        q = 2 * torch.randn(d, generator=g, dtype=torch.float64)
+        out = lambda q: make_kernel("sigmoid-logn")(q[None], K)[0] @ U  # noqa: E731
+        want = torch.autograd.functional.jacobian(out, q)
+        got = _call("sigmoid_jac", jac, q, K, U)
+        _require(isinstance(got, torch.Tensor) and got.shape == want.shape,
+                 f"expected a tensor of shape {tuple(want.shape)} (d_out, d)")
+        _require(_close(got, want), f"the Jacobian differs from autograd for n, d, d_out = "
+                 f"{n}, {d}, {d_out}")
+    return _ok("your sigmoid Jacobian matches autograd")
+
+
+@_answer("linear_floor")
+def zoo_linear_floor(linear_floor: Callable) -> bool:
+    """ex-zoo-linear-floor: ``linear_floor(X, K, U, Y)`` is the smallest query-only loss of the
+    ``linear-n`` kernel, compared with the least-squares minimum (pseudo-inverse) on three
+    problems."""
+    from . import zoo
+    for seed, (N, n, D, d) in enumerate(((2, 3, 4, 2), (3, 4, 8, 3), (2, 3, 12, 4))):
+        X, K, U, Y, _, W0 = zoo.make_problem(N, n, D, d, 2, "softmax", seed=100 + seed)
+        A, R0 = zoo.linear_operator(X, K, U, Y)
+        sol = torch.linalg.pinv(A) @ R0
+        best = 0.5 * float(((A @ sol - R0) ** 2).sum())
+        got = _num("linear_floor", _call("linear_floor", linear_floor, X, K, U, Y))
+        _require(abs(got - best) <= 1e-8 * max(1.0, best),
+                 f"problem {seed}: your minimum differs from the least-squares minimum by "
+                 f"{got - best:.3g}")
+    return _ok("your minimum of the linear kernel's loss is right on three fresh problems")
+
+
+@_answer("prediction")
+def zoo_own_kernel(prediction: Mapping[str, bool]) -> bool:
+    """ex-zoo-own-kernel: a ``cauchy`` kernel is registered and computes
+    ``1 / (1 + ||q - k||^2 / (2 sqrt d))``, and ``prediction`` matches
+    :func:`tdlib.zoo.properties` on the four keys asked for."""
+    from . import zoo
+    from .attention import KERNELS
+    keys = ("row_stochastic", "vanishes", "affine_in_q", "dead_zone")
+    _require(isinstance(prediction, Mapping) and set(keys) <= set(prediction)
+             and all(isinstance(prediction[k], (bool, np.bool_)) for k in keys),
+             f"expected a dict with True or False for each of {keys}, got {prediction!r:.80}")
+    _require("cauchy" in KERNELS, "register the kernel under the name 'cauchy'")
+    g = _rng(3)
+    Q, K = torch.randn(4, 3, generator=g), torch.randn(5, 3, generator=g)
+    want = 1 / (1 + torch.cdist(Q, K) ** 2 / (2 * math.sqrt(3)))
+    _require(_close(make_kernel("cauchy")(Q, K), want, rtol=1e-5, atol=1e-6),
+             "the kernel registered as 'cauchy' does not compute 1 / (1 + |q - k|^2 / c)")
+    measured = zoo.properties("cauchy")
+    wrong = [k for k in keys if bool(prediction[k]) != measured[k]]
+    _require(not wrong, f"{len(wrong)} of your {len(keys)} predictions differ from the "
+             f"measurement: go back to the formula (is each weight positive? do the weights sum "
+             f"to one? what happens far from every key?)")
+    return _ok("your prediction matches the measured properties of the Cauchy kernel")
+
+
 EXERCISES = {
     "ex-rowsum": rowsum, "ex-diagonal": diagonal, "ex-own-kernel": own_kernel,
     "ex-zl-step": zl_step, "ex-zl-heads": zl_heads, "ex-zl-expected": zl_expected,
@@ -493,7 +575,9 @@ EXERCISES = {
     "ex-ce-search": ce_search, "ex-softmax-jacobian": softmax_jacobian,
     "ex-orthogonal": orthogonal, "ex-finite-differences": finite_differences,
     "ex-own-phase": own_phase, "ex-padding": padding, "ex-filter-norm": filter_norm,
-    "ex-positions": positions, "ex-imdb": imdb,
+    "ex-positions": positions, "ex-imdb": imdb, "ex-zoo-l2": zoo_l2,
+    "ex-zoo-sigmoid-jacobian": zoo_sigmoid_jacobian, "ex-zoo-linear-floor": zoo_linear_floor,
+    "ex-zoo-own-kernel": zoo_own_kernel,
 }
 """Exercise label -> its self-check (every exercise of the book has one)."""
 

@@ -90,6 +90,7 @@ CALLS: Dict[str, Call] = {
         lambda model, W_Q: model.set_weights(W_Q=W_Q),
         lambda: {"model": layer(), "W_Q": torch.ones(1, 3, 3)}, {"W_Q": "array"}),
     "attention.gaussian_kernel": Call(tdlib.gaussian_kernel, lambda: {"c": 1.0}, {"c": "positive"}),
+    "attention.l2_kernel": Call(tdlib.attention.l2_kernel, lambda: {"c": 1.0}, {"c": "positive"}),
     "attention.gaussian_width": Call(tdlib.attention.gaussian_width, lambda: {"d": 4},
                                      {"d": "count"}),
     "attention.squared_distances": Call(
@@ -481,7 +482,8 @@ EXEMPT = {
     # the problem classes are listed through their constructors' helpers and methods
     "query.QueryProblem",
     # kernels: the factories take their options (checked through make_kernel and the layer)
-    "attention.softmax_kernel", "attention.kernel_name",
+    "attention.softmax_kernel", "attention.kernel_name", "attention.sigmoid_logn_kernel",
+    "attention.relu_n_kernel", "attention.linear_n_kernel",
     # text helpers without numeric input, and the path of the bundled corpus
     "text.decode", "text.corpus_path", "text.normalise", "text.deduplicate",
     # the classifier's parts are built and checked through Classifier and ModelConfig.check
@@ -954,6 +956,20 @@ CALLS.update({
                               {"changes": "mapping"}, errors=W, expect=SAYS),
     "selfcheck.filter_norm": Call(SC.filter_norm, lambda: {"normalize": lambda d, W: d},
                                   {"normalize": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.zoo_l2": Call(
+        SC.zoo_l2, lambda: {"l2_as_softmax": lambda Q, K: tdlib.make_kernel("l2")(Q, K)},
+        {"l2_as_softmax": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.zoo_sigmoid_jacobian": Call(
+        SC.zoo_sigmoid_jacobian, lambda: {"jac": lambda q, K, U: torch.autograd.functional.jacobian(
+            lambda x: tdlib.make_kernel("sigmoid-logn")(x[None], K)[0] @ U, q)},
+        {"jac": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.zoo_linear_floor": Call(
+        SC.zoo_linear_floor, lambda: {"linear_floor": lambda X, K, U, Y: 0.0},
+        {"linear_floor": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.zoo_own_kernel": Call(
+        SC.zoo_own_kernel, lambda: {"prediction": {"row_stochastic": False, "vanishes": True,
+                                                   "affine_in_q": False, "dead_zone": False}},
+        {"prediction": "mapping"}, errors=W, expect=SAYS),
     "selfcheck.passes": Call(lambda check: SC.passes(check, 0.5, 0.5),
                              lambda: {"check": SC.zl_measure}, {"check": "model"},
                              errors=(selfcheck.Wrong, TypeError)),
@@ -963,7 +979,8 @@ CALLS.update({
 WRONG_ANSWERS = {"selfcheck.rowsum", "selfcheck.zl_heads",
                  "selfcheck.jt_descent", "selfcheck.ce_no_2d", "selfcheck.ce_log",
                  "selfcheck.softmax_jacobian", "selfcheck.orthogonal", "selfcheck.own_phase",
-                 "selfcheck.filter_norm", "selfcheck.own_kernel"}
+                 "selfcheck.filter_norm", "selfcheck.own_kernel", "selfcheck.zoo_linear_floor",
+                 "selfcheck.zoo_own_kernel"}
 
 EXEMPT |= {
     # experiments: training and its sweeps (their arguments are checked by

@@ -201,6 +201,23 @@ def test_colab_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     assert calls == [] and Path.cwd() == tmp_path
 
 
+def test_setup_cell_in_the_notebooks_folder_moves_to_the_chapter(tmp_path, monkeypatch):
+    """Opened from notebooks/ or notebooks/solutions/ of the repository (Binder, a local
+    Jupyter), the set-up cell moves to the chapter's folder, where its stored results are, and
+    neither clones nor installs."""
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "x.md").write_text("# x\n")
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    for folder in ("notebooks", "notebooks/solutions"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        monkeypatch.chdir(tmp_path / folder)
+        exec(compile(gen.colab_cell_source(REPO_URL, BRANCH, "book/x"), "setup-cell", "exec"), {})
+        assert Path.cwd().resolve() == (tmp_path / "book").resolve(), folder
+    assert calls == []
+
+
 def test_colab_cell_on_colab_clones_installs_and_moves_to_the_chapter(tmp_path, monkeypatch):
     """With a fake google.colab module, the cell clones this repository, installs it, and cds."""
     import types
@@ -265,6 +282,9 @@ def test_launch_and_download_buttons_point_to_real_files(site_dir):
         assert b.path == f"/v2/gh/{owner_repo}/{config['repository']['branch']}", b.path
         target = unquote(parse_qs(b.query)["urlpath"][0]).split("/tree/", 1)[1]
         problems.append(_repo_file_ok(target))
+        # Binder opens the generated notebook (solutions apart), as Colab does
+        if target != gen.notebook_path(page).relative_to(ROOT).as_posix():
+            problems.append(f"{page}: Binder opens {target}, not the chapter's notebook")
         seen["binder"] += 1
         c = colab[0].split(f"/github/{owner_repo}/blob/{config['repository']['branch']}/", 1)
         if len(c) != 2 or not c[1].endswith(".ipynb"):

@@ -168,7 +168,7 @@ def test_measured_labels_are_the_tail_shape_at_each_budget():
 def test_tiny_certified_sweep_and_flip_rates(tmp_path):
     args = ["--out", str(tmp_path), "--ratios", "1", "2", "--ds", "2", "--init-scales", "1",
             "--instances", "3", "--steps", "32", "--max-steps", "64", "--N", "2", "--n", "2",
-            "--audit", "2", "--quiet"]
+            "--audit", "2", "--quiet", "--serial"]
     assert phase.main(args) == 0
     res = book.load_json(tmp_path / "results.json")
     check_sweep(res)

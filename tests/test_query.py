@@ -190,7 +190,7 @@ def test_settle_stops_a_run_when_doubling_the_budget_keeps_its_label():
 def test_tiny_sweep_end_to_end(tmp_path):
     args = ["--out", str(tmp_path), "--ratios", "1", "2", "--ds", "2", "--init-scales", "1",
             "--instances", "3", "--steps", "30", "--max-steps", "120", "--N", "2", "--n", "2",
-            "--quiet"]
+            "--quiet", "--serial"]
     assert phase.main(args) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["config"]["instances"] == 3 and res["provenance"]["wall_seconds"] > 0

@@ -455,7 +455,7 @@ def test_landscape_pair_is_written_as_one(tmp_path, monkeypatch):
 
 def test_phase_cli_writes_atomically(tmp_path, monkeypatch):
     fake = {"provenance": {"command": None, "wall_seconds": 1.0}, "config": {}}
-    monkeypatch.setattr(phase, "sweep", lambda cfg, progress=True: dict(fake))
+    monkeypatch.setattr(phase, "sweep", lambda cfg, progress=True, **where: dict(fake))
     phase.main(["--out", str(tmp_path), "--quiet", "--steps", "16"])
     f = tmp_path / "results.json"
     before = f.read_bytes()

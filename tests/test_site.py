@@ -204,7 +204,7 @@ def test_no_symbol_has_two_rows_with_different_meanings():
 
 
 ALIASES = {"th": "tdlib.zeroloss", "jt": "tdlib.joint", "ce": "tdlib.counterexample",
-           "query": "tdlib.query",
+           "query": "tdlib.query", "zoo": "tdlib.zoo",
            "experiments": "tdlib.experiments", "landscape": "tdlib.landscape", "tdlib": "tdlib"}
 # argument names that stand for a specific object: they must match the parameter's name
 TYPED = {"model", "X", "Y", "W_O", "W_Q", "B"}
@@ -289,3 +289,34 @@ def test_visible_code_is_short(page):
             if len(line) > MAX_CODE_LINE:
                 problems.append(f"line {start + 1 + k}: {len(line)} characters > {MAX_CODE_LINE}")
     assert not problems, f"{page}: " + "; ".join(problems)
+
+
+def test_binder_opens_the_generated_notebook():
+    """Binder's launch URL is re-pointed at notebooks/<chapter>.ipynb (solutions apart), unless
+    _config.yml chooses the MyST route for authors; a wrong setting is refused by name."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("book_site", ROOT / "_ext" / "book_site.py")
+    site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(site)
+    url = "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/zero-loss.md"
+    assert site.binder_url(url, "notebooks/zero-loss.ipynb") == \
+        "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/notebooks/zero-loss.ipynb"
+    assert site.binder_url("https://mybinder.org/v2/gh/o/r/main", "x.ipynb") == \
+        "https://mybinder.org/v2/gh/o/r/main"
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["book_binder_source"] == "notebooks"
+    assert "notebook_interface" in config["launch_buttons"]
+    for page in CHAPTERS:
+        if page.startswith("book/") and "{code-cell}" in _text(page):
+            context = {"header_buttons": [{"buttons": [
+                {"text": "Binder", "url": url.replace("zero-loss", page.split("/")[-1])}]}]}
+            app = SimpleNamespace(confdir=str(ROOT),
+                                  config=SimpleNamespace(book_binder_source="notebooks"))
+            site._launch_to_ipynb(app, page, None, context, None)
+            target = f"notebooks/{page.split('/')[-1]}.ipynb"
+            got = context["header_buttons"][0]["buttons"][0]["url"]
+            assert got.endswith(target) == (ROOT / target).exists(), (page, got)
+    with pytest.raises(ValueError, match="book_binder_source"):
+        site._check_binder_source(None, SimpleNamespace(book_binder_source="md"))
