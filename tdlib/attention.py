@@ -133,6 +133,8 @@ def squared_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.numel() == 0:
             raise ValueError(f"{name}: expected a non-empty tensor of shape (..., n, d), got "
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else repr(t)}")
+        if t.is_complex():
+            raise TypeError(f"{name}: expected real numbers, got dtype {t.dtype}")
     if Q.shape[-1] != K.shape[-1]:
         raise ValueError(f"K: expected keys of dimension d={Q.shape[-1]} like the queries Q of "
                          f"shape {tuple(Q.shape)}, got shape {tuple(K.shape)}")

@@ -21,6 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .checks import check_flag
+
 DATA_ENV = "TDLIB_DATA"
 """Environment variable that moves the stored-results folder (default: ``book/data``)."""
 
@@ -31,13 +33,29 @@ DATA_ENV = "TDLIB_DATA"
 
 def glue(name: str, value, display: bool = False):
     """Store ``value`` under ``name`` for the page's prose and return it. NumPy scalars are glued
-    as plain Python numbers (their repr, ``np.float64(0.17)``, cannot be formatted in the text)."""
+    as plain Python numbers (their repr, ``np.float64(0.17)``, cannot be formatted in the text).
+    ``None``, NaN and infinite numbers are refused (``ValueError`` naming ``name``): in the prose
+    they would read as a result."""
+    _check_glue(name, value)
+    check_flag("display", display)
     try:
         from myst_nb import glue as _glue
     except ImportError:  # plain Jupyter: nothing to glue into
         return value
     _glue(name, value.item() if isinstance(value, np.generic) else value, display=display)
     return value
+
+
+def _check_glue(name, value) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty string to glue under, got {name!r}")
+    if value is None:
+        raise ValueError(f"value: expected something to show in the text for {name!r}, got None")
+    one = (isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1
+           or hasattr(value, "numel") and callable(value.numel) and value.numel() == 1)
+    v = value.item() if one else value
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"value: expected a finite number to glue under {name!r}, got {v}")
 
 
 def glue_all(prefix: str, values: Mapping[str, object]) -> dict:
@@ -47,7 +65,15 @@ def glue_all(prefix: str, values: Mapping[str, object]) -> dict:
     ``text_batch`` available to the prose. NumPy scalars are glued as plain Python numbers.
     """
     if not isinstance(prefix, str) or not prefix:
-        raise ValueError(f"glue_all: expected a non-empty string prefix, got {prefix!r}")
+        raise ValueError(f"prefix: expected a non-empty string, got {prefix!r}")
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values: expected a mapping of names to values, got "
+                        f"{type(values).__name__}")
+    for key, value in values.items():
+        try:
+            _check_glue(f"{prefix}_{key}", value)
+        except ValueError as err:
+            raise ValueError(f"values[{key!r}]: {err}") from None
     for key, value in values.items():
         if isinstance(value, np.generic):
             value = value.item()
@@ -59,8 +85,36 @@ def glue_all(prefix: str, values: Mapping[str, object]) -> dict:
 # Stored results
 # ---------------------------------------------------------------------------------------------
 
+def _check_path(name: str, path) -> Path:
+    """``path`` (a string or path object, not empty) as a :class:`Path`, or an error naming it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a file or folder name, got {path!r} "
+                        f"({type(path).__name__})")
+    if str(path) == "":
+        raise ValueError(f"{name}: expected a file or folder name, got the empty string")
+    return Path(path)
+
+
+def _check_arrays(arrays) -> None:
+    """Arrays to store: a non-empty mapping of names to finite real (or integer) arrays."""
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise TypeError(f"arrays: expected a non-empty mapping of names to arrays, got "
+                        f"{arrays!r:.60}")
+    for k, v in arrays.items():
+        if not isinstance(k, str):
+            raise TypeError(f"arrays: expected string names, got {k!r}")
+        a = np.asarray(v)
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"arrays[{k!r}]: expected numbers, got dtype {a.dtype}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"arrays[{k!r}]: expected finite numbers, got "
+                             f"{int((~np.isfinite(a)).sum())} NaN/Inf")
+
+
 def data_path(*parts: str) -> Path:
     """``book/data/<parts...>`` of the repository (or of ``$TDLIB_DATA`` when it is set)."""
+    for p in parts:
+        _check_path("parts", p)
     root = os.environ.get(DATA_ENV)
     base = Path(root) if root else Path(__file__).resolve().parents[1] / "book" / "data"
     return base.joinpath(*parts)
@@ -111,6 +165,9 @@ def provenance(command: str | None = None, **extra) -> dict:
     :func:`versions` and :func:`git_state` (under ``"git"``); ``extra`` adds fields such as
     ``wall_seconds``. Every producer stores this dict under the key ``"provenance"`` of its
     result file."""
+    if command is not None and (not isinstance(command, str) or not command):
+        raise TypeError(f"command: expected the shell command that remakes the result, got "
+                        f"{command!r}")
     record = {"command": command,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **versions(),
               "git": git_state()}
@@ -162,22 +219,30 @@ def save_json(path, doc) -> Path:
     stored as ``null``; read it back with ``np.asarray(values, dtype=float)``. Infinite numbers
     have no JSON form: they are rejected with the path in the message.
     """
-    path = Path(path)
+    path = _check_path("path", path)
     text = _json_text(path, doc)
     return _atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _json_text(path: Path, doc) -> str:
+    if not isinstance(doc, Mapping):
+        raise TypeError(f"doc: expected a dict (a JSON object) to store in {path}, got "
+                        f"{type(doc).__name__}")
     try:
         return json.dumps(_plain(doc), indent=1, allow_nan=False)
     except ValueError as err:
         raise ValueError(f"{path}: the result holds an infinite number, which JSON cannot "
-                         f"store ({err})") from None
+                         f"store ({err}); expected finite numbers in doc") from None
+    except TypeError as err:
+        raise TypeError(f"doc: expected numbers, strings, lists and dicts to store in {path}, "
+                        f"got {err}") from None
 
 
 def save_npz(path, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write arrays to a ``.npz`` file atomically."""
-    return _atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
+    """Write arrays (finite numbers) to a ``.npz`` file atomically."""
+    path = _check_path("path", path)
+    _check_arrays(arrays)
+    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _sha256(path) -> str:
@@ -201,7 +266,11 @@ def save_pair(npz_path, arrays: Mapping[str, np.ndarray], json_path, doc: dict):
     import hashlib
     import io
 
-    npz_path, json_path = Path(npz_path), Path(json_path)
+    npz_path, json_path = _check_path("npz_path", npz_path), _check_path("json_path", json_path)
+    _check_arrays(arrays)
+    if not isinstance(doc, Mapping):
+        raise TypeError(f"doc: expected a dict (a JSON object) to store in {json_path}, got "
+                        f"{type(doc).__name__}")
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     blob = buf.getvalue()
@@ -217,7 +286,7 @@ def save_pair(npz_path, arrays: Mapping[str, np.ndarray], json_path, doc: dict):
 def check_writable(path) -> Path:
     """Make sure a result can be written to ``path`` (its folder is created if needed) before
     any work is spent on it; raises an error naming the path otherwise."""
-    path = Path(path)
+    path = _check_path("path", path)
     if path.is_dir():
         raise IsADirectoryError(f"--out {path}: expected a file name, got a folder")
     try:
@@ -237,7 +306,8 @@ class StoredResultError(ValueError):
     and the command that remakes it."""
 
 
-VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result")]
+VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result"),
+              ({"stage1", "stage2", "grid"}, "tdlib.landscape:check_meta")]
 """``(keys, "module:function")``: a JSON result holding all of ``keys`` is checked by that
 function, which returns its problems (sentences that each name a field). Run on every load
 (:func:`load_json`, :func:`stored`) and by :func:`check_file`."""
@@ -265,7 +335,11 @@ def remake_command(path) -> str | None:
     import re
     import subprocess
 
-    path = Path(path)
+    path = _check_path("path", path)
+    if path.suffix == ".npz":   # described by the .json written with it (save_pair)
+        cmd = remake_command(path.with_suffix(".json"))
+        if cmd:
+            return cmd
     texts = []
     try:
         texts.append(path.read_text(errors="replace"))
@@ -316,6 +390,8 @@ def load_json(path, validate: bool = True) -> dict:
     command that remakes it. With ``validate`` its content is checked too
     (:func:`content_problems`: a count above the number of instances, a missing or unknown
     field, ...), raising :class:`StoredResultError` that names the file and the field."""
+    _check_path("path", path)
+    check_flag("validate", validate)
     doc = _read(path, lambda p: json.loads(p.read_text(), parse_constant=_strict), "JSON")
     if validate:
         problems = content_problems(doc)
@@ -330,9 +406,48 @@ def _npz_arrays(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def load_npz(path) -> dict:
-    """Read a ``.npz`` result file into a dict of arrays, naming the file if it is damaged."""
-    return _read(path, _npz_arrays, ".npz")
+NPZ_VALIDATORS = [("*-landscape.npz", "tdlib.landscape:check_arrays")]
+"""``(pattern, "module:function")``: a ``.npz`` result whose file name matches ``pattern`` is
+checked by ``function(arrays, meta)`` (``meta``: its ``.json``, or ``None``), which returns its
+problems (a missing array among them). Run on every load (:func:`load_npz`) and by
+:func:`check_file`."""
+
+
+def npz_problems(path, arrays) -> list:
+    """The problems of the arrays of the ``.npz`` result ``path`` that the validator of its
+    kind (:data:`NPZ_VALIDATORS`) finds, read together with its ``.json`` when it has one."""
+    import fnmatch
+    import importlib
+
+    problems = []
+    for pattern, target in NPZ_VALIDATORS:
+        if fnmatch.fnmatch(Path(path).name, pattern):
+            meta = None
+            meta_path = Path(path).with_suffix(".json")
+            if meta_path.exists():
+                try:
+                    meta = load_json(meta_path, validate=False)
+                except ValueError:
+                    meta = None  # reported for the .json itself
+            module, name = target.split(":")
+            problems += getattr(importlib.import_module(module), name)(arrays, meta)
+    return problems
+
+
+def load_npz(path, validate: bool = True) -> dict:
+    """Read a ``.npz`` result file into a dict of arrays, naming the file if it is damaged. With
+    ``validate`` its content is checked too (:func:`npz_problems`: the shapes and grids a
+    chapter reads), raising :class:`StoredResultError` that names the file and the field and
+    says how to remake it."""
+    _check_path("path", path)
+    check_flag("validate", validate)
+    arrays = _read(path, _npz_arrays, ".npz")
+    if validate:
+        problems = npz_problems(path, arrays)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise StoredResultError(f"{path}: {problems[0]}{more}; {_remake(Path(path))}")
+    return arrays
 
 
 SEED_ENV = "TDLIB_SEED"
@@ -429,13 +544,15 @@ def check_file(path) -> list:
     """The problems of one stored result file (an empty list when it is sound): unreadable or
     non-strict JSON, no provenance, a ``.npz`` without its ``.json`` or with a checksum that
     differs from the one recorded there, non-finite arrays, duplicate or incomplete runs."""
-    path = Path(path)
+    path = _check_path("path", path)
     try:
-        doc = load_npz(path) if path.suffix == ".npz" else load_json(path, validate=False)
+        doc = (load_npz(path, validate=False) if path.suffix == ".npz"
+               else load_json(path, validate=False))
     except (ValueError, FileNotFoundError) as err:
         return [str(err)]
     problems = []
     if path.suffix == ".npz":
+        problems += npz_problems(path, doc)
         for k, v in doc.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 problems.append(f"array {k!r} holds NaN or Inf")
@@ -465,7 +582,7 @@ def check_file(path) -> list:
 def check_stored(root=None) -> dict:
     """``{file: problems}`` for every ``.json`` and ``.npz`` under ``root`` (default: the
     stored results, :func:`data_path`); a sound file maps to an empty list."""
-    root = Path(root) if root is not None else data_path()
+    root = _check_path("root", root) if root is not None else data_path()
     if not root.is_dir():
         raise FileNotFoundError(f"no folder of stored results at {root}")
     files = sorted(p for p in root.rglob("*") if p.suffix in (".json", ".npz") and p.is_file()

@@ -51,6 +51,29 @@ def as_array(name: str, x, axes: str, *, dtype=torch.float64) -> torch.Tensor:
     return t
 
 
+def real_array(name: str, x, want: str = "an array of real numbers", *,
+               bools: bool = False) -> np.ndarray:
+    """``x`` (array, tensor or nested list) as a float64 NumPy array, or a ``TypeError`` that
+    says ``want``: complex entries (whose imaginary part ``np.asarray(x, dtype=float)`` drops
+    with a mere warning), strings, ``None`` and, unless ``bools``, booleans are refused. Shape
+    and finiteness are left to the caller."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        kind = "c" if x.is_complex() else "b" if x.dtype == torch.bool else "f"
+    else:
+        try:
+            kind = np.asarray(x).dtype.kind
+        except Exception:  # ragged lists and other objects numpy cannot hold
+            kind = "O"
+    if kind not in "fiu" + ("b" if bools else ""):
+        raise TypeError(f"{name}: expected {want}, got {type(x).__name__} {str(x)[:60]!r}")
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected {want}, got {type(x).__name__} "
+                        f"{str(x)[:60]!r}") from None
+
+
 def check_rank(name: str, x: torch.Tensor, rank: int, axes: str) -> None:
     """Require ``x.ndim == rank``; ``axes`` names the axes, e.g. ``"(N, n, D)"``."""
     if x.ndim != rank:
@@ -101,6 +124,18 @@ def check_positive(name: str, value: float, *, strict: bool = True) -> float:
     return v
 
 
+def check_between(name: str, value, lo: float, hi: float, *, what: str = "a number",
+                  lo_open: bool = False, hi_open: bool = False) -> float:
+    """Require a real number in the interval from ``lo`` to ``hi`` (ends closed unless
+    ``lo_open`` / ``hi_open``), e.g. an accuracy in ``[0, 1]`` or a p-value in ``(0, 1]``."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    v = _number(name, value, f"{what} in {span}")
+    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not (math.isfinite(v) and ok):
+        raise ValueError(f"{name}: expected {what} in {span}, got {value!r}")
+    return v
+
+
 def check_int(name: str, value, *, minimum: int = 1) -> int:
     """Require an integer at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -121,6 +156,28 @@ def check_seed(name: str, value) -> int:
     if v >= SEED_LIMIT:
         raise ValueError(f"{name}: expected an integer seed in [0, 2^63), got {value}")
     return v
+
+
+def check_flag(name: str, value) -> bool:
+    """Require ``True`` or ``False`` (not 1, "yes" or None)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_text(name: str, value, want: str = "a non-empty string") -> str:
+    """Require a non-empty string (a name, a label, a command)."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name}: expected {want}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_instance(name: str, value, cls, want: str):
+    """Require an instance of ``cls`` (``want`` says it in words, e.g. "a torch.nn.Module")."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name}: expected {want}, got {type(value).__name__} "
+                        f"{str(value)[:40]!r}")
+    return value
 
 
 def check_choice(name: str, value, choices: Sequence) -> None:

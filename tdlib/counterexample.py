@@ -37,7 +37,7 @@ import torch
 
 from .attention import KERNEL_NAMES, AttentionLayer, gaussian_width, make_kernel
 from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive, check_rank,
-                     check_real, check_seed)
+                     check_real, check_seed, real_array)
 
 
 
@@ -848,8 +848,8 @@ def basin_shares(problem: PerQueryProblem, s_b: float, sigmas, runs: int = 600,
     ends within ``tol`` of ``zero_query``. Returns a :class:`BasinShares`."""
     _check_problem(problem, softmax_1d=True)
     try:
-        sigmas = np.asarray(sigmas, dtype=float)
-    except (TypeError, ValueError):
+        sigmas = real_array("sigmas", sigmas, "a non-empty list of positive scales")
+    except TypeError:
         raise TypeError(f"sigmas: expected a non-empty list of positive scales, got "
                         f"{sigmas!r}") from None
     if sigmas.ndim != 1 or not len(sigmas) or not (np.isfinite(sigmas) & (sigmas > 0)).all():

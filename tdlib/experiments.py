@@ -51,7 +51,8 @@ import torch
 
 from . import book
 from .attention import KERNEL_NAMES, KERNELS, make_kernel
-from .checks import check_choice, check_int, check_positive, check_seed
+from .checks import (check_between, check_choice, check_flag, check_instance, check_int,
+                     check_positive, check_seed, check_text, real_array)
 from .pathfinder import majority_rate
 from .transformer import Architecture, Classifier, ModelConfig
 
@@ -122,8 +123,8 @@ class ExperimentConfig(Architecture):
         for k in ("steps", "batch_size", "eval_every", "max_len", "image_size", "path_length",
                   "n_train", "n_test", "D", "hidden", "H", "layers"):
             check_int(k, getattr(cfg, k))
-        check_int("seed", cfg.seed, minimum=0)
-        check_int("data_seed", cfg.data_seed, minimum=0)
+        check_seed("seed", cfg.seed)
+        check_seed("data_seed", cfg.data_seed)
         check_positive("lr", cfg.lr)
         if not check_positive("momentum", cfg.momentum, strict=False) < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {cfg.momentum}")
@@ -189,6 +190,7 @@ def load_data(cfg: ExperimentConfig) -> dict:
 @torch.no_grad()
 def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    check_instance("model", model, torch.nn.Module, "a torch.nn.Module (a tdlib Classifier)")
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"x, y: expected the same non-zero number of samples to evaluate on, "
                          f"got {len(x)} inputs and {len(y)} labels")
@@ -208,6 +210,11 @@ def evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
 def validation_split(data: dict, n_val: int) -> dict:
     """``data`` with its last ``n_val`` training samples moved to ``x_val``/``y_val`` (the
     test set is untouched); ``data`` itself when ``n_val == 0``."""
+    if not isinstance(data, dict) or not {"x_train", "y_train"} <= set(data) or not all(
+            hasattr(data[k], "__len__") for k in ("x_train", "y_train")) \
+            or len(data["x_train"]) != len(data["y_train"]):
+        raise ValueError(f"data: expected the dict of load_data (x_train, y_train of one "
+                         f"length, x_test, y_test), got {data!r:.80}")
     n_val = check_int("n_val", n_val, minimum=0)
     if n_val == 0:
         return data
@@ -226,6 +233,7 @@ def attention_scale(model: Classifier, tokens: torch.Tensor) -> dict:
     per block, the root-mean-square entry of the attention output ``MHA(LN(Z))`` and of the
     residual stream ``Z`` that enters the block, on ``tokens`` (B, n). Returns
     ``{"attention": [...], "residual": [...]}`` (one number per block)."""
+    check_instance("model", model, Classifier, "a tdlib Classifier")
     out = {"attention": [], "residual": []}
     hooks = [b.register_forward_pre_hook(
         lambda _m, args: out["residual"].append(float(args[0].pow(2).mean().sqrt())))
@@ -355,6 +363,8 @@ def _distinct(name: str, values, check) -> list:
     """``values`` as a non-empty list of distinct items, each passed through ``check``."""
     if isinstance(values, (str, int)):
         values = [values]
+    if not isinstance(values, (list, tuple, range, np.ndarray)):
+        raise TypeError(f"{name}: expected a list of values, got {values!r:.60}")
     values = [check(v) for v in values]
     if not values:
         raise ValueError(f"{name}: expected at least one value, got none")
@@ -366,10 +376,39 @@ def _distinct(name: str, values, check) -> list:
     return values
 
 
+def _check_summary(summary) -> dict:
+    """A :func:`summarize` result: a non-empty dict kernel -> {"step", "runs", ...}."""
+    if not isinstance(summary, dict) or not summary or not all(
+            isinstance(v, dict) and {"step", "runs"} <= set(v) for v in summary.values()):
+        raise ValueError(f"summary: expected the dict of summarize (kernel -> step, mean, "
+                         f"runs, ...), got {summary!r:.80}")
+    return summary
+
+
+def _check_order(order, known) -> tuple:
+    """Two distinct kernel names of ``known`` (the kernels of the runs)."""
+    if not isinstance(order, (list, tuple)) or len(order) != 2 or len(set(order)) != 2 \
+            or any(k not in known for k in order):
+        raise ValueError(f"order: expected two kernels of the runs {sorted(known, key=str)}, "
+                         f"got {order!r}")
+    return tuple(order)
+
+
+def _check_docs(docs, needs=()) -> list:
+    """Stored documents: a non-empty list of dicts, each with the keys ``needs``."""
+    if not isinstance(docs, (list, tuple)) or not docs or not all(
+            isinstance(d, dict) and set(needs) <= set(d) for d in docs):
+        raise ValueError(f"docs: expected a non-empty list of stored documents"
+                         f"{' with ' + ', '.join(needs) if needs else ''}, got {docs!r:.80}")
+    return list(docs)
+
+
 def check_sweep(cfg: ExperimentConfig, kernels, seeds):
     """Validate a sweep (every kernel's configuration, distinct kernels, distinct seeds >= 0)
     before any data is loaded or any model trained; returns ``(kernels, seeds)`` as lists."""
-    kernels = _distinct("kernels", kernels, lambda k: k)
+    check_instance("cfg", cfg, ExperimentConfig, "an ExperimentConfig")
+    kernels = _distinct("kernels", kernels, lambda k: (check_choice("kernels", k, tuple(KERNELS))
+                                                       or k))
     seeds = _distinct("seeds", seeds, lambda s: check_seed("seed", s))
     for k in kernels:
         replace(cfg, kernel=k).resolved()
@@ -425,6 +464,11 @@ def choose_step_sizes(runs, last_k: int = 3) -> dict:
     "val_loss": {lr: mean}, "val_acc": {lr: mean}}}`` (step sizes as strings, JSON keys). The
     test set plays no part in the choice."""
     last_k = check_int("last_k", last_k)
+    if not isinstance(runs, (list, tuple)) or not runs or not all(
+            isinstance(r, dict) and isinstance(r.get("curves"), dict) and "kernel" in r
+            and isinstance(r.get("config"), dict) and "lr" in r["config"] for r in runs):
+        raise ValueError(f"runs: expected the non-empty list of step_size_sweep runs (each with "
+                         f"a kernel, a config with lr and curves), got {runs!r:.80}")
     out = {}
     for r in runs:
         c = r["curves"]
@@ -445,6 +489,7 @@ def choose_step_sizes(runs, last_k: int = 3) -> dict:
 def merge_sweeps(docs) -> dict:
     """Join stored step-size sweeps (files written by ``step-sizes``, one ``last_k``) into one
     document with the runs of all and :func:`choose_step_sizes` made again on them."""
+    docs = _check_docs(docs, ("sweep", "last_k"))
     last = {d.get("last_k") for d in docs}
     if len(last) != 1:
         raise ValueError(f"files: expected sweeps chosen with one last_k, got {sorted(last)}")
@@ -504,30 +549,31 @@ def pathfinder_cues(cfg: ExperimentConfig) -> dict:
 def shared_extras(docs) -> dict:
     """The entries (besides ``provenance``, ``runs`` and ``parts``) that several stored files
     share with equal values, such as the cue baselines of the same data: kept by a merge."""
+    docs = _check_docs(docs)
     keys = set.intersection(*(set(d) for d in docs)) - {"provenance", "runs", "parts", "parts_git"}
     return {k: docs[0][k] for k in sorted(keys) if all(d[k] == docs[0][k] for d in docs)}
 
 
-def check_runs(results) -> list:
+def check_runs(results, name: str = "results") -> list:
     """Validate a list of run dicts: each run once (task, kernel, seed), one task. Returns the
-    list; raises an error naming the offending run otherwise."""
+    list; raises an error naming the offending run (as ``name[i]``) otherwise."""
     if not isinstance(results, (list, tuple)) or not results:
-        raise ValueError(f"results: expected a non-empty list of runs, got {results!r:.80}")
+        raise ValueError(f"{name}: expected a non-empty list of runs, got {results!r:.80}")
     seen = {}
     for i, r in enumerate(results):
         try:
             key = (r.get("task"), r["kernel"], r.get("seed"))
             r["curves"]["step"]
         except (KeyError, TypeError, AttributeError):
-            raise ValueError(f"results[{i}]: expected a run dict with a kernel and curves, "
+            raise ValueError(f"{name}[{i}]: expected a run dict with a kernel and curves, "
                              f"got {r!r:.80}") from None
         if key in seen and key[2] is not None:
-            raise ValueError(f"results: run {key[0]}/{key[1]}/seed {key[2]} appears twice "
+            raise ValueError(f"{name}: run {key[0]}/{key[1]}/seed {key[2]} appears twice "
                              f"(entries {seen[key]} and {i}); each seed must count once")
         seen[key] = i
     tasks = {k[0] for k in seen if k[0] is not None}
     if len(tasks) > 1:
-        raise ValueError(f"results: expected runs of one task, got {sorted(tasks)}")
+        raise ValueError(f"{name}: expected runs of one task, got {sorted(tasks)}")
     return list(results)
 
 
@@ -550,8 +596,8 @@ def summarize(results, key: str = "test_acc") -> dict:
             name = "/".join(str(x) for x in (r.get("task"), k) if x is not None)
             name += f"/seed {r['seed']}" if r.get("seed") is not None else ""
             if key not in r["curves"]:
-                raise KeyError(f"key: run {name} has no curve {key!r} "
-                               f"(it has {', '.join(r['curves'])})")
+                raise ValueError(f"key: expected a curve that every run has, got {key!r}: run "
+                                 f"{name} has {', '.join(r['curves'])}")
             if not np.array_equal(np.array(r["curves"]["step"]), steps):
                 raise ValueError(f"run {name}: evaluated at other steps than the first {k} "
                                  f"run; the mean over seeds needs the same steps")
@@ -572,10 +618,8 @@ def summarize(results, key: str = "test_acc") -> dict:
 def accuracy_se(n_test: int, p: float = 0.5) -> float:
     """Standard error of an accuracy ``p`` measured on ``n_test`` test examples (binomial):
     ``sqrt(p (1 - p) / n_test)``; at ``p = 1/2`` it is the noise of a coin-flipping model."""
-    if not isinstance(n_test, (int, np.integer)) or n_test < 1:
-        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
-    if not 0 <= p <= 1:
-        raise ValueError(f"p: expected an accuracy in [0, 1], got {p!r}")
+    n_test = check_int("n_test", n_test)
+    p = check_between("p", p, 0.0, 1.0, what="an accuracy")
     return math.sqrt(p * (1 - p) / n_test)
 
 
@@ -584,10 +628,7 @@ def paired_differences(summary: dict, order=("gaussian", "softmax"), last_k: int
     being the mean of its last ``last_k`` evaluations (``last_k = 1``: the final value). Seed
     ``s`` gives both kernels the same initial weights and mini-batches, so the runs pair up by
     seed; both kernels need the same seeds, listed in the same order. Shape ``(seeds,)``."""
-    a, b = order
-    for k in order:
-        if k not in summary:
-            raise ValueError(f"order: expected kernels of the runs {sorted(summary)}, got {k!r}")
+    a, b = _check_order(order, _check_summary(summary))
     last_k = check_int("last_k", last_k)
     ra, rb = summary[a], summary[b]
     if ra.get("seeds") != rb.get("seeds"):
@@ -609,7 +650,7 @@ def sign_flip_test(diffs) -> float:
     with ``|mean(s * diffs)| >= |mean(diffs)|``. Under that hypothesis each seed's difference
     is as likely to have either sign. The observed pattern and its negation always count, so
     the smallest p-value ``n`` seeds can give is ``2 / 2**n`` (0.25 for 3 seeds)."""
-    d = np.asarray(diffs, dtype=float)
+    d = real_array("diffs", diffs, "a non-empty 1-d array of finite differences")
     if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():
         raise ValueError(f"diffs: expected a non-empty 1-d array of finite differences, "
                          f"got {diffs!r:.80}")
@@ -631,11 +672,13 @@ def smallest_p(n_seeds: int) -> float:
 def verdict(diffs, p: float, name_a: str, name_b: str) -> str:
     """The paired comparison in words: how many seeds favour each kernel, the mean paired
     difference and the sign-flip p-value ``p`` (of :func:`sign_flip_test`)."""
-    d = np.asarray(diffs, dtype=float)
-    if d.ndim != 1 or d.size == 0:
-        raise ValueError(f"diffs: expected a non-empty 1-d array, got {diffs!r:.80}")
-    if not 0 < p <= 1:
-        raise ValueError(f"p: expected a p-value in (0, 1], got {p!r}")
+    check_text("name_a", name_a, "a kernel's name")
+    check_text("name_b", name_b, "a kernel's name")
+    d = real_array("diffs", diffs, "a non-empty 1-d array of differences")
+    if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"diffs: expected a non-empty 1-d array of finite differences, got "
+                         f"{diffs!r:.80}")
+    p = check_between("p", p, 0.0, 1.0, what="a p-value", lo_open=True)
     ahead, behind = int((d > 0).sum()), int((d < 0).sum())
     ties = f", {d.size - ahead - behind} tied" if ahead + behind < d.size else ""
     return (f"{name_a} ends ahead of {name_b} in {ahead} of {d.size} seeds, behind in "
@@ -644,6 +687,8 @@ def verdict(diffs, p: float, name_a: str, name_b: str) -> str:
 
 def verdict_reading(p: float, n_seeds: int, alpha: float = 0.05) -> str:
     """What a paired p-value ``p`` from ``n_seeds`` seeds is worth, in one sentence."""
+    p = check_between("p", p, 0.0, 1.0, what="a p-value", lo_open=True)
+    alpha = check_between("alpha", alpha, 0.0, 1.0, what="a level", lo_open=True, hi_open=True)
     floor = smallest_p(n_seeds)
     if floor > alpha:
         return (f"with {n_seeds} seeds the smallest p-value this test can give is {floor:.2f}, "
@@ -661,8 +706,8 @@ def chance_levels(summary: dict, majority: float) -> dict:
     """Per kernel, per seed: the level a run must beat to "leave chance", the larger of its
     accuracy at step 0 (the untrained model) and ``majority`` (always answering the more
     frequent test class)."""
-    if not 0 < majority <= 1:
-        raise ValueError(f"majority: expected a rate in (0, 1], got {majority!r}")
+    majority = check_between("majority", majority, 0.0, 1.0, what="a rate", lo_open=True)
+    _check_summary(summary)
     return {k: [max(float(run[0]), majority) for run in v["runs"]] for k, v in summary.items()}
 
 
@@ -671,8 +716,8 @@ def first_above_chance(summary: dict, n_test: int, majority: float, z: float = 3
     step after step 0 whose accuracy exceeds that seed's :func:`chance_levels` level by ``z``
     binomial standard errors (:func:`accuracy_se` at that level, ``n_test`` test samples), or
     ``None`` if the seed never gets there."""
-    if not z > 0:
-        raise ValueError(f"z: expected a positive number of standard errors, got {z!r}")
+    z = check_positive("z", z)
+    n_test = check_int("n_test", n_test)
     levels = chance_levels(summary, majority)
     out = {}
     for k, v in summary.items():
@@ -687,16 +732,30 @@ def first_above_chance(summary: dict, n_test: int, majority: float, z: float = 3
 def leave_chance_steps(firsts: dict, last_step: int) -> dict:
     """Per kernel, the mean over seeds of :func:`first_above_chance` steps; a seed that never
     leaves chance counts as ``last_step`` and the result is then a lower bound."""
+    _check_firsts(firsts)
+    last_step = check_int("last_step", last_step, minimum=0)
     return {k: float(np.mean([last_step if t is None else t for t in ts]))
             for k, ts in firsts.items()}
+
+
+def _check_firsts(firsts) -> dict:
+    """Output of :func:`first_above_chance`: kernel -> list of steps (``None``: never)."""
+    if not isinstance(firsts, dict) or not firsts or not all(
+            isinstance(v, list) and all(t is None or isinstance(t, int) for t in v)
+            for v in firsts.values()):
+        raise ValueError(f"firsts: expected the dict of first_above_chance (kernel -> list of "
+                         f"steps or None), got {firsts!r:.80}")
+    return firsts
 
 
 def leave_sentence(firsts: dict, order=("softmax", "gaussian")) -> str:
     """One sentence on who leaves chance, from :func:`first_above_chance` output (per kernel,
     per seed, a step or ``None``): how many seeds of each kernel leave chance within the budget,
     and at which evaluated steps."""
-    if set(order) != set(firsts):
-        raise ValueError(f"order: expected the kernels {sorted(firsts)}, got {list(order)}")
+    _check_firsts(firsts)
+    if not isinstance(order, (list, tuple)) or set(order) != set(firsts):
+        raise ValueError(f"order: expected the kernels {sorted(firsts, key=str)} of firsts, got "
+                         f"{order!r}")
     parts = []
     for k in order:
         steps = [t for t in firsts[k] if t is not None]
@@ -794,16 +853,22 @@ def chance_rate(runs) -> float:
     """The majority-class rate of the test set the runs were evaluated on: the runs' stored
     ``test_majority`` (all equal), or, for runs stored without it, recomputed from the test
     labels of the first run's configuration (:func:`load_data`, first ``n_test`` samples)."""
+    runs = check_runs(runs, "runs")
     stored_rates = {r.get("test_majority") for r in runs}
     if None not in stored_rates:
         if len(stored_rates) != 1:
             raise ValueError(f"runs: expected one test set, got majority rates {stored_rates}")
         return float(stored_rates.pop())
+    if not {"config", "n_test"} <= set(runs[0]):
+        raise ValueError(f"runs: expected a stored test_majority, or a config and n_test to "
+                         f"recompute it from, got a run with {sorted(runs[0])}")
     return majority_rate(load_data(config_of(runs[0]))["y_test"][: runs[0]["n_test"]].numpy())
 
 
 def config_of(run: dict) -> ExperimentConfig:
     """The :class:`ExperimentConfig` of a stored run (entries it does not know are left out)."""
+    if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+        raise ValueError(f"run: expected a stored run with a config dict, got {run!r:.80}")
     names = {f.name for f in fields(ExperimentConfig)}
     return ExperimentConfig(**{k: v for k, v in run["config"].items() if k in names})
 
@@ -853,12 +918,12 @@ def compare_kernels(runs, order=("gaussian", "softmax"), z: float = 3.0, last_k:
     final and last-``last_k`` accuracy per kernel, when each seed leaves chance (against its
     step-0 accuracy and the majority class ``majority``, by default :func:`chance_rate`),
     and the paired comparison of ``order[0]`` against ``order[1]``."""
-    runs = check_runs(runs)
+    runs = check_runs(runs, "runs")
+    z, last_k = check_positive("z", z), check_int("last_k", last_k)
+    if majority is not None:
+        check_between("majority", majority, 0.0, 1.0, what="a rate", lo_open=True)
     acc, loss = summarize(runs, "test_acc"), summarize(runs, "test_loss")
-    missing = [k for k in order if k not in acc]
-    if len(order) != 2 or missing:
-        raise ValueError(f"order: expected two kernels of the runs {sorted(acc)}, got "
-                         f"{tuple(order)!r}")
+    order = _check_order(order, acc)
     n_test = {r["n_test"] for r in runs}
     if len(n_test) != 1:
         raise ValueError(f"runs: expected one test-set size, got n_test = {sorted(n_test)}")
@@ -915,6 +980,10 @@ def save(results, path, command: str | None = None, extra: dict | None = None) -
     """Write results (a list of run dicts) to JSON (atomically), with their provenance: the
     command that produced them and the total wall time of the runs."""
     results = check_runs(results)
+    if command is not None:
+        check_text("command", command, "the shell command that remakes the results")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra: expected a dict of further entries, got {extra!r:.60}")
     command = command or "python -m tdlib.experiments " + " ".join(sys.argv[1:])
     wall = float(sum(r["seconds"] for r in results))
     doc = {"provenance": book.provenance(command, wall_seconds=wall), "runs": results}
@@ -930,6 +999,9 @@ def load(path) -> dict:
 def stored(name: str, path=None) -> dict:
     """A stored result of this module: ``book/data/experiments/<name>`` (see
     :func:`tdlib.book.stored`), or ``<path>/<name>`` when a folder ``path`` is given."""
+    check_text("name", name, "a file name such as 'text-curves.json'")
+    if path is not None and (not isinstance(path, (str, Path)) or str(path) == ""):
+        raise TypeError(f"path: expected a folder, got {path!r}")
     if path is not None:
         f = Path(path) / name
         return book.load_npz(f) if f.suffix == ".npz" else book.load_json(f)
@@ -947,6 +1019,7 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
 
     check_choice("task", task, TASKS)
     check_choice("quantity", quantity, ("test_acc", "test_loss", "train_loss"))
+    check_flag("show_seeds", show_seeds)
     doc = stored(f"{task}-curves.json", path)
     runs = doc["runs"]
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
@@ -972,6 +1045,8 @@ def draw_curves(task: str = "text", quantity: str = "test_acc", show_seeds: bool
 def options_for(cfg: ExperimentConfig, kernel: str) -> dict:
     """The kernel options of ``cfg`` if ``kernel`` is its kernel, else none (the options of
     one kernel, e.g. the Gaussian width ``c``, mean nothing to another)."""
+    check_instance("cfg", cfg, ExperimentConfig, "an ExperimentConfig")
+    check_choice("kernel", kernel, tuple(KERNELS))
     return dict(cfg.kernel_options) if kernel == cfg.kernel else {}
 
 
@@ -1001,8 +1076,7 @@ def check_landscape(grid, span, n_loss, direction_seed=0):
     weights are the centre), a positive finite ``span``, ``n_loss >= 1``, a seed >= 0."""
     grid = check_int("grid", grid, minimum=3)
     span = check_positive("span", span)
-    return grid, span, check_int("n_loss", n_loss), check_int("direction_seed", direction_seed,
-                                                               minimum=0)
+    return grid, span, check_int("n_loss", n_loss), check_seed("direction_seed", direction_seed)
 
 
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,

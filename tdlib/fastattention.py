@@ -67,6 +67,12 @@ absolute error of about ``eps * R^2 / c`` in the exponent (``eps`` the machine p
 accuracy of :func:`tdlib.attention.squared_distances`.
 In float64 the two agree to rounding, which the tests check, gradients included
 (SDPA is differentiable in ``Q``, ``K`` and ``V``, and so is the augmentation).
+
+**Bad input.** Every entry point checks types and shapes (a named error for a missing tensor,
+integer, boolean or complex entries, an empty or mis-shaped one, a bad ``c``, ``align`` or
+mask). Entries are not checked for NaN: these functions sit inside every forward pass of the
+classifier, and a NaN in ``Q``, ``K`` or ``V`` comes out as NaN in the output rows it touches,
+where the training loop's loss check sees it.
 """
 from __future__ import annotations
 
@@ -77,9 +83,38 @@ import torch
 import torch.nn.functional as F
 
 from .attention import gaussian_kernel, gaussian_width, softmax_kernel, squared_distances
+from .checks import check_flag, check_int, check_positive
 
 _SOFTMAX_CODE = softmax_kernel().__code__
 _GAUSSIAN_CODE = gaussian_kernel().__code__
+
+
+def _check_qkv(Q, K, V) -> None:
+    """Queries ``(..., n, d)``, keys ``(..., n_k, d)`` and values ``(..., n_k, d_v)``: real
+    floating tensors of one dtype whose axes agree, with ``d, d_v, n_k >= 1`` (an empty batch
+    gives an empty output), checked before any work."""
+    for name, t in (("Q", Q), ("K", K), ("V", V)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point torch tensor of shape "
+                            f"(..., n, d), got {type(t).__name__} "
+                            f"{getattr(t, 'dtype', '')}")
+        if t.ndim < 2 or t.shape[-1] == 0:
+            raise ValueError(f"{name}: expected a tensor of shape (..., n, d) with d >= 1, got "
+                             f"shape {tuple(t.shape)}")
+    if K.shape[-2] == 0:
+        raise ValueError(f"K: expected at least one key, got shape {tuple(K.shape)}")
+    if K.shape[-1] != Q.shape[-1] or K.dtype != Q.dtype:
+        raise ValueError(f"K: expected keys of dimension d = {Q.shape[-1]} and dtype {Q.dtype} "
+                         f"like Q, got shape {tuple(K.shape)} and dtype {K.dtype}")
+    if V.shape[-2] != K.shape[-2] or V.dtype != Q.dtype:
+        raise ValueError(f"V: expected one value row per key ({K.shape[-2]}) and dtype "
+                         f"{Q.dtype}, got shape {tuple(V.shape)} and dtype {V.dtype}")
+
+
+def _check_kernel(kernel) -> None:
+    if not callable(kernel):
+        raise TypeError(f"kernel: expected a kernel function (Q, K) -> S, e.g. from "
+                        f"tdlib.make_kernel, got {type(kernel).__name__}")
 
 
 def _sdpa_mask(key_mask: Optional[torch.Tensor], Q: torch.Tensor, K: torch.Tensor):
@@ -102,6 +137,7 @@ def softmax_attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     """``softmax(Q K^T / sqrt(d)) V`` through the fused SDPA (shapes ``(..., n, d)``). With a
     boolean ``key_mask`` of shape ``(B, n_k)`` (for shapes ``(B, H, n, d)``), the softmax runs
     over the keys marked True only (every row needs at least one)."""
+    _check_qkv(Q, K, V)
     m = _sdpa_mask(key_mask, Q, K)
     if m is None:
         return F.scaled_dot_product_attention(Q, K, V, scale=1.0 / math.sqrt(Q.shape[-1]))
@@ -130,7 +166,10 @@ def gaussian_attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     apart queries and keys; see *Overflow* in the module docstring), the plain kernel computes
     the result instead.
     """
-    c = float(c) if c is not None else gaussian_width(Q.shape[-1])
+    _check_qkv(Q, K, V)
+    c = check_positive("c", c) if c is not None else gaussian_width(Q.shape[-1])
+    if align is not None:
+        align = check_int("align", align)
     d, dv = Q.shape[-1], V.shape[-1]
     m = _sdpa_mask(key_mask, Q, K)
     # move queries and keys by their common mean (differences q - k unchanged): conditioning
@@ -172,6 +211,7 @@ def fused_route(kernel) -> Optional[Attend]:
     """The fused ``(Q, K, V, key_mask=None) -> S V`` for a kernel function made by tdlib's
     built-in Softmax or Gaussian factory, or ``None`` for any other kernel (those go through
     ``kernel(Q, K) @ V``)."""
+    _check_kernel(kernel)
     code = getattr(kernel, "__code__", None)
     if code is _SOFTMAX_CODE:
         return softmax_attention
@@ -188,6 +228,10 @@ def masked_plain(kernel, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     probability vectors); for any other kernel, the Gaussian included, the left-out columns of
     ``S = kernel(Q, K)`` are set to zero (the exact result for a kernel whose entries depend on
     their own key only; a kernel that normalises its rows itself is not renormalised)."""
+    _check_kernel(kernel)
+    _check_qkv(Q, K, V)
+    if key_mask is None:
+        raise TypeError("key_mask: expected a torch.bool tensor of shape (B, n_k), got None")
     m = _sdpa_mask(key_mask, Q, K)
     if getattr(kernel, "__code__", None) is _SOFTMAX_CODE:
         scores = Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1])
@@ -202,6 +246,9 @@ def attend(kernel, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
     ``key_mask`` (boolean, shape ``(B, n_k)`` for shapes ``(B, H, n, d)``; True for a real key,
     at least one per sample) leaves the other keys out (see :func:`masked_plain`); ``None``
     takes the unmasked route unchanged."""
+    _check_kernel(kernel)
+    _check_qkv(Q, K, V)
+    check_flag("fused", fused)
     route = fused_route(kernel) if fused else None
     if route is None:
         if key_mask is None:

@@ -16,12 +16,13 @@ and ``F(0, 0)`` is the training loss at ``theta*`` (checked by the tests).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict
 
 import numpy as np
 import torch
 
-from .checks import check_int, check_seed
+from .checks import check_int, check_seed, real_array
 
 
 def _check_module(model) -> torch.nn.Module:
@@ -96,18 +97,12 @@ def loss_fn_for(x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Callable[
 
 def _floats(name: str, values) -> np.ndarray:
     """``values`` as a float array, or an error naming ``name``."""
-    try:
-        return np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected an array of numbers, got {values!r:.60}") from None
+    return real_array(name, values, "an array of numbers")
 
 
 def _coords(name: str, values) -> np.ndarray:
     """A non-empty 1-d array of finite grid coordinates, or an error naming ``name``."""
-    try:
-        a = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a 1-d list of numbers, got {values!r:.80}") from None
+    a = real_array(name, values, "a 1-d list of numbers")
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{name}: expected a non-empty 1-d list of numbers, got shape {a.shape}")
     if not np.isfinite(a).all():
@@ -192,6 +187,164 @@ def flatter(rises_a, rises_b, names=("a", "b")) -> str:
     if (diff < 0).all():
         return names[1]
     return "tie"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored landscapes (book/data/experiments/*-landscape.npz and .json): what the chapter reads
+# ---------------------------------------------------------------------------------------------
+
+STORED_KERNELS = ("softmax", "gaussian")
+"""The kernels whose surfaces a stored landscape holds (the chapter reads both)."""
+
+
+def _grid_problems(name: str, a, size=None) -> list:
+    """Problems of a stored 1-d grid: finite, strictly increasing, ``size`` points if given."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu" or a.ndim != 1 or a.size < 3:
+        return [f"field {name!r}: expected a 1-d grid of at least 3 numbers, got dtype "
+                f"{a.dtype} and shape {a.shape}"]
+    if not np.isfinite(a).all():
+        return [f"field {name!r}: expected finite grid coordinates, got "
+                f"{int((~np.isfinite(a)).sum())} NaN/Inf"]
+    if not (np.diff(a) > 0).all():
+        return [f"field {name!r}: expected strictly increasing grid coordinates, got "
+                f"{a.tolist()!r:.80}"]
+    if size is not None and a.size != size:
+        return [f"field {name!r}: expected {size} points, got {a.size}"]
+    return []
+
+
+def _surface_problems(name: str, F, shape: tuple) -> list:
+    F = np.asarray(F)
+    if F.dtype.kind != "f" or F.shape != shape:
+        return [f"field {name!r}: expected float losses of shape {shape} (one per grid point), "
+                f"got dtype {F.dtype} and shape {F.shape}"]
+    if not (np.isfinite(F).all() and (F > 0).all()):
+        return [f"field {name!r}: expected positive finite losses, got "
+                f"{int((~np.isfinite(F)).sum())} NaN/Inf and {int((F <= 0).sum())} <= 0"]
+    return []
+
+
+def check_arrays(arrays, meta=None) -> list:
+    """The problems of a stored landscape's arrays (an empty list when the chapter can read
+    them), each naming its field. Expected: ``coords`` (``g`` points, odd, strictly increasing,
+    symmetric about 0), ``loss_<k>`` of shape ``(g, g)`` (positive, finite) and ``origin_<k>``
+    (the number ``F(0, 0)``, equal to the centre of ``loss_<k>``) for each kernel of
+    :data:`STORED_KERNELS`; optionally ``near_coords`` (the 5 central points of ``coords``),
+    ``near_seeds`` (distinct seeds ``>= 0``) and ``near_<k>`` of shape ``(seeds, 5, 5)``. With
+    ``meta`` (the ``.json`` written with them) its ``grid`` and ``span`` must match ``coords``."""
+    if not hasattr(arrays, "keys"):
+        return [f"expected a mapping of named arrays, got {type(arrays).__name__}"]
+    problems = [f"field {k!r}: missing (expected {why})" for k, why in
+                [("coords", "the grid coordinates")] +
+                [(f"{p}_{k}", w) for k in STORED_KERNELS for p, w in
+                 (("loss", f"the {k} surface"), ("origin", f"the {k} loss at the centre"))]
+                if k not in arrays]
+    if "coords" not in arrays:
+        return problems
+    coords = np.asarray(arrays["coords"])
+    grid = _grid_problems("coords", coords)
+    if grid:
+        return problems + grid
+    g, c = coords.size, coords.size // 2
+    if g % 2 == 0 or coords[c] != 0 or not np.allclose(coords, -coords[::-1]):
+        problems.append(f"field 'coords': expected an odd number of points symmetric about 0, "
+                        f"got {coords.tolist()!r:.80}")
+        return problems
+    for k in STORED_KERNELS:
+        if f"loss_{k}" not in arrays:
+            continue
+        bad = _surface_problems(f"loss_{k}", arrays[f"loss_{k}"], (g, g))
+        problems += bad
+        if f"origin_{k}" in arrays and not bad:
+            o = np.asarray(arrays[f"origin_{k}"])
+            centre = float(np.asarray(arrays[f"loss_{k}"])[c, c])
+            if o.size != 1 or o.dtype.kind not in "fiu" or not np.isfinite(o).all():
+                problems.append(f"field 'origin_{k}': expected one finite number, got dtype "
+                                f"{o.dtype} and shape {o.shape}")
+            elif abs(float(o.reshape(())) - centre) > 1e-6 * max(1.0, abs(centre)):
+                problems.append(f"field 'origin_{k}': expected the loss at the centre of "
+                                f"loss_{k}, {centre:.6g}, got {float(o.reshape(())):.6g}")
+    near = [k for k in arrays if k.startswith("near_")]
+    if near:
+        missing = [k for k in ["near_coords", "near_seeds"] + [f"near_{k}" for k in
+                                                                STORED_KERNELS]
+                   if k not in arrays]
+        if missing:
+            return problems + [f"field {missing[0]!r}: missing (the near-centre draws are "
+                               f"stored as near_coords, near_seeds and near_<kernel>)"]
+        bad = _grid_problems("near_coords", arrays["near_coords"], 5)
+        if not bad and g >= 5 and not np.array_equal(arrays["near_coords"],
+                                                     coords[c - 2:c + 3]):
+            bad = ["field 'near_coords': expected the 5 central points of coords, got "
+                   f"{np.asarray(arrays['near_coords']).tolist()!r:.80}"]
+        seeds = np.asarray(arrays["near_seeds"])
+        if seeds.dtype.kind not in "iu" or seeds.ndim != 1 or seeds.size == 0 \
+                or (seeds < 0).any() or len(set(seeds.tolist())) != seeds.size:
+            bad.append(f"field 'near_seeds': expected a 1-d array of distinct integer seeds "
+                       f">= 0, got dtype {seeds.dtype} and values {seeds.tolist()!r:.60}")
+        problems += bad
+        if not bad:
+            for k in STORED_KERNELS:
+                problems += _surface_problems(f"near_{k}", arrays[f"near_{k}"],
+                                              (seeds.size, 5, 5))
+    if isinstance(meta, dict) and not problems:
+        if meta.get("grid") != g:
+            problems.append(f"field 'grid' of the .json: expected {g} (the points of coords), "
+                            f"got {meta.get('grid')!r}")
+        span = meta.get("span")
+        if not isinstance(span, (int, float)) or isinstance(span, bool) \
+                or not math.isclose(float(span), float(coords[-1]), rel_tol=1e-9):
+            problems.append(f"field 'span' of the .json: expected {float(coords[-1])} (the "
+                            f"last point of coords), got {span!r}")
+    return problems
+
+
+def _count(doc, *path):
+    """``doc[path[0]][path[1]]...`` if it is an integer >= 1, else ``None``."""
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc if isinstance(doc, int) and not isinstance(doc, bool) and doc >= 1 else None
+
+
+def check_meta(meta) -> list:
+    """The problems of a stored landscape's ``.json`` (an empty list when the chapter can read
+    it), each naming its field: ``grid`` (an odd integer >= 3), ``span`` (positive), ``n_loss``
+    and ``stage1.config.steps`` (integers >= 1), for each kernel of :data:`STORED_KERNELS`
+    ``stage2.<k>.config.steps`` and ``stage2.<k>.n_params`` (integers >= 1), and
+    ``provenance.wall_seconds`` (a finite number >= 0)."""
+    if not isinstance(meta, dict):
+        return [f"expected a JSON object, got {type(meta).__name__}"]
+    problems = []
+    g = meta.get("grid")
+    if _count(meta, "grid") is None or g < 3 or g % 2 == 0:
+        problems.append(f"field 'grid': expected an odd integer >= 3, got {g!r}")
+    span = meta.get("span")
+    if isinstance(span, bool) or not isinstance(span, (int, float)) \
+            or not (math.isfinite(span) and span > 0):
+        problems.append(f"field 'span': expected a positive finite number, got {span!r}")
+    for path in [("n_loss",), ("stage1", "config", "steps")] + [
+            ("stage2", k, f) for k in STORED_KERNELS for f in ("n_params",)] + [
+            ("stage2", k, "config", "steps") for k in STORED_KERNELS]:
+        if _count(meta, *path) is None:
+            problems.append(f"field {'.'.join(path)!r}: expected an integer >= 1, got "
+                            f"{_lookup(meta, path)!r:.60}")
+    wall = _lookup(meta, ("provenance", "wall_seconds"))
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)) \
+            or not (math.isfinite(wall) and wall >= 0):
+        problems.append(f"field 'provenance.wall_seconds': expected a finite number >= 0, got "
+                        f"{wall!r}")
+    return problems
+
+
+def _lookup(doc, path):
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return "(missing)"
+        doc = doc[key]
+    return doc
 
 
 def plot_pair(coords, surfaces: Dict[str, np.ndarray], kind: str = "contour", levels: int = 20,

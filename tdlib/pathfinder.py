@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_choice, check_int, check_positive, check_seed
+from .checks import check_choice, check_int, check_positive, check_seed, real_array
 
 SIZES = (16, 32)
 SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
@@ -387,11 +387,7 @@ def _ridge_classifier(x_train, y_train, x_test, ridge: float = 1.0) -> np.ndarra
 
 def _check_labels(labels, name: str = "labels") -> np.ndarray:
     """``labels`` as a non-empty 1-d integer array of 0s and 1s, or a clear error."""
-    try:
-        y = np.asarray(labels, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a 1-d array of 0s and 1s, got "
-                        f"{type(labels).__name__}") from None
+    y = real_array(name, labels, "a 1-d array of 0s and 1s", bools=True)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"{name}: expected a non-empty 1-d array of 0s and 1s, got shape "
                          f"{y.shape}")
@@ -407,11 +403,7 @@ def _threshold_scan(feature, labels, names=("feature", "labels")):
     the samples differently: below all values, between two *different* consecutive values
     (a threshold cannot separate equal values), above all. Returns ``(acc, cuts)``."""
     y = _check_labels(labels, names[1])
-    try:
-        f = np.asarray(feature, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{names[0]}: expected a 1-d array of numbers, got "
-                        f"{type(feature).__name__}") from None
+    f = real_array(names[0], feature, "a 1-d array of numbers")
     if f.shape != y.shape:
         raise ValueError(f"{names[0]}: expected shape {y.shape} like {names[1]}, got {f.shape}")
     if not np.isfinite(f).all():

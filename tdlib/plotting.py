@@ -17,6 +17,8 @@ from __future__ import annotations
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
+from .checks import as_array, check_flag, check_instance, check_int, check_positive, check_real
+
 #: Width of the text column in inches at :data:`DPI` (688 px).
 WIDTH = 6.88
 #: Dots per inch of every figure: one figure inch is 100 px on the page.
@@ -109,6 +111,7 @@ def share_math_parser() -> None:
 
 def kernel_color(name: str) -> str | None:
     """The book's colour for a kernel name (``None`` lets matplotlib choose)."""
+    check_instance("name", name, str, "a kernel name (a string)")
     return KERNEL_COLORS.get(name)
 
 
@@ -121,6 +124,14 @@ def kernel_style(name: str, *, line: bool = True, marker: bool = True, markevery
     point with ``markevery=None``. An unknown
     kernel gets no keywords at all (matplotlib's cycle decides).
     """
+    check_instance("name", name, str, "a kernel name (a string)")
+    check_flag("line", line)
+    check_flag("marker", marker)
+    if markevery is not None:
+        if isinstance(markevery, int) and not isinstance(markevery, bool):
+            check_int("markevery", markevery)
+        else:
+            check_positive("markevery", markevery)
     style = KERNEL_STYLES.get(name)
     if style is None:
         return {}
@@ -136,6 +147,11 @@ def kernel_style(name: str, *, line: bool = True, marker: bool = True, markevery
 
 def new_axes(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None, **kw):
     """A figure with a grid of axes, as wide as the text column; returns one axes or an array."""
+    ncols, nrows = check_int("ncols", ncols), check_int("nrows", nrows)
+    if width is not None:
+        check_positive("width", width)
+    if height is not None:
+        check_positive("height", height)
     w = width or WIDTH
     h = height or STYLE["figure.figsize"][1] * (1 if nrows == 1 else 0.85 * nrows)
     _, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=True, **kw)
@@ -143,10 +159,16 @@ def new_axes(ncols: int = 1, nrows: int = 1, width: float | None = None, height:
 
 
 def heatmap(ax, M, title_label: str | None = None, vmin=None, vmax=None, cmap="viridis", colorbar=True):
-    """Show a matrix (e.g. an attention matrix) with token indices on both axes."""
-    import numpy as np
+    """Show a matrix ``M`` (e.g. an attention matrix, shape ``(n, n)``, finite) with token
+    indices on both axes."""
+    from matplotlib.axes import Axes
 
-    M = np.asarray(M)
+    check_instance("ax", ax, Axes, "matplotlib axes (e.g. from new_axes())")
+    M = as_array("M", M, "(n_queries, n_keys)").numpy()
+    for name, v in (("vmin", vmin), ("vmax", vmax)):
+        if v is not None:
+            check_real(name, v)
+    check_flag("colorbar", colorbar)
     im = ax.imshow(M, vmin=vmin, vmax=vmax, cmap=cmap)
     ax.grid(False)
     ax.set_xlabel("key token $j$")

@@ -14,6 +14,11 @@ Per-query Jacobians ``J_ik = d o_ik / d q_ik`` (shape ``(d_out, d)``):
 * Softmax, ``p = softmax(K q / sqrt(d))``: ``J = (1/sqrt(d)) U^T (diag(p) - p p^T) K``.
 
 All tensors may carry extra leading batch dimensions; every function is float64-friendly.
+
+Non-finite input: :func:`scores`, :func:`outputs` and :func:`jacobians` (what a reader calls)
+refuse NaN and infinities with an error naming the argument, and :class:`QueryProblem` checks
+its weights the same way; only the ``*_unchecked`` twins, which the gradient-descent loops use to
+try a step and reject it by its non-finite loss, let them through.
 """
 from __future__ import annotations
 
@@ -44,8 +49,10 @@ def stack_tokens(X) -> torch.Tensor:
 def _batch(name: str, x, axes: str) -> torch.Tensor:
     """A non-empty floating tensor of at least two axes, ``axes`` such as ``(..., n, d)``.
 
-    Entries are not checked for finiteness: the gradient-descent loops built on these functions
-    try steps that may overflow and reject them by the non-finite loss that comes out."""
+    Entries are not checked for finiteness here: :func:`scores`, :func:`outputs` and
+    :func:`jacobians` check them, their ``*_unchecked`` twins do not, because the
+    gradient-descent loops built on those try steps that may overflow and reject them by the
+    non-finite loss that comes out."""
     if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
         x = as_tensor(name, x, dtype=torch.float64)
     if x.ndim < 2 or x.numel() == 0:
@@ -74,8 +81,25 @@ def _check_qku(Q, K, U=_NO_U):
     return Q, K, U
 
 
+def _check_finite_qku(**arrays) -> None:
+    for name, x in arrays.items():
+        check_finite(name, x)
+
+
 def scores(Q: torch.Tensor, K: torch.Tensor, kernel: str, c: Optional[float] = None) -> torch.Tensor:
-    """Attention matrix ``S`` of shape ``(..., n, n)`` from queries and keys ``(..., n, d)``."""
+    """Attention matrix ``S`` of shape ``(..., n, n)`` from queries and keys ``(..., n, d)``.
+
+    Queries and keys holding NaN or an infinity are refused (a ``ValueError`` naming ``Q`` or
+    ``K``): the scores of such a query would be NaN, and a NaN that reaches a figure or a printed
+    number is a wrong result nobody asked for. Loops that try steps which may overflow, and
+    reject them by the non-finite loss that comes out, call :func:`scores_unchecked`."""
+    Q, K = _check_qku(Q, K)
+    _check_finite_qku(Q=Q, K=K)
+    return scores_unchecked(Q, K, kernel, c)
+
+
+def scores_unchecked(Q, K, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """:func:`scores` without the finiteness check: NaN and infinities propagate."""
     check_choice("kernel", kernel, KERNEL_NAMES)
     Q, K = _check_qku(Q, K)
     if c is not None:
@@ -85,24 +109,46 @@ def scores(Q: torch.Tensor, K: torch.Tensor, kernel: str, c: Optional[float] = N
 
 
 def outputs(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
-    """Outputs ``o = S(Q, K) U`` of shape ``(..., n, d_out)``."""
+    """Outputs ``o = S(Q, K) U`` of shape ``(..., n, d_out)``.
+
+    Non-finite entries of ``Q``, ``K`` or ``U`` are refused with a ``ValueError`` that names the
+    argument (see :func:`scores`); :func:`outputs_unchecked` lets them through for the loops."""
+    Q, K, U = _check_qku(Q, K, U)
+    _check_finite_qku(Q=Q, K=K, U=U)
+    return outputs_unchecked(Q, K, U, kernel, c)
+
+
+def outputs_unchecked(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """:func:`outputs` without the finiteness check: a query that overflowed gives a non-finite
+    output, by which gradient descent (:func:`run`, :func:`tdlib.phase.batched_gd`) rejects the
+    step that made it."""
     check_choice("kernel", kernel, KERNEL_NAMES)
     Q, K, U = _check_qku(Q, K, U)
-    return scores(Q, K, kernel, c) @ U
+    return scores_unchecked(Q, K, kernel, c) @ U
 
 
 def jacobians(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
-    """Per-query Jacobians ``J_k = d o_k / d q_k``, shape ``(..., n, d_out, d)``, in closed form."""
+    """Per-query Jacobians ``J_k = d o_k / d q_k``, shape ``(..., n, d_out, d)``, in closed form.
+
+    Non-finite entries of ``Q``, ``K`` or ``U`` are refused (see :func:`outputs`);
+    :func:`jacobians_unchecked` lets them through for the loops."""
+    Q, K, U = _check_qku(Q, K, U)
+    _check_finite_qku(Q=Q, K=K, U=U)
+    return jacobians_unchecked(Q, K, U, kernel, c)
+
+
+def jacobians_unchecked(Q, K, U, kernel: str, c: Optional[float] = None) -> torch.Tensor:
+    """:func:`jacobians` without the finiteness check: NaN and infinities propagate."""
     check_choice("kernel", kernel, KERNEL_NAMES)
     Q, K, U = _check_qku(Q, K, U)
     d = Q.shape[-1]
     if kernel == "gaussian":
         cc = _kernel_c(kernel, d, c)
-        A = scores(Q, K, kernel, c)                      # (..., n_q, n_k): a_kj
+        A = scores_unchecked(Q, K, kernel, c)            # (..., n_q, n_k): a_kj
         diff = Q.unsqueeze(-2) - K.unsqueeze(-3)         # (..., n_q, n_k, d): q_k - k_j
         # J_k = -(2/c) sum_j a_kj u_j (q_k - k_j)^T
         return -(2.0 / cc) * torch.einsum("...kj,...jo,...kje->...koe", A, U, diff)
-    P = scores(Q, K, kernel)                              # (..., n_q, n_k)
+    P = scores_unchecked(Q, K, kernel)                    # (..., n_q, n_k)
     # J_k = (1/sqrt d) U^T (diag p - p p^T) K
     UP = torch.einsum("...kj,...jo->...ko", P, U)        # U^T p for every query
     KP = torch.einsum("...kj,...je->...ke", P, K)        # K^T p
@@ -330,12 +376,12 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
     start = time.perf_counter()
     for t in range(steps + 1):
         Qt = problem.X @ W
-        r = outputs(Qt, K, U, problem.kernel, problem.c) - Y
+        r = outputs_unchecked(Qt, K, U, problem.kernel, problem.c) - Y
         f = 0.5 * float((r * r).sum())
         if not math.isfinite(f):
             hist.stop = "diverged"
             break
-        J = jacobians(Qt, K, U, problem.kernel, problem.c)
+        J = jacobians_unchecked(Qt, K, U, problem.kernel, problem.c)
         G = torch.einsum("Nkoe,Nko->Nke", J, r).reshape(-1, problem.d)
         g = Xs.T @ G
         g2 = float((g * g).sum())
@@ -351,7 +397,7 @@ def run(problem: QueryProblem, W_Q0, lr: float, steps: int, tol: float = 0.0, ad
         ex["lr"].append(lr)
         if adaptive:
             W_new = W - lr * g
-            r_new = outputs(problem.X @ W_new, K, U, problem.kernel, problem.c) - Y
+            r_new = outputs_unchecked(problem.X @ W_new, K, U, problem.kernel, problem.c) - Y
             f_new = 0.5 * float((r_new * r_new).sum())
             ok = math.isfinite(f_new) and f_new <= f
             ex["accepted"].append(ok)

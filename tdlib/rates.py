@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_real
+from .checks import check_real, real_array
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,7 @@ def fit_rate(values, *, f_star: float = 0.0, start: int | float | None = None,
     Entries with ``values[t] - f_star <= 0`` (a run that reached its limit exactly) are dropped:
     they have no logarithm. At least two usable steps are needed.
     """
-    try:
-        v = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"values: expected a 1-d sequence of losses, got "
-                        f"{type(values).__name__} {str(values)[:60]!r}") from None
+    v = real_array("values", values, "a 1-d sequence of losses")
     if v.ndim != 1:
         raise ValueError(f"values: expected a 1-d sequence of losses, got shape {v.shape}")
     if not np.all(np.isfinite(v)):

@@ -58,7 +58,57 @@ def _call(name: str, f: Callable, *args):
     try:
         return f(*args)
     except Exception as err:  # the reader's code failed: say where
-        raise Wrong(f"{name} raised {type(err).__name__}: {err}") from err
+        raise Wrong(f"{name}: expected a function that runs on the check's inputs; it raised "
+                    f"{type(err).__name__}: {err}") from err
+
+
+def _num(name: str, value, want: str = "a finite number") -> float:
+    """A reader's number (or a number their function returned), or :class:`Wrong` naming it:
+    ``None``, strings, booleans, arrays of several entries and NaN or infinities are refused."""
+    if (isinstance(value, np.ndarray) and value.size == 1
+            or isinstance(value, torch.Tensor) and value.numel() == 1):
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise Wrong(f"{name}: expected {want}, got {value!r:.60} ({type(value).__name__})")
+    if not math.isfinite(float(value)):
+        raise Wrong(f"{name}: expected {want}, got {value}")
+    return float(value)
+
+
+def _arr(name: str, value) -> torch.Tensor:
+    """A reader's array (or one their function returned) as a finite float64 tensor, or
+    :class:`Wrong` naming it."""
+    try:
+        t = torch.as_tensor(np.asarray(value, dtype=np.float64) if not isinstance(
+            value, torch.Tensor) else value).to(torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise Wrong(f"{name}: expected an array of numbers, got {value!r:.60} "
+                    f"({type(value).__name__})") from None
+    if isinstance(value, torch.Tensor) and (value.is_complex() or value.dtype == torch.bool) \
+            or isinstance(value, np.ndarray) and value.dtype.kind in "bc":
+        raise Wrong(f"{name}: expected an array of real numbers, got dtype {value.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise Wrong(f"{name}: expected finite numbers, got {int((~torch.isfinite(t)).sum())} "
+                    f"NaN/Inf entries")
+    return t
+
+
+def _answer(name: str):
+    """Name the reader's answer ``name`` in every :class:`Wrong` of a one-answer check."""
+    import functools
+
+    def wrap(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            try:
+                return check(*args, **kwargs)
+            except Wrong as err:
+                if str(err).startswith(f"{name}:"):
+                    raise
+                raise Wrong(f"{name}: {err}") from None
+        return run
+    return wrap
 
 
 def _close(a, b, rtol=1e-8, atol=1e-10) -> bool:
@@ -69,6 +119,7 @@ def _close(a, b, rtol=1e-8, atol=1e-10) -> bool:
 
 # ----------------------------------------------------------------------------- setup and notation
 
+@_answer("gauss_rowsums")
 def rowsum(gauss_rowsums: Callable) -> None:
     """ex-rowsum: ``gauss_rowsums(Q, K)`` returns the ``n`` row sums ``phi_l sum_j E_lj psi_j``
     of the Gaussian matrix (``c = 2 sqrt d``) for queries and keys of shape ``(n, d)``."""
@@ -77,8 +128,8 @@ def rowsum(gauss_rowsums: Callable) -> None:
         Q = torch.randn(n, d, generator=g, dtype=torch.float64)
         K = Q + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
         want = make_kernel("gaussian")(Q, K).sum(-1)
-        got = _call("gauss_rowsums", gauss_rowsums, Q, K)
-        _require(_close(got, want), f"your row sums for n={n}, d={d} differ from the Gaussian "
+        got = _arr("gauss_rowsums", _call("gauss_rowsums", gauss_rowsums, Q, K))
+        _require(_close(got, want), f"gauss_rowsums: your row sums for n={n}, d={d} differ from the Gaussian "
                  "matrix's. Gaussian rows are not normalised: they need not sum to 1; expand "
                  "|q_l - k_j|^2 and mind the width c = 2 sqrt d")
     return _ok("your row sums match the Gaussian matrix; each lies in (0, n] since every entry "
@@ -88,10 +139,12 @@ def rowsum(gauss_rowsums: Callable) -> None:
 def diagonal(X, W) -> None:
     """ex-diagonal: tokens ``X`` (``(n, D)``) and ``W`` (``(D, d)``) such that with
     ``W_Q = W_K = W`` some diagonal entry of the Softmax matrix is *not* the largest of its row."""
-    X = torch.as_tensor(X, dtype=torch.float64)
-    W = torch.as_tensor(W, dtype=torch.float64)
-    _require(X.ndim == 2 and W.ndim == 2 and X.shape[1] == W.shape[0],
-             f"expected X of shape (n, D) and W of shape (D, d), got {tuple(X.shape)} and {tuple(W.shape)}")
+    X, W = _arr("X", X), _arr("W", W)
+    _require(X.ndim == 2 and X.numel() > 0, f"X: expected tokens of shape (n, D), got "
+             f"{tuple(X.shape)}")
+    _require(W.ndim == 2 and X.shape[1] == W.shape[0] and W.numel() > 0,
+             f"W: expected shape (D, d) with D = {X.shape[1]} (the columns of X), got "
+             f"{tuple(W.shape)}")
     Q = X @ W
     G = make_kernel("gaussian")(Q, Q)
     _require(_close(torch.diagonal(G), torch.ones(len(X))), "the Gaussian diagonal should be 1")
@@ -110,14 +163,17 @@ def own_kernel(sigmoid_loss: float, Y) -> None:
     ``sigmoid(Q K^T / sqrt d)``, and the final loss ``sigmoid_loss`` on targets ``Y`` is below
     1 % of the loss of the zero output, ``1/2 ||Y||^2``."""
     from .attention import KERNELS
+    loss = _num("sigmoid_loss", sigmoid_loss, "the final loss (a finite number >= 0)")
+    _require(loss >= 0, f"sigmoid_loss: expected the final loss (a finite number >= 0), got {loss}")
+    Y = _arr("Y", Y)
+    _require(Y.numel() > 0, f"Y: expected the targets of the run, got shape {tuple(Y.shape)}")
     _require("sigmoid" in KERNELS, "register the kernel under the name 'sigmoid'")
     g = _rng(2)
     Q, K = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     got = make_kernel("sigmoid")(Q, K)
     _require(_close(got, torch.sigmoid(Q @ K.T / math.sqrt(3)), rtol=1e-5, atol=1e-6),
              "the kernel registered as 'sigmoid' does not compute sigmoid(Q K^T / sqrt(d))")
-    f0 = 0.5 * float((torch.as_tensor(Y, dtype=torch.float64) ** 2).sum())
-    loss = float(sigmoid_loss)
+    f0 = 0.5 * float((Y ** 2).sum())
     _require(math.isfinite(loss) and 0 <= loss < 1e-2 * f0,
              f"final loss {loss:.3g} is not below 1% of the zero-output loss {f0:.3g}: train "
              "longer or with a larger step (the run of the chapter uses lr=0.01, 1500 steps)")
@@ -126,11 +182,12 @@ def own_kernel(sigmoid_loss: float, Y) -> None:
 
 # ----------------------------------------------------------------------------- zero loss
 
+@_answer("best_step")
 def zl_step(best_step: Callable) -> None:
     """ex-zl-step: ``best_step(alpha, L)`` is the step that minimises
     ``max(|1 - eta alpha|, |1 - eta L|)`` for ``0 < alpha <= L``."""
     for alpha, L in ((0.1, 1.0), (2.0, 3.0), (1e-3, 50.0), (1.0, 1.0)):
-        eta = float(_call("best_step", best_step, alpha, L))
+        eta = _num("best_step", _call("best_step", best_step, alpha, L))
         factor = lambda e: max(abs(1 - e * alpha), abs(1 - e * L))  # noqa: E731
         best = factor(2 / (alpha + L))
         _require(factor(eta) <= best * (1 + 1e-9) + 1e-12,
@@ -140,6 +197,7 @@ def zl_step(best_step: Callable) -> None:
     return _ok("your step size and contraction factor match the optimum")
 
 
+@_answer("rank_bound")
 def zl_heads(rank_bound: Callable) -> None:
     """ex-zl-heads: ``rank_bound(N, n, D, H)`` is the largest rank the feature matrix ``B``
     (``Nn x HD``) can have when all ``H`` heads have the same attention matrices."""
@@ -150,7 +208,7 @@ def zl_heads(rank_bound: Callable) -> None:
         block = (S @ X).reshape(N * n, D)
         B = torch.cat([block] * H, dim=1)
         r = int(torch.linalg.matrix_rank(B))
-        got = _call("rank_bound", rank_bound, N, n, D, H)
+        got = _num("rank_bound", _call("rank_bound", rank_bound, N, n, D, H), "an integer")
         _require(int(got) == r,
                  f"for N={N}, n={n}, D={D}, H={H} your bound {got} is too "
                  f"{'large' if int(got) > r else 'small'} for a generic instance with identical "
@@ -164,14 +222,14 @@ def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> None:
     ``var_fstar(y, Nn, rank)`` its variance for ``d_out = 1``."""
     for y, d_out, Nn, r in ((1.0, 1, 24, 12), (0.5, 3, 10, 4), (2.0, 2, 7, 7)):
         k = Nn - r
-        m = float(_call("mean_fstar", mean_fstar, y, d_out, Nn, r))
+        m = _num("mean_fstar", _call("mean_fstar", mean_fstar, y, d_out, Nn, r))
         _require(math.isclose(m, 0.5 * y**2 * d_out * k, rel_tol=1e-9, abs_tol=1e-12),
-                 f"E f_* for y={y}, d_out={d_out}, Nn={Nn}, rank={r}: your value {m:.4g} is too "
+                 f"mean_fstar: E f_* for y={y}, d_out={d_out}, Nn={Nn}, rank={r}: your value {m:.4g} is too "
                  f"{'large' if m > 0.5 * y**2 * d_out * k else 'small'}. Hint: in how many "
                  "dimensions does the least-squares residual live?")
-        v = float(_call("var_fstar", var_fstar, y, Nn, r))
+        v = _num("var_fstar", _call("var_fstar", var_fstar, y, Nn, r))
         _require(math.isclose(v, 0.5 * y**4 * k, rel_tol=1e-9, abs_tol=1e-12),
-                 f"Var f_* for y={y}, Nn={Nn}, rank={r}: your value {v:.4g} is too "
+                 f"var_fstar: Var f_* for y={y}, Nn={Nn}, rank={r}: your value {v:.4g} is too "
                  f"{'large' if v > 0.5 * y**4 * k else 'small'}. Hint: which distribution does "
                  "|(I - P_B) y|^2 / y^2 have, and what is its variance?")
     return _ok("your mean and variance of the least-squares floor match")
@@ -179,8 +237,10 @@ def zl_expected(mean_fstar: Callable, var_fstar: Callable) -> None:
 
 def zl_measure(q_measured: float, q_pred: float) -> None:
     """ex-zl-measure: the measured per-step factor agrees with the predicted one to 2 % in log."""
-    q = float(q_measured)
-    _require(0 < q < 1, f"the factor of a converging run lies in (0, 1), got {q}")
+    q = _num("q_measured", q_measured)
+    q_pred = _num("q_pred", q_pred)
+    _require(0 < q_pred < 1, f"q_pred: expected the predicted factor in (0, 1), got {q_pred}")
+    _require(0 < q < 1, f"q_measured: expected the factor of a converging run, in (0, 1), got {q}")
     _require(abs(math.log(q) / math.log(q_pred) - 1) < 0.02,
              f"your factor {q:.6f} is not the predicted {q_pred:.6f}: fit the *tail* of log(f_t - f_*)")
     return _ok("the measured factor agrees with the predicted one to 2 % in log")
@@ -188,12 +248,13 @@ def zl_measure(q_measured: float, q_pred: float) -> None:
 
 # ----------------------------------------------------------------------------- joint training
 
+@_answer("pl_factor")
 def jt_descent(pl_factor: Callable) -> None:
     """ex-jt-descent: ``pl_factor(eta, mu, L)`` is the one-step factor
     ``1 - 2 eta mu (1 - eta L / 2)`` that the descent lemma and the PL inequality give."""
     for eta, mu_, L in ((0.1, 1.0, 2.0), (1.0, 0.2, 1.0), (0.5, 0.01, 3.0), (1e-3, 5.0, 100.0)):
         want = 1 - 2 * eta * mu_ * (1 - eta * L / 2)
-        got = float(_call("pl_factor", pl_factor, eta, mu_, L))
+        got = _num("pl_factor", _call("pl_factor", pl_factor, eta, mu_, L))
         _require(math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12),
                  f"for eta={eta}, mu={mu_}, L={L} your factor {got:.6g} is not the one the two "
                  "inequalities give. Hint: start from the descent lemma for one step of size eta, "
@@ -201,6 +262,7 @@ def jt_descent(pl_factor: Callable) -> None:
     return _ok("your contraction factor and best step size match")
 
 
+@_answer("attention_gradients")
 def jt_first_step(attention_gradients: Callable) -> None:
     """ex-jt-first-step: ``attention_gradients(model, X, Y)`` returns ``{"W_Q": ..., "W_K": ...}``,
     the Frobenius norms of the gradients of the loss in ``W^Q`` and ``W^K``."""
@@ -229,6 +291,7 @@ def jt_first_step(attention_gradients: Callable) -> None:
     return _ok("at W_V = 0 both gradients vanish; once W_V moves, the attention moves too")
 
 
+@_answer("largest_gamma")
 def jt_scale(largest_gamma: Callable) -> None:
     """ex-jt-scale: ``largest_gamma(model, X, Y)`` is the largest factor ``gamma`` for which the
     joint condition (C1)-(C2) holds with targets ``gamma Y`` (``W^V_0 = 0``)."""
@@ -236,7 +299,7 @@ def jt_scale(largest_gamma: Callable) -> None:
 
     for kernel in KERNEL_NAMES:
         m, X, Y = zeroloss.make_instance(kernel, N=2, n=3, D=48, seed=21)
-        gamma = float(_call("largest_gamma", largest_gamma, m, X, Y))
+        gamma = _num("largest_gamma", _call("largest_gamma", largest_gamma, m, X, Y))
         _require(gamma > 0, f"{kernel}: expected a positive gamma, got {gamma}")
         for factor, should in ((0.5, True), (2.0, False)):
             holds = joint.sufficient_condition(m, X, factor * gamma * Y).holds
@@ -250,6 +313,7 @@ def jt_scale(largest_gamma: Callable) -> None:
 
 # ----------------------------------------------------------------------------- Softmax local minimum
 
+@_answer("q_from_p")
 def ce_no_2d(q_from_p: Callable) -> None:
     """ex-ce-no-2d: ``q_from_p(p, K)`` returns the query ``q`` in R^2 with
     ``softmax(K q / sqrt 2) = p``, for three affinely independent keys (rows of ``K``) and ``p``
@@ -258,7 +322,7 @@ def ce_no_2d(q_from_p: Callable) -> None:
     for _ in range(4):
         K = torch.randn(3, 2, generator=g, dtype=torch.float64)
         p = torch.softmax(2 * torch.randn(3, generator=g, dtype=torch.float64), 0)
-        q = torch.as_tensor(_call("q_from_p", q_from_p, p, K), dtype=torch.float64).reshape(-1)
+        q = _arr("q_from_p", _call("q_from_p", q_from_p, p, K)).reshape(-1)
         _require(q.shape == (2,), f"expected a query of shape (2,), got {tuple(q.shape)}")
         back = torch.softmax(K @ q / math.sqrt(2), 0)
         _require(_close(back, p, rtol=1e-6, atol=1e-9),
@@ -268,11 +332,12 @@ def ce_no_2d(q_from_p: Callable) -> None:
     return _ok("every p in the open simplex has exactly one query: the map is onto and invertible")
 
 
+@_answer("s_of_t")
 def ce_log(s_of_t: Callable) -> None:
     """ex-ce-log: ``s_of_t(t, a, s0)`` solves ``s' = a exp(-s)`` with ``s(0) = s0``."""
     for a, s0 in ((1.0, 0.0), (0.3, 2.0), (5.0, -1.0)):
         t = np.array([0.0, 0.5, 3.0, 100.0])
-        s = np.asarray(_call("s_of_t", s_of_t, t, a, s0), dtype=float)
+        s = _arr("s_of_t", _call("s_of_t", s_of_t, t, a, s0)).numpy()
         _require(s.shape == t.shape and abs(s[0] - s0) < 1e-9,
                  f"s(0) should be s0={s0}, got {s[:1]} (and one value per time)")
         h = 1e-6
@@ -296,6 +361,7 @@ def ce_search(mine, mine_layer, P) -> None:
 
 # ----------------------------------------------------------------------------- Gaussian convergence
 
+@_answer("jac")
 def softmax_jacobian(jac: Callable) -> None:
     """ex-softmax-jacobian: ``jac(q, K, U)`` returns the ``d_out x d`` Jacobian of
     ``o(q) = U^T softmax(K q / sqrt d)`` (keys ``K`` ``(n, d)``, values ``U`` ``(n, d_out)``)."""
@@ -306,7 +372,7 @@ def softmax_jacobian(jac: Callable) -> None:
         U = torch.randn(n, d_out, generator=g, dtype=torch.float64)
         f = lambda x: U.T @ torch.softmax(K @ x / math.sqrt(d), 0)  # noqa: E731
         want = torch.autograd.functional.jacobian(f, q)
-        got = _call("jac", jac, q, K, U)
+        got = _arr("jac", _call("jac", jac, q, K, U))
         same = torch.as_tensor(got).shape == want.shape
         _require(_close(got, want), f"n={n}, d={d}, d_out={d_out}: your Jacobian differs from autograd "
                  + (f"by {float((torch.as_tensor(got) - want).abs().max()):.3g}. " if same else
@@ -318,6 +384,7 @@ def softmax_jacobian(jac: Callable) -> None:
     return _ok("your Jacobian matches autograd, and its rank stays within the bound")
 
 
+@_answer("n_directions")
 def orthogonal(n_directions: Callable) -> None:
     """ex-orthogonal: ``n_directions(n, d)`` is the number of independent directions orthogonal
     to the affine hull of ``n`` affinely independent keys in R^d (``d >= n``)."""
@@ -330,7 +397,7 @@ def orthogonal(n_directions: Callable) -> None:
         U = torch.randn(n, d + 2, generator=g, dtype=torch.float64)
         J = jacobians(q, K, U, "gaussian")[0]          # (d_out, d)
         null = d - int(torch.linalg.matrix_rank(J))
-        got = int(_call("n_directions", n_directions, n, d))
+        got = _num("n_directions", _call("n_directions", n_directions, n, d), "an integer")
         _require(got == d - n + 1,
                  f"for n={n} keys in R^{d} your count {got} is too "
                  f"{'large' if got > d - n + 1 else 'small'}. Hint: what is the dimension of the "
@@ -339,18 +406,24 @@ def orthogonal(n_directions: Callable) -> None:
     return _ok("your count of the directions that J(q) kills is right")
 
 
+@_answer("fd_err")
 def finite_differences(fd_err: Mapping[str, float]) -> None:
     """ex-finite-differences: ``fd_err[kernel]`` is the largest finite-difference error of the
     closed-form Jacobian for each kernel."""
-    _require(set(fd_err) == set(KERNEL_NAMES), f"compute fd_err for each of {KERNEL_NAMES}")
-    _require(all(0 <= v < 1e-7 for v in fd_err.values()), f"finite differences disagree: {fd_err}")
+    _require(isinstance(fd_err, Mapping) and set(fd_err) == set(KERNEL_NAMES),
+             f"fd_err: expected a dict with an error for each of {KERNEL_NAMES}, got {fd_err!r:.80}")
+    errs = {k: _num(f"fd_err[{k!r}]", v, "an error >= 0") for k, v in fd_err.items()}
+    _require(all(0 <= v < 1e-7 for v in errs.values()),
+             f"fd_err: finite differences disagree, expected errors below 1e-7, got {fd_err}")
     return _ok("both closed-form Jacobians agree with finite differences")
 
 
+@_answer("result")
 def own_phase(result: dict) -> None:
     """ex-own-phase: ``result`` is a sweep (``tdlib.phase.sweep``) with one output coordinate and
     both kernels as teacher and student."""
-    _require(isinstance(result, dict) and "results" in result and "config" in result,
+    _require(isinstance(result, dict) and isinstance(result.get("results"), dict)
+             and isinstance(result.get("config"), dict),
              "expected the dictionary returned by phase.sweep (or read from results.json)")
     _require(result["config"]["d_out"] == 1, f"expected d_out = 1, got {result['config']['d_out']}")
     want = {f"{t}->{s}" for t in KERNEL_NAMES for s in KERNEL_NAMES}
@@ -361,6 +434,7 @@ def own_phase(result: dict) -> None:
 
 # ----------------------------------------------------------------------------- experiments
 
+@_answer("changes")
 def padding(changes: Mapping[str, bool]) -> None:
     """ex-padding: ``changes[kernel]`` says whether the attention weights a query puts on the
     real keys change when ``n_p`` identical padding keys are added (``"softmax"``, ``"gaussian"``)."""
@@ -372,7 +446,9 @@ def padding(changes: Mapping[str, bool]) -> None:
         k = make_kernel(kernel)
         real = [k(q, torch.cat([K, pad.expand(m, 4)]))[0, :3] for m in (0, 1, 5)]
         truth[kernel] = not all(torch.allclose(real[0], r) for r in real[1:])
-    _require(set(changes) == set(KERNEL_NAMES), f"answer for each of {KERNEL_NAMES}")
+    _require(isinstance(changes, Mapping) and set(changes) == set(KERNEL_NAMES)
+             and all(isinstance(v, (bool, np.bool_)) for v in changes.values()),
+             f"expected True or False for each of {KERNEL_NAMES}, got {changes!r:.80}")
     for kernel, moved in truth.items():
         _require(bool(changes[kernel]) == moved,
                  f"{kernel}: your answer is not right. Hint: write the weight of one real key "
@@ -380,13 +456,14 @@ def padding(changes: Mapping[str, bool]) -> None:
     return _ok("your padded weights match, for both kernels")
 
 
+@_answer("normalize")
 def filter_norm(normalize: Callable) -> None:
     """ex-filter-norm: ``normalize(direction, W)`` rescales each row of ``direction`` to the norm
     of the same row of ``W`` (both 2-d tensors of one shape)."""
     g = _rng(8)
     W = torch.randn(5, 3, generator=g, dtype=torch.float64)
     d = torch.randn(5, 3, generator=g, dtype=torch.float64)
-    got = torch.as_tensor(_call("normalize", normalize, d, W), dtype=torch.float64)
+    got = _arr("normalize", _call("normalize", normalize, d, W))
     _require(got.shape == W.shape, f"expected shape {tuple(W.shape)}, got {tuple(got.shape)}")
     _require(_close(got.norm(dim=1), W.norm(dim=1)), "each row should have the norm of W's row")
     cos = (got * d).sum(1) / (got.norm(dim=1) * d.norm(dim=1))
@@ -423,6 +500,7 @@ def imdb(data: dict, acc: float) -> None:
 
 # ----------------------------------------------------------------------------- kernel zoo
 
+@_answer("l2_as_softmax")
 def zoo_l2(l2_as_softmax: Callable) -> None:
     """ex-zoo-l2: ``l2_as_softmax(Q, K)`` gives the weights of the ``l2`` kernel for queries
     ``Q (m, d)`` and keys ``K (n, d)``, on fresh random inputs of several sizes."""
@@ -440,6 +518,7 @@ def zoo_l2(l2_as_softmax: Callable) -> None:
     return _ok("your affine-logit Softmax gives the l2 weights")
 
 
+@_answer("jac")
 def zoo_sigmoid_jacobian(jac: Callable) -> None:
     """ex-zoo-sigmoid-jacobian: ``jac(q, K, U)`` is the Jacobian of the ``sigmoid-logn`` output
     of one query, compared with autograd at fresh random points."""
@@ -459,6 +538,7 @@ def zoo_sigmoid_jacobian(jac: Callable) -> None:
     return _ok("your sigmoid Jacobian matches autograd")
 
 
+@_answer("linear_floor")
 def zoo_linear_floor(linear_floor: Callable) -> None:
     """ex-zoo-linear-floor: ``linear_floor(X, K, U, Y)`` is the smallest query-only loss of the
     ``linear-n`` kernel, compared with the least-squares minimum (pseudo-inverse) on three
@@ -469,30 +549,30 @@ def zoo_linear_floor(linear_floor: Callable) -> None:
         A, R0 = zoo.linear_operator(X, K, U, Y)
         sol = torch.linalg.pinv(A) @ R0
         best = 0.5 * float(((A @ sol - R0) ** 2).sum())
-        got = _call("linear_floor", linear_floor, X, K, U, Y)
-        _require(isinstance(got, (int, float)) and math.isfinite(got),
-                 f"expected a finite number, got {got!r}")
+        got = _num("linear_floor", _call("linear_floor", linear_floor, X, K, U, Y))
         _require(abs(got - best) <= 1e-8 * max(1.0, best),
                  f"problem {seed}: your minimum is too {'large' if got > best else 'small'}. "
                  "Hint: with this kernel the outputs are affine in W^Q")
     return _ok("your minimum of the linear kernel's loss is right on three fresh problems")
 
 
+@_answer("prediction")
 def zoo_own_kernel(prediction: Mapping[str, bool]) -> None:
     """ex-zoo-own-kernel: a ``cauchy`` kernel is registered and computes
     ``1 / (1 + ||q - k||^2 / (2 sqrt d))``, and ``prediction`` matches
     :func:`tdlib.zoo.properties` on the four keys asked for."""
     from . import zoo
     from .attention import KERNELS
+    keys = ("row_stochastic", "vanishes", "affine_in_q", "dead_zone")
+    _require(isinstance(prediction, Mapping) and set(keys) <= set(prediction)
+             and all(isinstance(prediction[k], (bool, np.bool_)) for k in keys),
+             f"expected a dict with True or False for each of {keys}, got {prediction!r:.80}")
     _require("cauchy" in KERNELS, "register the kernel under the name 'cauchy'")
     g = _rng(3)
     Q, K = torch.randn(4, 3, generator=g), torch.randn(5, 3, generator=g)
     want = 1 / (1 + torch.cdist(Q, K) ** 2 / (2 * math.sqrt(3)))
     _require(_close(make_kernel("cauchy")(Q, K), want, rtol=1e-5, atol=1e-6),
              "the kernel registered as 'cauchy' does not compute 1 / (1 + |q - k|^2 / c)")
-    keys = ("row_stochastic", "vanishes", "affine_in_q", "dead_zone")
-    _require(isinstance(prediction, Mapping) and set(keys) <= set(prediction),
-             f"expected a dict with the keys {keys}, got {prediction!r}")
     measured = zoo.properties("cauchy")
     wrong = [k for k in keys if bool(prediction[k]) != measured[k]]
     _require(not wrong, f"{len(wrong)} of your {len(keys)} predictions differ from the "
@@ -521,6 +601,10 @@ def passes(check: Callable, *answer) -> bool:
     :class:`Wrong` propagates with its explanation."""
     import contextlib
     import io
+
+    if not callable(check):
+        raise TypeError(f"check: expected a self-check function such as selfcheck.zl_step, got "
+                        f"{type(check).__name__}")
 
     with contextlib.redirect_stdout(io.StringIO()):
         check(*answer)

@@ -14,9 +14,9 @@ One query ``q`` of dimension ``d`` meets ``n`` fixed keys ``K (n, d)`` and value
 * :func:`classify` labels a loss curve at a step budget by the shape of its tail, not by a
   threshold reached within that budget; the label is a measurement at that budget.
 * :func:`softmax_floor` proves a positive floor of the Softmax loss when a target lies outside
-  the convex hull of its value rows (exact rational arithmetic); :class:`Box` (outward-rounded
-  float64 intervals) and :func:`loss_box` enclose exact values, so that the certificates above
-  control their rounding.
+  the convex hull of its value rows (exact rational arithmetic); :func:`loss_box` and the
+  eigenvalue bounds enclose exact values in :class:`tdlib.intervals.Box` arithmetic
+  (outward-rounded float64 intervals), so that the certificates above control their rounding.
 """
 from __future__ import annotations
 
@@ -27,123 +27,50 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from .checks import as_tensor, check_int, check_positive
+from .checks import (as_array, as_tensor, check_between, check_choice, check_finite, check_int,
+                     check_positive, check_real)
+from .intervals import E_BOX, EPS, LIBM_SLACK, Box, _box, _dn, _up  # noqa: F401 (re-exported)
 from .query import QueryProblem, jacobians, outputs, smallest_singular_values
 
 E = math.e
 
 
 # ---------------------------------------------------------------------------------------------
-# Rounding control: float64 intervals with outward rounding
+# Rounding control: products and eigenvalue bounds in Box arithmetic (tdlib.intervals.Box)
 # ---------------------------------------------------------------------------------------------
 
-EPS = 2.0**-52
-"""The float64 machine epsilon (one unit in the last place at 1)."""
-
-LIBM_SLACK = 2.0**-40
-"""The relative widening of every ``exp`` and ``log`` value: about ``2^12`` units in the last
-place, far above the error of the float64 ``exp`` and ``log`` of numpy and the C library (a
-few units at most; the tests compare them with 50-digit values)."""
+def _data(name: str, x, axes: str) -> np.ndarray:
+    """``x`` as a non-empty, finite float64 array with the axes named in ``axes`` (the data of
+    a certificate, taken as exact), or an error naming ``name``."""
+    return as_array(name, x, axes).numpy()
 
 
-def _dn(x):
-    return np.nextafter(x, -np.inf)
+def _same(axes: str, **sizes) -> None:
+    """Require the sizes ``{"name: axis": (size, expected)}`` to agree; the message names
+    the argument whose axis differs."""
+    for where, (got, want) in sizes.items():
+        if got != want:
+            name = where.split(":")[0]
+            raise ValueError(f"{name}: expected {where.split(':')[1].strip()} = {want} to match "
+                             f"{axes}, got {got}")
 
 
-def _up(x):
-    return np.nextafter(x, np.inf)
+def _matrices(name: str, x, axes: str) -> np.ndarray:
+    """A non-empty, finite float64 array of at least two axes (a batch of matrices)."""
+    t = as_tensor(name, x, dtype=torch.float64)
+    if t.ndim < 2 or t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty array of shape {axes}, got shape "
+                         f"{tuple(t.shape)}")
+    check_finite(name, t)
+    return t.numpy()
 
 
-class Box:
-    """Arrays ``lo <= hi`` (float64, any shape) enclosing unknown real numbers.
-
-    Every operation rounds its result outward by one unit in the last place, which encloses the
-    exact result because IEEE 754 rounds each operation to the nearest float; ``exp`` and
-    ``log`` are widened by :data:`LIBM_SLACK` as well. So a ``Box`` computed from exact inputs
-    (floats are exact rationals) contains the exact value of the same formula.
-    """
-
-    __slots__ = ("lo", "hi")
-
-    def __init__(self, lo, hi=None):
-        self.lo = np.asarray(lo, dtype=np.float64)
-        self.hi = self.lo if hi is None else np.asarray(hi, dtype=np.float64)
-
-    def __getitem__(self, i):
-        return Box(self.lo[i], self.hi[i])
-
-    def __add__(self, o):
-        o = _box(o)
-        return Box(_dn(self.lo + o.lo), _up(self.hi + o.hi))
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return Box(-self.hi, -self.lo)
-
-    def __sub__(self, o):
-        return self + (-_box(o))
-
-    def __rsub__(self, o):
-        return _box(o) - self
-
-    def __mul__(self, o):
-        o = _box(o)
-        p = np.stack(np.broadcast_arrays(self.lo * o.lo, self.lo * o.hi,
-                                         self.hi * o.lo, self.hi * o.hi))
-        return Box(_dn(p.min(0)), _up(p.max(0)))
-
-    __rmul__ = __mul__
-
-    def inv(self):
-        """``1 / x`` for boxes of positive numbers."""
-        if np.any(self.lo <= 0):
-            raise ZeroDivisionError("Box.inv: expected positive lower ends")
-        return Box(_dn(1 / self.hi), _up(1 / self.lo))
-
-    def __truediv__(self, o):
-        return self * _box(o).inv()
-
-    def sq(self):
-        """``x^2`` (tighter than ``x * x`` when the box contains 0)."""
-        a, b = np.abs(self.lo), np.abs(self.hi)
-        lo = np.where((self.lo <= 0) & (self.hi >= 0), 0.0, np.minimum(a, b) ** 2)
-        return Box(np.maximum(_dn(lo), 0.0), _up(np.maximum(a, b) ** 2))
-
-    def sqrt(self):
-        """``sqrt(x)`` of the non-negative part (IEEE ``sqrt`` is correctly rounded)."""
-        return Box(_dn(np.sqrt(np.maximum(self.lo, 0.0))).clip(min=0.0),
-                   _up(np.sqrt(np.maximum(self.hi, 0.0))))
-
-    def exp(self):
-        return Box(np.maximum(_dn(np.exp(self.lo) * (1 - LIBM_SLACK)), 0.0),
-                   _up(np.exp(self.hi) * (1 + LIBM_SLACK)))
-
-    def log(self):
-        """``log(x)`` for boxes of positive numbers."""
-        lo, hi = np.log(self.lo), np.log(self.hi)
-        return Box(_dn(lo - np.abs(lo) * LIBM_SLACK - 1e-300),
-                   _up(hi + np.abs(hi) * LIBM_SLACK + 1e-300))
-
-    def sum(self, axis):
-        """Sum along ``axis`` one term at a time, each addition rounded outward."""
-        lo, hi = np.moveaxis(self.lo, axis, 0), np.moveaxis(self.hi, axis, 0)
-        acc = Box(lo[0], hi[0])
-        for a, b in zip(lo[1:], hi[1:]):
-            acc = acc + Box(a, b)
-        return acc
-
-    def min_lo(self, axis):
-        """The box of the minimum along ``axis``."""
-        return Box(self.lo.min(axis), self.hi.min(axis))
-
-
-def _box(x) -> Box:
-    return x if isinstance(x, Box) else Box(x)
-
-
-E_BOX = Box(_dn(math.e), _up(math.e))
-"""An enclosure of Euler's number."""
+def _gram_box(G) -> Box:
+    if not isinstance(G, Box) or G.lo.ndim < 2 or G.lo.shape[-1] != G.lo.shape[-2] \
+            or G.lo.shape[-1] == 0:
+        raise TypeError(f"G: expected a Box of symmetric matrices of shape (..., m, m), got "
+                        f"{type(G).__name__} {getattr(getattr(G, 'lo', None), 'shape', '')}")
+    return G
 
 
 def matmul_box(A, B) -> Box:
@@ -151,7 +78,8 @@ def matmul_box(A, B) -> Box:
     float product ``P`` plus or minus ``1.01 gamma_(k+1) |A| @ |B|`` (Higham's bound for a dot
     product in any summation order, ``gamma_k = k eps / (1 - k eps)``, widened for the rounding
     of the bound itself) plus ``k`` times the smallest subnormal for underflow."""
-    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    A, B = _matrices("A", A, "(..., m, k)"), _matrices("B", B, "(..., k, p)")
+    _same("A (..., m, k) @ B (..., k, p)", **{"B: its row count k": (B.shape[-2], A.shape[-1])})
     k = A.shape[-1]
     gam = 1.01 * (k + 1) * EPS / (1 - (k + 1) * EPS)
     P = A @ B
@@ -163,7 +91,7 @@ def cholesky_ok(G: Box) -> np.ndarray:
     """True where every symmetric matrix in ``G`` (shape ``(..., m, m)``, lower triangle read)
     is positive definite: the Cholesky factorisation in interval arithmetic meets only pivots
     with positive lower ends. Returns a boolean array of shape ``(...)``."""
-    m = G.lo.shape[-1]
+    m = _gram_box(G).lo.shape[-1]
     ok = np.ones(G.lo.shape[:-2], dtype=bool)
     L = {}
     for j in range(m):
@@ -185,6 +113,8 @@ def lambda_min_lower(G: Box, shrink: float = 1e-7) -> np.ndarray:
     """A proved lower bound ``>= 0`` on the smallest eigenvalue of every symmetric matrix in
     ``G`` (shape ``(..., m, m)``): ``lam = (1 - shrink) lambda_min(mid G)`` (a float estimate)
     is kept where ``G - lam I`` is proved positive definite (:func:`cholesky_ok`), else 0."""
+    G = _gram_box(G)
+    shrink = check_between("shrink", shrink, 0.0, 1.0, what="a relative margin", hi_open=True)
     mid = 0.5 * (G.lo + G.hi)
     mid = 0.5 * (mid + np.swapaxes(mid, -1, -2))
     lam = np.linalg.eigvalsh(mid)[..., 0] * (1 - shrink)
@@ -198,6 +128,8 @@ def lambda_max_upper(G: Box, grow: float = 1e-7) -> np.ndarray:
     """A proved upper bound on the largest eigenvalue of every symmetric matrix in ``G``:
     ``lam = (1 + grow) lambda_max(mid G)`` (plus a tiny absolute term) where ``lam I - G`` is
     proved positive definite, else the larger bound ``max_i sum_j max |G_ij|`` (Gershgorin)."""
+    G = _gram_box(G)
+    grow = check_positive("grow", grow, strict=False)
     mid = 0.5 * (G.lo + G.hi)
     mid = 0.5 * (mid + np.swapaxes(mid, -1, -2))
     lam = np.linalg.eigvalsh(mid)[..., -1] * (1 + grow) + 1e-300
@@ -212,7 +144,13 @@ def gaussian_box(Z, K, U, y, c: float):
     (keys ``K (n, d)``, values ``U (n, d_out)``, target ``y (d_out,)``, width ``c``): the
     distances ``||z - k_j|| (B, n)``, the residual norm ``||o(z) - y|| (B,)`` and the Gram matrix
     ``J J^T (B, d_out, d_out)`` of the Jacobian. Returns three :class:`Box` values."""
-    Z, K, U, y = (np.asarray(v, dtype=np.float64) for v in (Z, K, U, y))
+    Z, K = _data("Z", Z, "(B, d)"), _data("K", K, "(n, d)")
+    U, y = _data("U", U, "(n, d_out)"), _data("y", y, "(d_out,)")
+    _same("Z (B, d), K (n, d), U (n, d_out), y (d_out,)",
+          **{"K: its dimension d": (K.shape[1], Z.shape[1]),
+             "U: its row count n": (U.shape[0], K.shape[0]),
+             "y: its length d_out": (y.shape[0], U.shape[1])})
+    c = check_positive("c", c)
     diff = Box(Z[:, None, :]) - Box(K[None])                      # (B, n, d)
     dist2 = diff.sq().sum(-1)                                     # (B, n)
     a = (-(dist2 / c)).exp()                                      # (B, n)
@@ -235,7 +173,9 @@ def gaussian_box(Z, K, U, y, c: float):
 def gaussian_bounds_upper(U, y, c: float) -> Dict[str, float]:
     """Proved upper bounds on the constants of :func:`gaussian_bounds` (and ``||y||``'s
     enclosure), from the float64 data taken as exact."""
-    U, y = np.asarray(U, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    U, y = _data("U", U, "(n, d_out)"), _data("y", y, "(d_out,)")
+    _same("U (n, d_out), y (d_out,)", **{"y: its length d_out": (y.shape[0], U.shape[1])})
+    c = check_positive("c", c)
     S_u = Box(U).sq().sum(-1).sqrt().sum(0)
     ny = Box(y).sq().sum(0).sqrt()
     J_max = (Box(2.0) / (Box(c) * E_BOX)).sqrt() * S_u
@@ -261,8 +201,8 @@ def gaussian_bounds(U, y, c: float) -> Dict[str, float]:
     * ``r_max = S_u + ||y|| >= ||o(q) - y||``;
     * ``L_g = J_max^2 + (2 / c) S_u r_max``, a global Lipschitz constant of ``grad g``.
     """
-    U = as_tensor("U", U, dtype=torch.float64)
-    y = as_tensor("y", y, dtype=torch.float64)
+    U, y = as_array("U", U, "(n, d_out)"), as_array("y", y, "(d_out,)")
+    _same("U (n, d_out), y (d_out,)", **{"y: its length d_out": (y.shape[0], U.shape[1])})
     c = check_positive("c", c)
     S_u = float(U.norm(dim=-1).sum())
     J_max = math.sqrt(2 / (c * E)) * S_u
@@ -300,9 +240,9 @@ def sublevel_certificate(K, U, y, beta: float, c: float, max_boxes: int = 400_00
     ``min_margin`` / ``min_rel_margin``: the smallest margin of a decision, absolute and divided
     by the size of the largest term it compares (the scale at which rounding acts).
     """
-    K = as_tensor("K", K, dtype=torch.float64).numpy()
-    U = as_tensor("U", U, dtype=torch.float64).numpy()
-    y = as_tensor("y", y, dtype=torch.float64).numpy()
+    K, U, y = _data("K", K, "(n, d)"), _data("U", U, "(n, d_out)"), _data("y", y, "(d_out,)")
+    max_boxes = check_int("max_boxes", max_boxes)
+    max_depth = check_int("max_depth", max_depth, minimum=0)
     if K.ndim != 2 or U.ndim != 2 or y.ndim != 1 or U.shape != (K.shape[0], y.shape[0]):
         raise ValueError(f"K, U, y: expected shapes (n, d), (n, d_out), (d_out,), got "
                          f"{K.shape}, {U.shape}, {y.shape}")
@@ -380,10 +320,17 @@ def loss_box(X, K, U, Y, W, kernel: str, c: Optional[float] = None) -> Box:
     batch of problems, all float64 data taken as exact: ``X (B, N, n, D)``, ``K (B, N, n, d)``,
     ``U, Y (B, N, n, d_out)``, ``W (B, D, d)``; a :class:`Box` of shape ``(B,)``. The Gaussian
     width ``c`` defaults to ``2 sqrt(d)`` (as a float, taken as exact)."""
-    X, K, U, Y, W = (np.asarray(torch.as_tensor(v, dtype=torch.float64)) for v in (X, K, U, Y, W))
-    if X.ndim != 4 or W.ndim != 3:
-        raise ValueError(f"X, W: expected shapes (B, N, n, D), (B, D, d), got {X.shape}, "
-                         f"{W.shape}")
+    check_choice("kernel", kernel, ("softmax", "gaussian"))
+    X, K = _data("X", X, "(B, N, n, D)"), _data("K", K, "(B, N, n, d)")
+    U, Y = _data("U", U, "(B, N, n, d_out)"), _data("Y", Y, "(B, N, n, d_out)")
+    W = _data("W", W, "(B, D, d)")
+    _same("X (B, N, n, D), K (B, N, n, d), U and Y (B, N, n, d_out), W (B, D, d)",
+          **{"W: its shape (B, D)": (W.shape[:2], (X.shape[0], X.shape[3])),
+             "K: its shape (B, N, n, d)": (K.shape, X.shape[:3] + W.shape[2:]),
+             "U: its shape (B, N, n)": (U.shape[:3], X.shape[:3]),
+             "Y: its shape": (Y.shape, U.shape)})
+    if c is not None:
+        c = check_positive("c", c)
     d = W.shape[-1]
     Q = matmul_box(X, W[:, None])                                 # (B, N, n, d)
     if kernel == "gaussian":
@@ -416,9 +363,12 @@ def layer_certificate(problem: QueryProblem, W_Q0, **kw) -> Dict[str, object]:
     ``ok`` is False (with a ``reason``) when a hypothesis is not proved. ``min_margin`` and
     ``min_rel_margin`` are the smallest over all queries of :func:`sublevel_certificate`.
     """
+    if not isinstance(problem, QueryProblem):
+        raise TypeError(f"problem: expected a tdlib.query.QueryProblem, got "
+                        f"{type(problem).__name__}")
     if problem.kernel != "gaussian":
         raise ValueError(f"problem.kernel: expected 'gaussian', got {problem.kernel!r}")
-    W0 = problem.check_W(W_Q0)
+    W0 = problem.check_W(W_Q0, "W_Q0")
     c = problem.c if problem.c is not None else 2 * math.sqrt(problem.d)
     return layer_certificate_arrays(problem.X, problem.K, problem.U, problem.Y, W0, c, **kw)
 
@@ -427,7 +377,14 @@ def layer_certificate_arrays(X, K, U, Y, W, c: float, **kw) -> Dict[str, object]
     """:func:`layer_certificate` for plain arrays: ``X (N, n, D)``, keys ``K (N, n, d)``,
     values ``U`` and targets ``Y (N, n, d_out)``, the start ``W (D, d)`` and the width ``c``;
     ``kw`` goes to :func:`sublevel_certificate`."""
-    X, K, U, Y, W0 = (torch.as_tensor(v, dtype=torch.float64) for v in (X, K, U, Y, W))
+    X, K = as_array("X", X, "(N, n, D)"), as_array("K", K, "(N, n, d)")
+    U, Y = as_array("U", U, "(N, n, d_out)"), as_array("Y", Y, "(N, n, d_out)")
+    W0 = as_array("W", W, "(D, d)")
+    _same("X (N, n, D), K (N, n, d), U and Y (N, n, d_out), W (D, d)",
+          **{"W: its row count D": (W0.shape[0], X.shape[2]),
+             "K: its shape (N, n, d)": (tuple(K.shape), tuple(X.shape[:2]) + (W0.shape[1],)),
+             "U: its shape (N, n)": (tuple(U.shape[:2]), tuple(X.shape[:2])),
+             "Y: its shape": (tuple(Y.shape), tuple(U.shape))})
     N, n, D = X.shape
     c = check_positive("c", c)
     r = (X @ W0).reshape(N, n, -1)
@@ -498,8 +455,10 @@ def hull_gap(U, y, iters: int = 2000):
     bound was found: ``y`` inside the hull or too close to it)."""
     from fractions import Fraction
 
-    U = np.asarray(U, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    U, y = _data("U", U, "(m, n, d_out)"), _data("y", y, "(m, d_out)")
+    _same("U (m, n, d_out), y (m, d_out)",
+          **{"y: its shape (m, d_out)": (y.shape, (U.shape[0], U.shape[2]))})
+    iters = check_int("iters", iters)
     m, n, _ = U.shape
     lam = np.full((m, n), 1.0 / n)
     step = 1.0 / np.maximum(np.linalg.norm(U, 2, axis=(1, 2)) ** 2, 1e-12)
@@ -525,8 +484,8 @@ def softmax_floor(U, Y) -> np.ndarray:
     dist(y_ik, conv(rows of U_i))^2`` with each distance bounded below by :func:`hull_gap`
     (every Softmax output is a convex combination of the value rows). ``U, Y`` have shape
     ``(B, N, n, d_out)`` (or ``(N, n, d_out)``); returns ``(B,)`` (or a scalar), rounded down."""
-    U = np.asarray(torch.as_tensor(U, dtype=torch.float64))
-    Y = np.asarray(torch.as_tensor(Y, dtype=torch.float64))
+    U = _data("U", U, "(N, n, d_out)") if np.ndim(U) == 3 else _data("U", U, "(B, N, n, d_out)")
+    Y = _data("Y", Y, "(N, n, d_out)") if np.ndim(Y) == 3 else _data("Y", Y, "(B, N, n, d_out)")
     single = U.ndim == 3
     U, Y = (U[None], Y[None]) if single else (U, Y)
     if U.ndim != 4 or Y.shape != U.shape[:3] + (U.shape[3],):
@@ -565,6 +524,10 @@ class SoftmaxRay:
     delta: float = 0.2
 
     def __post_init__(self):
+        for name in ("k1", "k2"):
+            as_array(name, getattr(self, name), "(2,)")
+        check_real("u1", self.u1)
+        check_real("u2", self.u2)
         if not self.u1 > self.u2:
             raise ValueError(f"u1, u2: expected u1 > u2, got {self.u1} and {self.u2}")
         check_positive("delta", self.delta)
@@ -574,6 +537,14 @@ class SoftmaxRay:
         self.U = torch.tensor([[self.u1], [self.u2]], dtype=torch.float64)
         self.y = torch.tensor([self.u1 + self.delta], dtype=torch.float64)
         self.w = (self.K[0] - self.K[1]) / math.sqrt(2)
+
+    @staticmethod
+    def _q(name: str, q) -> torch.Tensor:
+        """A query of this instance: two finite numbers."""
+        q = as_array(name, q, "(2,)")
+        if q.shape != (2,):
+            raise ValueError(f"{name}: expected a query of shape (2,), got shape {tuple(q.shape)}")
+        return q
 
     @property
     def du(self) -> float:
@@ -585,12 +556,12 @@ class SoftmaxRay:
 
     def loss(self, q, kernel: str = "softmax") -> float:
         """The per-query loss ``g(q)`` with the given kernel."""
-        r = outputs(torch.as_tensor(q, dtype=torch.float64)[None], self.K, self.U, kernel)[0] - self.y
+        r = outputs(self._q("q", q)[None], self.K, self.U, kernel)[0] - self.y
         return 0.5 * float((r * r).sum())
 
     def grad(self, q, kernel: str = "softmax") -> torch.Tensor:
         """The gradient of ``g`` at ``q`` with the given kernel."""
-        q = torch.as_tensor(q, dtype=torch.float64)[None]
+        q = self._q("q", q)[None]
         r = outputs(q, self.K, self.U, kernel)[0] - self.y
         return jacobians(q, self.K, self.U, kernel)[0].T @ r
 
@@ -607,11 +578,14 @@ class SoftmaxRay:
         ``upper = (delta u_12 + u_12^2 / 2) / (E0 + eta ||w||^2 u_12 delta t / 4)``.
         With ``C`` and ``t0`` as returned, ``lower = C / (t + t0)``, so the proved lower bound on
         ``t * gap`` is ``C t / (t + t0)``, which tends to ``C`` (it is not ``C`` at finite ``t``)."""
-        theta0 = float(self.w @ torch.as_tensor(q0, dtype=torch.float64))
+        theta0 = float(self.w @ self._q("q0", q0))
+        eta = check_positive("eta", eta)
+        t = as_tensor("t", t, dtype=torch.float64).numpy()
+        if t.size == 0 or not (np.isfinite(t) & (t >= 0)).all():
+            raise ValueError(f"t: expected non-empty finite step counts >= 0, got {t!r:.80}")
         E0 = math.exp(theta0)
         w2 = float(self.w @ self.w)
         a = eta * w2 * self.du * (self.delta + self.du)
-        t = np.asarray(t, dtype=float)
         grow = a * math.exp(a / (1 + E0))           # the most exp(chi_t) can gain in a step
         lower = self.delta * self.du / (1 + E0 + grow * t)
         upper = ((self.delta * self.du + self.du**2 / 2) / (E0 + eta * w2 * self.du * self.delta * t / 4)
@@ -623,9 +597,15 @@ class SoftmaxRay:
 def gd_path(loss_grad, q0, eta: float, steps: int):
     """Plain GD ``q <- q - eta grad g(q)`` for ``steps`` steps; returns the losses ``(steps+1,)``,
     gradient norms and the final query. ``loss_grad(q)`` returns ``(loss, grad)``."""
+    if not callable(loss_grad):
+        raise TypeError(f"loss_grad: expected a function q -> (loss, gradient), got "
+                        f"{type(loss_grad).__name__}")
     eta = check_positive("eta", eta)
     steps = check_int("steps", steps, minimum=0)
-    q = torch.as_tensor(q0, dtype=torch.float64).clone()
+    q = as_tensor("q0", q0, dtype=torch.float64).clone()
+    if q.numel() == 0:
+        raise ValueError(f"q0: expected a non-empty start query, got shape {tuple(q.shape)}")
+    check_finite("q0", q)
     losses, gnorms = [], []
     for _ in range(steps + 1):
         f, g = loss_grad(q)
@@ -668,6 +648,12 @@ def classify(f_quarter: float, f_half: float, f_end: float, f_ref: float,
     a transient (a plateau it is about to leave, a fast mode before a slow one), and its label
     at ``2 t_max`` can differ (:func:`tdlib.phase.flip_rate` measures how often).
     """
+    f_quarter, f_half, f_end = (check_positive(k, v, strict=False) for k, v in
+                                (("f_quarter", f_quarter), ("f_half", f_half), ("f_end", f_end)))
+    f_ref = check_positive("f_ref", f_ref)
+    pl_half = check_positive("pl_half", pl_half, strict=False)
+    pl_end = check_positive("pl_end", pl_end, strict=False)
+    zero_tol = check_positive("zero_tol", zero_tol, strict=False)
     if f_end <= zero_tol * f_ref:
         return "converged"
     if not (f_quarter > 0 and f_half > 0 and f_end > 0):
@@ -700,10 +686,21 @@ def classify_curve(losses, pl=None, zero_tol: float = 1e-10, f_ref: Optional[flo
     """:func:`classify` on a whole curve ``losses[0..t_max]``. ``pl`` (the PL ratios along the run)
     defaults to the relative decrease ``(f_t - f_{t+1}) / f_t``, which is ``2 eta`` times the PL
     ratio to first order for constant-step gradient descent; ``f_ref`` defaults to ``losses[0]``."""
-    f = np.asarray(losses, dtype=float)
+    f = as_array("losses", losses, "(t_max + 1,)").numpy()
     T = len(f) - 1
     if T < 8:
         raise ValueError(f"losses: expected at least 9 values, got {len(f)}")
+    if (f < 0).any():
+        raise ValueError(f"losses: expected values >= 0, got {float(f.min())} at step "
+                         f"{int(np.argmin(f))}")
+    zero_tol = check_positive("zero_tol", zero_tol, strict=False)
+    if f_ref is not None:
+        f_ref = check_positive("f_ref", f_ref)
+    if pl is not None:
+        pl = as_array("pl", pl, "(t_max + 1,)").numpy()
+        if pl.shape != f.shape or (pl < 0).any():
+            raise ValueError(f"pl: expected {len(f)} PL ratios >= 0 (one per loss), got shape "
+                             f"{pl.shape} with minimum {float(pl.min())}")
     if pl is None:
         pl = np.append(np.maximum(f[:-1] - f[1:], 0) / np.where(f[:-1] > 0, f[:-1], 1), 0.0)
         windows = [(a, min(b, T - 1)) for a, b in pl_windows(T)]

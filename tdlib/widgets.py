@@ -25,6 +25,8 @@ import os
 import time
 from typing import Callable, Iterable, Optional
 
+from .checks import check_int
+
 #: Set (to anything but "" or "0") by the book build: precompute frames instead of redrawing.
 STATIC_ENV = "TDLIB_STATIC_WIDGETS"
 #: If set to a file name, each static explorer appends one JSON line (draw, frames, seconds,
@@ -56,6 +58,7 @@ def explorer(draw: Callable[..., object], /, frames=None, alt: Optional[str] = N
     """
     import ipywidgets as w
 
+    _check_draw(draw)
     if not controls:
         raise ValueError("explorer: give at least one control, e.g. D=IntSlider(...); got none")
     if alt is not None and (not isinstance(alt, str) or not alt.strip()):
@@ -70,6 +73,12 @@ def explorer(draw: Callable[..., object], /, frames=None, alt: Optional[str] = N
 
     out = w.interactive_output(_drawer(draw, plt), controls)
     return w.VBox([w.HBox(list(controls.values()), layout=w.Layout(flex_flow="row wrap")), out])
+
+
+def _check_draw(draw) -> None:
+    if not callable(draw):
+        raise TypeError(f"draw: expected a function draw(**values) that makes one figure, got "
+                        f"{type(draw).__name__}")
 
 
 def _drawer(draw, plt):
@@ -87,7 +96,21 @@ def _drawer(draw, plt):
 def render_png(draw: Callable[..., object], values: dict) -> bytes:
     """``draw(**values)`` as a compact PNG at display size: the whole figure at its dpi, reduced
     to a 64-colour palette (a third of the size of the full-colour PNG)."""
+    import inspect
+
     import matplotlib.pyplot as plt
+
+    _check_draw(draw)
+    if not isinstance(values, dict):
+        raise TypeError(f"values: expected a dict of knob values for draw, got "
+                        f"{type(values).__name__}")
+    try:
+        inspect.signature(draw).bind(**values)
+    except TypeError as err:
+        raise TypeError(f"values: expected the keywords of draw{inspect.signature(draw)}, got "
+                        f"{sorted(values)} ({err})") from None
+    except ValueError:  # a callable without a signature: let the call decide
+        pass
     from PIL import Image
 
     plt.close("all")
@@ -107,6 +130,10 @@ def grid_values(name: str, control, size: int) -> list:
     evenly spread values of its range (on its step): both ends and its current value."""
     import ipywidgets as w
 
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected the knob's name (a string), got {name!r}")
+    size = check_int("size", size, minimum=2)
+
     if isinstance(control, (w.IntSlider, w.FloatSlider)):
         lo, hi, step = control.min, control.max, control.step
         count = int(round((hi - lo) / step)) + 1
@@ -125,8 +152,9 @@ def grid_values(name: str, control, size: int) -> list:
         return [False, True]
     if hasattr(control, "options") and hasattr(control, "index"):
         return [v for _, v in _labelled(control)]
-    raise TypeError(f"explorer: knob {name!r} must be an IntSlider, FloatSlider, Checkbox or a "
-                    f"selection control (Dropdown, ToggleButtons, ...); got {type(control).__name__}")
+    raise TypeError(f"control: expected an IntSlider, FloatSlider, Checkbox or a selection "
+                    f"control (Dropdown, ToggleButtons, ...) for knob {name!r}; got "
+                    f"{type(control).__name__}")
 
 
 def _labelled(control) -> list:

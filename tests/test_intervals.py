@@ -2,12 +2,15 @@
 import math
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 import torch
 
 from tdlib import counterexample as ce
 from tdlib import intervals as iv
+from tdlib import separation
+from tdlib.intervals import Box
 
 KEYS = [-1, 0, 1]
 VALUES = [[-3.0, 8.0], [-2.0, 0.0], [-1.0, 8.0]]
@@ -98,3 +101,57 @@ def test_curvature_bound_and_basins_of_gradient_descent():
     ends, _ = ce.run_gd(P, starts, lr=0.9 / ell, steps=20000)
     expected = np.where(starts < s_b, -3.0, s_star)
     assert np.allclose(ends[:, 0].numpy(), expected, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- float64 boxes
+
+def test_box_encloses_50_digit_values():
+    g = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+    x = g.normal(size=200) * 30
+    y = g.normal(size=200)
+    mpmath.mp.dps = 50
+    for name, box, exact in (
+            ("exp", Box(x).exp(), [mpmath.exp(mpmath.mpf(v)) for v in x]),
+            ("x*y+x", Box(x) * Box(y) + Box(x),
+             [mpmath.mpf(a) * mpmath.mpf(b) + mpmath.mpf(a) for a, b in zip(x, y)]),
+            ("sqrt|x|/y", Box(np.abs(x)).sqrt() / Box(np.abs(y) + 0.1),
+             [mpmath.sqrt(abs(mpmath.mpf(a))) / (abs(mpmath.mpf(b)) + mpmath.mpf(0.1))
+              for a, b in zip(x, y)]),
+            ("log", Box(np.abs(x) + 1e-3).log(),
+             [mpmath.log(abs(mpmath.mpf(a)) + mpmath.mpf(1e-3)) for a in x])):
+        for lo, hi, e in zip(box.lo, box.hi, exact):
+            assert mpmath.mpf(lo) <= e <= mpmath.mpf(hi), name
+        # and the boxes are narrow: a few thousand units in the last place at most
+        assert np.all(box.hi - box.lo <= 1e-11 * np.maximum(np.abs(box.hi), 1e-300)), name
+
+
+def _exact(x) -> list:
+    return [Fraction(float(v)) for v in np.ravel(x)]
+
+
+def test_box_arithmetic_encloses_the_exact_rational_result():
+    """+, -, *, / and squares of float boxes against the same formula in exact fractions, on
+    fresh numbers of very different sizes (where a float result is rounded)."""
+    g = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+    x = g.normal(size=300) * 10.0 ** g.integers(-8, 9, size=300)
+    y = g.normal(size=300) * 10.0 ** g.integers(-8, 9, size=300)
+    z = np.abs(y) + 1e-3
+    cases = (("x + y", Box(x) + Box(y), [a + b for a, b in zip(_exact(x), _exact(y))]),
+             ("x - y", Box(x) - y, [a - b for a, b in zip(_exact(x), _exact(y))]),
+             ("x * y + x", Box(x) * Box(y) + Box(x),
+              [a * b + a for a, b in zip(_exact(x), _exact(y))]),
+             ("x / z", Box(x) / Box(z), [a / b for a, b in zip(_exact(x), _exact(z))]),
+             ("x^2", Box(x).sq(), [a * a for a in _exact(x)]),
+             ("sum", Box(np.stack([x, y, z])).sum(0),
+              [a + b + c for a, b, c in zip(_exact(x), _exact(y), _exact(z))]))
+    for name, box, exact in cases:
+        inside = [Fraction(float(lo)) <= e <= Fraction(float(hi))
+                  for lo, hi, e in zip(box.lo, box.hi, exact)]
+        assert all(inside), f"{name}: {inside.count(False)} exact values outside their box"
+
+
+def test_box_lives_in_intervals_and_separation_uses_it():
+    assert separation.Box is iv.Box and separation.E_BOX is iv.E_BOX
+    assert iv.E_BOX.lo < math.e < iv.E_BOX.hi
+    with pytest.raises(ZeroDivisionError, match="positive"):
+        Box([-1.0, 2.0]).inv()

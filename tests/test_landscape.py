@@ -116,3 +116,121 @@ def test_landscape_command_on_cuda(tmp_path):
                  "--n-loss", "8", "--n-eval", "8", "--near-seeds", "1", "--out", str(out),
                  "--quiet"]) == 0
     assert np.isfinite(np.load(out)["loss_gaussian"]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# stored landscapes: damaged files are named on load, with the field and the command
+# ---------------------------------------------------------------------------------------------
+
+def _stored_copy(tmp_path, task="text"):
+    """A copy of a stored landscape pair (the .npz and its .json) in ``tmp_path``."""
+    import shutil
+
+    from tdlib import book
+
+    src = book.data_path("experiments", f"{task}-landscape.npz")
+    for f in (src, src.with_suffix(".json")):
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path / src.name
+
+
+def _edit_npz(path, edit):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    edit(arrays)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _roll(a):
+    a["coords"] = a["coords"][::-1].copy()
+
+
+NPZ_EDITS = {
+    "coords-missing": (lambda a: a.pop("coords"), "'loss_softmax'|'coords'"),
+    "coords-decreasing": (_roll, "'coords'.*strictly increasing"),
+    "coords-2d": (lambda a: a.update(coords=a["coords"][None]), "'coords'.*1-d grid"),
+    "coords-nan": (lambda a: a["coords"].__setitem__(0, np.nan), "'coords'.*finite"),
+    "coords-asymmetric": (lambda a: a.update(coords=a["coords"] + 0.1), "'coords'.*symmetric"),
+    "loss-shape": (lambda a: a.update(loss_gaussian=a["loss_gaussian"][:, :-1]),
+                   "'loss_gaussian'.*shape"),
+    "loss-missing": (lambda a: a.pop("loss_softmax"), "'loss_softmax': missing"),
+    "loss-negative": (lambda a: a["loss_softmax"].__setitem__((0, 0), -1.0),
+                      "'loss_softmax'.*positive"),
+    "origin-off-centre": (lambda a: a.update(origin_softmax=a["origin_softmax"] + 1.0),
+                          "'origin_softmax'.*centre"),
+    "origin-array": (lambda a: a.update(origin_gaussian=np.ones(3)), "'origin_gaussian'"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(NPZ_EDITS))
+def test_a_damaged_landscape_npz_is_named_on_load(tmp_path, edit):
+    import re
+
+    from tdlib import book, experiments
+
+    f = _stored_copy(tmp_path)
+    change, field = NPZ_EDITS[edit]
+    _edit_npz(f, change)
+    with pytest.raises(book.StoredResultError) as err:
+        experiments.stored(f.name, path=tmp_path)
+    msg = str(err.value)
+    assert str(f) in msg and re.search(field, msg), msg
+    assert "remake it with: python -m tdlib.experiments landscape" in msg, msg
+    assert book.check_file(f), "the checker reports the same file"
+
+
+def test_near_centre_draws_are_checked_with_the_grid(tmp_path):
+    from tdlib import book
+
+    f = _stored_copy(tmp_path, "text")
+    _edit_npz(f, lambda a: a.update(near_seeds=np.array([1, 1, 2, 3])))
+    with pytest.raises(book.StoredResultError, match="'near_seeds'.*distinct"):
+        book.load_npz(f)
+    f = _stored_copy(tmp_path, "text")
+    _edit_npz(f, lambda a: a.update(near_gaussian=a["near_gaussian"][:2]))
+    with pytest.raises(book.StoredResultError, match="'near_gaussian'.*shape"):
+        book.load_npz(f)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("grid", 14, "'grid'.*odd integer"), ("grid", None, "'grid'"),
+    ("span", -1.0, "'span'.*positive"), ("n_loss", 0, "'n_loss'.*integer >= 1"),
+    ("stage1", {}, "'stage1.config.steps'"),
+])
+def test_a_damaged_landscape_json_is_named_on_load(tmp_path, field, value, match):
+    import json
+
+    from tdlib import book
+
+    f = _stored_copy(tmp_path, "pathfinder").with_suffix(".json")
+    doc = json.loads(f.read_text())
+    doc[field] = value
+    f.write_text(json.dumps(doc))
+    with pytest.raises(book.StoredResultError, match=match) as err:
+        book.load_json(f)
+    assert str(f) in str(err.value) and "python -m tdlib.experiments landscape" in str(err.value)
+
+
+def test_the_json_must_describe_the_npz_grid(tmp_path):
+    import json
+
+    from tdlib import book
+
+    f = _stored_copy(tmp_path, "pathfinder")
+    meta = f.with_suffix(".json")
+    doc = json.loads(meta.read_text())
+    doc["grid"] += 2
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(book.StoredResultError, match="'grid' of the .json: expected 13"):
+        book.load_npz(f)
+
+
+def test_the_stored_landscapes_pass_their_checks():
+    from tdlib import book, landscape
+
+    for task in ("text", "pathfinder"):
+        f = book.data_path("experiments", f"{task}-landscape.npz")
+        arrays = book.load_npz(f)
+        assert landscape.check_arrays(arrays, book.load_json(f.with_suffix(".json"))) == []
+        assert book.check_file(f) == [] and book.check_file(f.with_suffix(".json")) == []

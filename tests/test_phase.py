@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tdlib import book, phase, query, separation
-from tdlib.separation import Box
 
 STORED = Path(__file__).resolve().parents[1] / "book" / "data" / "phase-diagram" / "results.json"
 
@@ -24,26 +23,7 @@ def batch(probs, starts):
 
 
 # --------------------------------------------------------------------------- rounding control
-
-def test_box_encloses_50_digit_values():
-    g = np.random.default_rng(fresh_seed())
-    x = g.normal(size=200) * 30
-    y = g.normal(size=200)
-    mpmath.mp.dps = 50
-    for name, box, exact in (
-            ("exp", Box(x).exp(), [mpmath.exp(mpmath.mpf(v)) for v in x]),
-            ("x*y+x", Box(x) * Box(y) + Box(x),
-             [mpmath.mpf(a) * mpmath.mpf(b) + mpmath.mpf(a) for a, b in zip(x, y)]),
-            ("sqrt|x|/y", Box(np.abs(x)).sqrt() / Box(np.abs(y) + 0.1),
-             [mpmath.sqrt(abs(mpmath.mpf(a))) / (abs(mpmath.mpf(b)) + mpmath.mpf(0.1))
-              for a, b in zip(x, y)]),
-            ("log", Box(np.abs(x) + 1e-3).log(),
-             [mpmath.log(abs(mpmath.mpf(a)) + mpmath.mpf(1e-3)) for a in x])):
-        for lo, hi, e in zip(box.lo, box.hi, exact):
-            assert mpmath.mpf(lo) <= e <= mpmath.mpf(hi), name
-        # and the boxes are narrow: a few thousand units in the last place at most
-        assert np.all(box.hi - box.lo <= 1e-11 * np.maximum(np.abs(box.hi), 1e-300)), name
-
+# (the Box arithmetic itself is tested in tests/test_intervals.py)
 
 def test_loss_box_encloses_the_exact_loss():
     seed = fresh_seed()

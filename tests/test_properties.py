@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import KINDS, dtypes, junk_ints, junk_numbers
 
 from tdlib import experiments, landscape, pathfinder, text
 from tdlib.attention import KERNEL_NAMES, AttentionLayer, gaussian_width, squared_distances
@@ -33,12 +34,8 @@ def names(err: BaseException, *words: str) -> None:
     assert any(w in msg for w in words), f"{type(err).__name__} does not name {words}: {msg}"
 
 
-# anything a careless caller may pass where a count is expected
-junk_ints = st.one_of(st.integers(-3, 6), st.floats(allow_nan=True, allow_infinity=True),
-                      st.booleans(), st.none(), st.text(max_size=3))
-junk_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5),
-                         st.none(), st.text(max_size=3))
-dtypes = st.sampled_from([torch.float32, torch.float64])
+# junk_ints, junk_numbers (anything a careless caller may pass where a count or a number is
+# expected) and the bad values of each kind of argument come from tests/strategies.py
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +99,8 @@ def test_bad_inputs_are_named(shape, bad, data):
 
 @FAST
 @given(args=st.tuples(junk_ints, junk_ints, junk_ints), dtype=st.sampled_from(
-    [torch.float32, torch.float64, torch.int64, torch.float16, "float"]), seed=junk_ints)
+    [torch.float32, torch.float64, torch.int64, torch.float16, "float"]),
+    seed=st.one_of(junk_ints, KINDS["seed"](0)))
 def test_random_inputs_result_or_named_error(args, dtype, seed):
     try:
         X = random_inputs(*args, seed=seed, dtype=dtype)
@@ -113,7 +111,9 @@ def test_random_inputs_result_or_named_error(args, dtype, seed):
 
 
 @FAST
-@given(lr=junk_numbers, steps=junk_ints, tol=junk_numbers)
+@given(lr=st.one_of(junk_numbers, KINDS["positive"](0.1)),
+       steps=st.one_of(junk_ints, KINDS["count0"](1)), tol=st.one_of(junk_numbers,
+                                                                    KINDS["nonneg"](0.0)))
 def test_train_arguments_are_named(lr, steps, tol):
     model = AttentionLayer(2, seed=0)
     X, Y = random_data(1, 2, 2, d_out=2)
@@ -190,7 +190,8 @@ def test_encode_roundtrip_or_named_error(texts, max_len):
 
 
 @FAST
-@given(size=junk_ints, path_length=junk_ints, seed=junk_ints)
+@given(size=junk_ints, path_length=st.one_of(junk_ints, KINDS["count"](3)),
+       seed=st.one_of(junk_ints, KINDS["seed"](0)))
 def test_pathfinder_geometry_or_named_error(size, path_length, seed):
     try:
         s, L, sd = pathfinder.check_geometry(size, path_length, seed)

@@ -333,3 +333,26 @@ def test_outside_the_hull_a_finite_minimiser_can_exist():
     assert abs(gaps[-1]) < 1e-12 and float(q.norm()) < 10
     # the level on the simplex's boundary is higher than the attained floor
     assert math.isclose(query.softmax_level(U.numpy(), y.numpy()), 0.41, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("arg", ["Q", "K", "U"])
+def test_user_facing_outputs_refuse_non_finite_input_and_the_loops_twins_propagate(bad, arg):
+    """``scores``/``outputs``/``jacobians`` name a non-finite argument instead of returning NaN;
+    their ``*_unchecked`` twins (used by the GD loops to reject an overflowing step) compute
+    without a check: a NaN comes out as the NaN the step is rejected by (an infinite key can
+    also give a finite but meaningless output, which is why the user-facing ones refuse it)."""
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    args = {"Q": torch.randn(3, 2, generator=g, dtype=torch.float64),
+            "K": torch.randn(4, 2, generator=g, dtype=torch.float64),
+            "U": torch.randn(4, 2, generator=g, dtype=torch.float64)}
+    args[arg][1, 0] = bad
+    for kernel in ("softmax", "gaussian"):
+        for fn in (query.outputs, query.jacobians) + ((query.scores,) if arg != "U" else ()):
+            kw = {k: v for k, v in args.items() if fn is not query.scores or k != "U"}
+            with pytest.raises(ValueError, match=rf"^{arg}: expected finite numbers"):
+                fn(**kw, kernel=kernel)
+        out = query.outputs_unchecked(**args, kernel=kernel)
+        assert out.shape == (3, 2)
+        if math.isnan(bad):
+            assert not bool(torch.isfinite(out).all()), f"{kernel}: {arg}={bad} gave {out}"

@@ -202,9 +202,11 @@ def test_classifier_labels_the_two_kernels_on_the_two_key_instance(T):
 def test_classifier_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 9"):
         separation.classify_curve([1.0, 0.5])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="f_half: expected a non-negative"):
         separation.classify(1.0, -1.0, 0.5, 1.0, 1.0, 1.0)
-    with pytest.raises(ValueError, match="PL ratios"):
+    with pytest.raises(ValueError, match="losses: expected positive"):
+        separation.classify(1.0, 0.0, 0.5, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="pl_half: expected a non-negative"):
         separation.classify(1.0, 0.9, 0.5, 1.0, -1.0, 1.0)
     with pytest.raises(ValueError, match="u1 > u2"):
         separation.SoftmaxRay(u1=0.0, u2=1.0)
