@@ -339,7 +339,11 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     try:
         if mode == "serial" or not todo:
             for i in todo:
-                finish(i, timed_call(fn, tasks[i]))
+                try:
+                    done = timed_call(fn, tasks[i])
+                except Exception as exc:
+                    raise _named(exc, i, tasks[i])
+                finish(i, done)
                 bar.update()
         else:
             seen = _run_dask(fn, tasks, keys, todo, mode, workers, scheduler,
@@ -351,6 +355,13 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     if info is not None:
         info.update(wall_seconds=time.perf_counter() - t0, cpu_seconds=sum(cpu))
     return results
+
+
+def _named(exc: BaseException, i: int, task: dict) -> BaseException:
+    """``exc`` with a note naming the task that raised it."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"in tasks[{i}] {_canonical(task):.200}")
+    return exc
 
 
 def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar):
@@ -384,9 +395,7 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
             for f in as_completed(futures, loop=client.loop, raise_errors=False):
                 i = futures[f]
                 if f.status == "error":
-                    exc = f.exception()
-                    raise RuntimeError(f"tasks[{i}] {_canonical(tasks[i]):.100}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
+                    raise _named(f.exception(), i, tasks[i])
                 finish(i, f.result())
                 bar.update()
         finally:
@@ -439,7 +448,8 @@ def add_arguments(parser) -> None:
 
 def options(args, default_checkpoint) -> dict:
     """The keyword arguments of :func:`run` from parsed :func:`add_arguments` options
-    (``workers``, ``scheduler``, ``checkpoint``), checked: raises ``ValueError`` for
+    (``workers``, ``scheduler``, ``checkpoint``), resolved as :func:`resolve` does (so that
+    exactly one of ``workers`` and ``scheduler`` is set), checked: raises ``ValueError`` for
     contradictory ones."""
     workers = args.workers
     if args.serial:
@@ -449,8 +459,8 @@ def options(args, default_checkpoint) -> dict:
     if workers is not None and args.scheduler:
         raise ValueError(f"--workers {workers} and --scheduler {args.scheduler}: expected one "
                          f"of them (a cluster has its own workers)")
-    resolve(workers, args.scheduler)
-    return {"workers": workers, "scheduler": args.scheduler,
+    _, workers, scheduler = resolve(workers, args.scheduler)
+    return {"workers": workers, "scheduler": scheduler,
             "checkpoint": Path(args.checkpoint or default_checkpoint)}
 
 
