@@ -162,17 +162,17 @@ def code_fingerprint() -> str:
 # one task
 # ---------------------------------------------------------------------------------------------
 
-def call(fn: Callable, task: dict):
-    """``fn(**task)`` with one torch thread, its result passed through JSON (what a worker
-    runs; the same in every mode)."""
+def call(fn: Callable, task: dict, threads: int = 1):
+    """``fn(**task)`` with ``threads`` torch threads (default one), its result passed through
+    JSON (what a worker runs; the same in every mode)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         result = fn(**task)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     try:
         return json.loads(json.dumps(book._plain(result), allow_nan=False))
     except (TypeError, ValueError) as err:
@@ -180,10 +180,10 @@ def call(fn: Callable, task: dict):
                          f"a JSON-serialisable result with finite numbers ({err})") from None
 
 
-def timed_call(fn: Callable, task: dict) -> dict:
+def timed_call(fn: Callable, task: dict, threads: int = 1) -> dict:
     """:func:`call` with its wall and CPU time: ``{"result", "seconds", "cpu_seconds"}``."""
     t, c = time.perf_counter(), time.process_time()
-    result = call(fn, task)
+    result = call(fn, task, threads)
     return {"result": result, "seconds": time.perf_counter() - t,
             "cpu_seconds": time.process_time() - c}
 
@@ -290,7 +290,7 @@ def start_local(workers: int):
 def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Optional[str] = None,
         checkpoint=None, quiet: bool = False, check: Optional[Callable] = None,
         memory_per_task: Optional[float] = None, info: Optional[dict] = None,
-        desc: Optional[str] = None) -> list:
+        desc: Optional[str] = None, threads: int = 1) -> list:
     """``[fn(**task) for task in tasks]``, each result passed through JSON, computed serially
     (``workers=1``), on a local Dask cluster (default: one worker process per core, one thread
     each) or on the Dask cluster at ``scheduler`` (or ``$TDLIB_SCHEDULER``).
@@ -302,10 +302,13 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     available memory is refused before it starts. ``info``: a dict that receives ``mode``,
     ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint),
     ``wall_seconds`` and ``cpu_seconds`` (summed over the tasks, where they ran), for a
-    result's provenance. A task that raises stops the sweep with its
-    error (the tasks finished by then stay in the checkpoint)."""
+    result's provenance. ``threads``: torch threads inside every task (default 1; a task's
+    last bits can depend on it). A task that raises stops the sweep with its error, which
+    names the task (the tasks finished by then stay in the checkpoint)."""
     t0 = time.perf_counter()
     name = fn_name(fn)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected a whole number >= 1, got {threads!r}")
     tasks = check_tasks(tasks, check)
     mode, workers, scheduler = resolve(workers, scheduler)
     keys = [task_key(name, t) for t in tasks]
@@ -340,14 +343,14 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
         if mode == "serial" or not todo:
             for i in todo:
                 try:
-                    done = timed_call(fn, tasks[i])
+                    done = timed_call(fn, tasks[i], threads)
                 except Exception as exc:
                     raise _named(exc, i, tasks[i])
                 finish(i, done)
                 bar.update()
         else:
             seen = _run_dask(fn, tasks, keys, todo, mode, workers, scheduler,
-                             memory_per_task, finish, bar)
+                             memory_per_task, finish, bar, threads)
             if info is not None and mode == "cluster":
                 info["workers"] = seen
     finally:
@@ -364,7 +367,8 @@ def _named(exc: BaseException, i: int, task: dict) -> BaseException:
     return exc
 
 
-def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar):
+def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar,
+              threads):
     """Submit the tasks ``todo`` to a local cluster or the one at ``scheduler``; ``finish`` is
     called in this process on each result as it arrives. Returns the number of workers."""
     from distributed import Client, as_completed
@@ -388,8 +392,8 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
                                   f"{memory_per_task / 2**30:.2f} GiB a task needs")
         futures = {}
         for i in todo:
-            f = client.submit(timed_call, fn, tasks[i], key=f"{fn.__name__}-{keys[i]}",
-                              pure=False, retries=0)
+            f = client.submit(timed_call, fn, tasks[i], threads,
+                              key=f"{fn.__name__}-{keys[i]}", pure=False, retries=0)
             futures[f] = i
         try:
             for f in as_completed(futures, loop=client.loop, raise_errors=False):

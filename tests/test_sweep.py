@@ -16,7 +16,7 @@ import pytest
 
 import sweeptasks
 from conftest import ROOT
-from tdlib import book, phase, sweep
+from tdlib import book, experiments, phase, sweep
 
 TINY = dict(ratios=[1.0, 2.0], ds=[1, 2], init_scales=[1.0], instances=2, steps=32,
             max_steps=64, N=2, n=2, audit=1)
@@ -248,3 +248,38 @@ def test_progress_bar_and_quiet(capsys, monkeypatch):
     monkeypatch.setenv("TDLIB_STATIC_WIDGETS", "1")  # set by the book's build
     sweep.run(sweep.probe, tasks, workers=1)
     assert capsys.readouterr().err == ""
+
+
+def _tiny_experiment(tmp_path) -> list:
+    return ["--task", "pathfinder", "--n-train", "16", "--n-test", "8", "--steps", "4",
+            "--eval-every", "2", "--batch-size", "4", "--D", "8", "--hidden", "8", "--layers",
+            "1", "--cache-dir", str(tmp_path / "data"), "--quiet"]
+
+
+def test_experiment_seeds_the_same_on_local_workers_as_serially(tmp_path):
+    common = ["curves", *_tiny_experiment(tmp_path), "--seeds", "0", "1"]
+    serial, local = tmp_path / "serial.json", tmp_path / "local.json"
+    assert experiments.main([*common, "--serial", "--out", str(serial)]) == 0
+    assert experiments.main([*common, "--workers", "2", "--out", str(local)]) == 0
+    a, b = book.load_json(serial), book.load_json(local)
+    assert [(r["kernel"], r["seed"]) for r in b["runs"]] == [
+        ("softmax", 0), ("softmax", 1), ("gaussian", 0), ("gaussian", 1)]
+    assert _bits([r["curves"] for r in a["runs"]]) == _bits([r["curves"] for r in b["runs"]])
+    assert all(r["torch_threads"] == 1 for r in a["runs"] + b["runs"])
+    assert (a["provenance"]["mode"], b["provenance"]["mode"]) == ("serial", "local")
+    assert b["provenance"]["workers"] == 2 and b["provenance"]["wall_seconds"] > 0
+    assert not list(tmp_path.glob(".*.sweep-parts")), "parts are removed after the output"
+
+
+def test_landscape_the_same_on_a_cluster_as_serially(cluster, tmp_path):
+    cfg = experiments.ExperimentConfig(task="pathfinder", n_train=16, n_test=8, steps=3,
+                                       eval_every=3, batch_size=4, D=8, hidden=8, layers=1,
+                                       cache_dir=str(tmp_path / "data"))
+    kw = dict(stage1_steps=3, grid=5, span=0.5, n_loss=8, near_seeds=[1], progress=False)
+    a, meta_a = experiments.landscape_run(cfg, **kw)
+    b, meta_b = experiments.landscape_run(cfg, scheduler=cluster, **kw)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes() if hasattr(a[k], "tobytes") else a[k] == b[k], k
+    assert meta_a["stage2"]["gaussian"]["curves"] == meta_b["stage2"]["gaussian"]["curves"]
+    assert meta_b["provenance"]["mode"] == "cluster" and meta_b["provenance"]["workers"] == 2
