@@ -276,7 +276,7 @@ def _bar(total: int, initial: int, quiet: bool, desc: str):
 
 def start_local(workers: int):
     """A Dask ``LocalCluster`` of ``workers`` processes with one thread each, every process with
-    the thread variables of :data:`THREAD_VARS` set to 1, no dashboard, quiet logs."""
+    the thread variables of :data:`THREAD_VARS` set to 1, its web port chosen free, quiet logs."""
     import dask
     from distributed import LocalCluster
 
@@ -284,7 +284,7 @@ def start_local(workers: int):
     env.update({v: "1" for v in THREAD_VARS})
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=logging.ERROR)
+                            dashboard_address=":0", silence_logs=logging.ERROR)
 
 
 def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Optional[str] = None,
