@@ -606,8 +606,9 @@ def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = Non
 
     The tasks (:func:`_sweep_tasks`, one batch per ``(ratio, d, student)``) go through
     :func:`tdlib.sweep.run`: in this process (the default here), on ``workers`` local
-    processes or on the Dask cluster at ``scheduler``; with ``checkpoint`` (a folder) finished tasks are kept there and a rerun
-    resumes. The result is the same in every mode. ``progress`` shows a progress bar."""
+    processes or on the Dask cluster at ``scheduler``; with ``checkpoint`` (a folder)
+    finished tasks are kept there and a rerun resumes. The result is the same in every mode.
+    ``progress`` shows a progress bar."""
     from . import sweep as runner
 
     cfg.validate()
