@@ -9,9 +9,10 @@ Measured in one run, on a fixed phase sub-grid (default 256 runs in 32 tasks):
   start included, and an already running one reached by address, start excluded): the speed-up;
 * the start of a 2-worker LocalCluster (ready, then warm: every worker has imported tdlib and
   torch and answered a task);
-* the scheduling overhead per task on the running cluster: ``(wall * workers - serial work) /
-  tasks`` for many near-empty tasks (what a task costs a worker beyond its own computation),
-  with and without the per-task checkpoint write;
+* the scheduling overhead per task on the running cluster, for many near-empty tasks: the
+  wall time per task (what each task adds to a sweep) and ``(wall * workers - serial work) /
+  tasks`` (the worker time a task costs beyond its own computation), with and without the
+  per-task checkpoint write;
 * the bit-for-bit equality of the sub-grid's results serially, on local workers and by address.
 
 The machine may be shared: the load average (1 minute) is recorded before and after every
@@ -73,9 +74,12 @@ def main() -> int:
     sweep.run(phase._cell_runs, tasks[:1], workers=1, quiet=True)
     serial, t_serial = measure("serial (in this process)", lambda: sweep.run(
         phase._cell_runs, tasks, workers=1, quiet=True), rows)
+    local_info: dict = {}
     local, t_local = measure(f"local, {W} workers (LocalCluster started and stopped)",
-                             lambda: sweep.run(phase._cell_runs, tasks, workers=W, quiet=True),
-                             rows)
+                             lambda: sweep.run(phase._cell_runs, tasks, workers=W, quiet=True,
+                                               info=local_info), rows)
+    print(f"  of which starting the cluster {local_info['start_seconds']:.2f} s, closing it "
+          f"{local_info['close_seconds']:.2f} s")
 
     from distributed import Client
 
@@ -84,7 +88,8 @@ def main() -> int:
     try:
         address = cluster.scheduler_address
         with Client(address, set_as_default=False) as c:
-            _, t_warm = measure("  ... first task on every worker (imports tdlib, torch)",
+            # (a spawned worker imports this script's imports, tdlib and torch, as it starts)
+            _, t_warm = measure("  ... first task on every worker",
                                 lambda: c.run(lambda: __import__("tdlib.phase")), rows)
         by_address, t_addr = measure(f"cluster by address, {W} workers (already running)",
                                      lambda: sweep.run(phase._cell_runs, tasks,
@@ -113,6 +118,9 @@ def main() -> int:
         "speedup_local_with_start": round(t_serial / t_local, 3),
         "speedup_by_address_without_start": round(t_serial / t_addr, 3),
         "cluster_start_seconds": round(t_start, 3), "cluster_warm_seconds": round(t_warm, 3),
+        "local_run_start_seconds": round(local_info["start_seconds"], 3),
+        "local_run_close_seconds": round(local_info["close_seconds"], 3),
+        "wall_ms_per_near_empty_task": round(1e3 * t_noop / len(noop), 3),
         "overhead_ms_per_task": round(1e3 * overhead, 3),
         "overhead_ms_per_task_with_checkpoint": round(1e3 * overhead_ck, 3),
         "bit_identical_serial_local_address": same, "rows": rows,
@@ -122,7 +130,8 @@ def main() -> int:
     }
     print(f"speed-up on {W} workers: {out['speedup_local_with_start']:.2f}x with the cluster's "
           f"start, {out['speedup_by_address_without_start']:.2f}x without")
-    print(f"scheduling overhead per task: {out['overhead_ms_per_task']:.2f} ms "
+    print(f"scheduling overhead per task: {out['wall_ms_per_near_empty_task']:.2f} ms of wall "
+          f"time; {out['overhead_ms_per_task']:.2f} ms of worker time "
           f"({out['overhead_ms_per_task_with_checkpoint']:.2f} ms with the checkpoint write)")
     print(f"local cluster start: {t_start:.2f} s ready, {t_warm:.2f} s more until warm")
     print(f"bit-identical serial / local / by address: {same}")

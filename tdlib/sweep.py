@@ -302,7 +302,8 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     available memory is refused before it starts. ``info``: a dict that receives ``mode``,
     ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint),
     ``wall_seconds`` and ``cpu_seconds`` (summed over the tasks, where they ran), for a
-    result's provenance. ``threads``: torch threads inside every task (default 1; a task's
+    result's provenance, and with Dask ``start_seconds`` and ``close_seconds`` (starting or
+    reaching the cluster, and closing it). ``threads``: torch threads inside every task (default 1; a task's
     last bits can depend on it). A task that raises stops the sweep with its error, which
     names the task (the tasks finished by then stay in the checkpoint)."""
     t0 = time.perf_counter()
@@ -349,10 +350,13 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
                 finish(i, done)
                 bar.update()
         else:
+            timing: dict = {}
             seen = _run_dask(fn, tasks, keys, todo, mode, workers, scheduler,
-                             memory_per_task, finish, bar, threads)
-            if info is not None and mode == "cluster":
-                info["workers"] = seen
+                             memory_per_task, finish, bar, threads, timing)
+            if info is not None:
+                info.update(timing)
+                if mode == "cluster":
+                    info["workers"] = seen
     finally:
         bar.close()
     if info is not None:
@@ -368,11 +372,13 @@ def _named(exc: BaseException, i: int, task: dict) -> BaseException:
 
 
 def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar,
-              threads):
+              threads, timing):
     """Submit the tasks ``todo`` to a local cluster or the one at ``scheduler``; ``finish`` is
-    called in this process on each result as it arrives. Returns the number of workers."""
+    called in this process on each result as it arrives. Returns the number of workers;
+    ``timing`` receives the seconds spent starting (and connecting) and closing."""
     from distributed import Client, as_completed
 
+    t0 = time.perf_counter()
     cluster = start_local(workers) if mode == "local" else None
     try:
         client = Client(cluster if cluster is not None else scheduler, timeout="30s",
@@ -383,6 +389,7 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
         raise
     try:
         info = client.scheduler_info()["workers"]
+        timing["start_seconds"] = time.perf_counter() - t0
         if mode == "cluster" and memory_per_task is not None:
             limits = [w.get("memory_limit") or 0 for w in info.values()]
             small = [m for m in limits if 0 < m < memory_per_task]
@@ -390,25 +397,30 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
                 raise MemoryError(f"the cluster at {scheduler} has workers with "
                                   f"{min(small) / 2**30:.2f} GiB, less than the "
                                   f"{memory_per_task / 2**30:.2f} GiB a task needs")
-        futures = {}
-        for i in todo:
-            f = client.submit(timed_call, fn, tasks[i], threads,
-                              key=f"{fn.__name__}-{keys[i]}", pure=False, retries=0)
-            futures[f] = i
+        # one message for all tasks (client.map), each under the key of its task
+        submitted = client.map(timed_call, [fn] * len(todo), [tasks[i] for i in todo],
+                               [threads] * len(todo),
+                               key=[f"{fn.__name__}-{keys[i]}" for i in todo], pure=False,
+                               retries=0)
+        futures = dict(zip(submitted, todo))
         try:
-            for f in as_completed(futures, loop=client.loop, raise_errors=False):
+            # results are fetched on Dask's event loop as they come (with_results)
+            for f, r in as_completed(futures, loop=client.loop, with_results=True,
+                                     raise_errors=False):
                 i = futures[f]
                 if f.status == "error":
-                    raise _named(f.exception(), i, tasks[i])
-                finish(i, f.result())
+                    raise _named(r[1] if isinstance(r, tuple) else f.exception(), i, tasks[i])
+                finish(i, r)
                 bar.update()
         finally:
             client.cancel(list(futures))
         return len(info)
     finally:
+        t1 = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+        timing["close_seconds"] = time.perf_counter() - t1
 
 
 def probe(seed: int, steps: int = 50, size: int = 32) -> dict:
