@@ -72,15 +72,9 @@ def main() -> int:
 
     # warm this process (imports, first torch calls) so that serial is not charged for them
     sweep.run(phase._cell_runs, tasks[:1], workers=1, quiet=True)
+    serial_info: dict = {}
     serial, t_serial = measure("serial (in this process)", lambda: sweep.run(
-        phase._cell_runs, tasks, workers=1, quiet=True), rows)
-    local_info: dict = {}
-    local, t_local = measure(f"local, {W} workers (LocalCluster started and stopped)",
-                             lambda: sweep.run(phase._cell_runs, tasks, workers=W, quiet=True,
-                                               info=local_info), rows)
-    print(f"  of which starting the cluster {local_info['start_seconds']:.2f} s, closing it "
-          f"{local_info['close_seconds']:.2f} s")
-
+        phase._cell_runs, tasks, workers=1, quiet=True, info=serial_info), rows)
     from distributed import Client
 
     cluster, t_start = measure(f"LocalCluster start, {W} workers (ready)",
@@ -91,9 +85,11 @@ def main() -> int:
             # (a spawned worker imports this script's imports, tdlib and torch, as it starts)
             _, t_warm = measure("  ... first task on every worker",
                                 lambda: c.run(lambda: __import__("tdlib.phase")), rows)
+        addr_info: dict = {}
         by_address, t_addr = measure(f"cluster by address, {W} workers (already running)",
                                      lambda: sweep.run(phase._cell_runs, tasks,
-                                                       scheduler=address, quiet=True), rows)
+                                                       scheduler=address, quiet=True,
+                                                       info=addr_info), rows)
         noop = [{"seed": s, "steps": 0, "size": 1} for s in range(args.noop_tasks)]
         sweep.run(sweep.probe, noop[:8], scheduler=address, quiet=True)  # warm the path
         work0, t_work = measure(f"{len(noop)} near-empty tasks serially",
@@ -107,6 +103,17 @@ def main() -> int:
                                                      quiet=True, checkpoint=tmp), rows)
     finally:
         cluster.close()
+    local_info: dict = {}
+    local, t_local = measure(f"local, {W} workers (LocalCluster started and stopped)",
+                             lambda: sweep.run(phase._cell_runs, tasks, workers=W, quiet=True,
+                                               info=local_info), rows)
+    print(f"  of which starting the cluster {local_info['start_seconds']:.2f} s, closing it "
+          f"{local_info['close_seconds']:.2f} s")
+    # CPU time of the same tasks: serially, and summed over workers running side by side
+    # (more when the cores share caches and memory bandwidth, or other jobs run)
+    cpu_ratio = addr_info["cpu_seconds"] / serial_info["cpu_seconds"]
+    print(f"CPU time of the tasks on {W} workers / serially: {cpu_ratio:.2f} (speed-up bound "
+          f"{W / cpu_ratio:.2f}x)")
 
     same = (json.dumps(serial, sort_keys=True) == json.dumps(local, sort_keys=True)
             == json.dumps(by_address, sort_keys=True))
@@ -118,6 +125,9 @@ def main() -> int:
         "speedup_local_with_start": round(t_serial / t_local, 3),
         "speedup_by_address_without_start": round(t_serial / t_addr, 3),
         "cluster_start_seconds": round(t_start, 3), "cluster_warm_seconds": round(t_warm, 3),
+        "cpu_seconds_serial": round(serial_info["cpu_seconds"], 3),
+        "cpu_seconds_on_workers": round(addr_info["cpu_seconds"], 3),
+        "speedup_bound_from_cpu_time": round(W / cpu_ratio, 3),
         "local_run_start_seconds": round(local_info["start_seconds"], 3),
         "local_run_close_seconds": round(local_info["close_seconds"], 3),
         "wall_ms_per_near_empty_task": round(1e3 * t_noop / len(noop), 3),
