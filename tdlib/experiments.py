@@ -21,7 +21,13 @@ Step sizes are chosen per kernel on a validation split carved from the training 
     python -m tdlib.experiments step-sizes --task pathfinder --n-val 400 --steps 250 \
         --lrs 3e-4 1e-3 3e-3 --out sweep.json      # records every run and the choice
 
-Runs can be split (say one process per kernel, in parallel) and joined afterwards with
+The runs of ``curves``, ``step-sizes`` and ``landscape`` (one task per kernel) go through
+:mod:`tdlib.sweep`: by default on one worker process per core (one torch thread each),
+``--serial`` in this process, ``--scheduler tcp://HOST:PORT`` (or ``$TDLIB_SCHEDULER``) on a
+Dask cluster; finished runs are kept beside the output (``.<name>.sweep-parts``, or
+``--checkpoint``) until the output is written, so the same command resumes after a crash.
+
+Runs can also be split by hand and joined afterwards with
 ``python -m tdlib.experiments merge --out joined.json part1.json part2.json`` (a run that
 appears twice is refused; step-size sweeps are joined the same way and the choice is made
 again on all their runs). ``python -m tdlib.experiments check`` validates every stored result
@@ -31,7 +37,7 @@ On a GPU, ``python -m tdlib.experiments curves --task pathfinder --preset paper 
 --out runs.json`` runs the paper-scale configuration (:data:`PRESETS`; ``--imdb PATH`` trains
 the text task on the real IMDb folder, and the text preset requires it); every run records its
 device and timings, and every result file the git commit of the code and the thread counts
-(``--threads N`` sets torch's).
+(``--threads N`` sets torch's in every run; default 1).
 
 A configuration that cannot work (unknown task or kernel, a step size that is not positive, an
 evaluation interval longer than the run, ...) is rejected before any data is loaded.
@@ -415,20 +421,47 @@ def check_sweep(cfg: ExperimentConfig, kernels, seeds):
     return kernels, seeds
 
 
+def _run_task(config: dict) -> dict:
+    """One task of :func:`run_many` (for :func:`tdlib.sweep.run`): :func:`run` of the
+    configuration ``config`` (an :class:`ExperimentConfig` as a dict), without a progress bar."""
+    return run(ExperimentConfig(**config), progress=False)
+
+
+def run_many(cfgs, progress: bool = True, workers: int | None = None,
+             scheduler: str | None = None, checkpoint=None, info: dict | None = None,
+             threads: int = 1) -> list:
+    """:func:`run` for every configuration of ``cfgs``; the result dicts in the same order.
+
+    The runs go through :func:`tdlib.sweep.run`: in this process (the default here), on
+    ``workers`` local processes (one thread each) or on the Dask cluster at ``scheduler``; a
+    run's curves do not depend on where it ran. With ``checkpoint`` (a folder) finished runs
+    are kept and a rerun resumes; ``info`` receives how the sweep ran; every run trains with
+    ``threads`` torch threads. Every configuration is checked before the first run starts."""
+    from . import sweep as runner
+
+    tasks = [{"config": asdict(c)} for c in cfgs]
+    if workers is None and scheduler is None:
+        workers = 1
+    return runner.run(_run_task, tasks, workers=workers, scheduler=scheduler,
+                      checkpoint=checkpoint, quiet=not progress, info=info,
+                      check=lambda config: ExperimentConfig(**config).resolved(), desc="runs",
+                      threads=threads)
+
+
 def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress: bool = True,
-          log: bool = False):
-    """:func:`run` for every kernel and seed (the same data for all); a list of result dicts.
+          log: bool = False, **where):
+    """:func:`run` for every kernel and seed (the same data for all); a list of result dicts,
+    kernel by kernel, each in the order of ``seeds``. ``where`` goes to :func:`run_many`
+    (``workers``, ``scheduler``, ``checkpoint``, ``info``; default: in this process).
 
     Every kernel and seed is checked before the first run starts."""
     kernels, seeds = check_sweep(cfg, kernels, seeds)
-    results = []
-    for k in kernels:
-        for s in seeds:
-            results.append(run(replace(cfg, kernel=k, seed=int(s)), progress=progress))
-            if log:
-                r = results[-1]
-                print(f"{cfg.task}/{k}/seed {s}: {r['seconds']:.0f} s, final test accuracy "
-                      f"{r['curves']['test_acc'][-1]:.3f}", flush=True)
+    results = run_many([replace(cfg, kernel=k, seed=int(s)) for k in kernels for s in seeds],
+                       progress=progress, **where)
+    if log:
+        for r in results:
+            print(f"{cfg.task}/{r['kernel']}/seed {r['seed']}: {r['seconds']:.0f} s, final test "
+                  f"accuracy {r['curves']['test_acc'][-1]:.3f}", flush=True)
     return results
 
 
@@ -437,24 +470,23 @@ def sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, seeds=(0, 1, 2), progress
 # ---------------------------------------------------------------------------------------------
 
 def step_size_sweep(cfg: ExperimentConfig, kernels=KERNEL_NAMES, lrs=(3e-4, 1e-3, 3e-3),
-                    seed: int = 0, progress: bool = True, log: bool = False) -> list:
+                    seed: int = 0, progress: bool = True, log: bool = False, **where) -> list:
     """One run per kernel and step size ``lr`` in ``lrs`` (seed ``seed``), each with the
     validation curves of ``cfg.n_val`` held-out training samples (``cfg.n_val > 0`` required);
-    a list of run dicts. :func:`choose_step_sizes` picks from them."""
+    a list of run dicts. :func:`choose_step_sizes` picks from them. ``where`` goes to
+    :func:`run_many` (default: in this process)."""
     if cfg.n_val < 1:
         raise ValueError(f"n_val: a step-size sweep chooses on a validation split; expected "
                          f"n_val >= 1, got {cfg.n_val}")
     lrs = _distinct("lrs", lrs, lambda v: check_positive("lr", v))
     kernels, _ = check_sweep(cfg, kernels, [seed])
-    out = []
-    for k in kernels:
-        for lr in lrs:
-            out.append(run(replace(cfg, kernel=k, seed=int(seed), lr=float(lr)),
-                           progress=progress))
-            if log:
-                c = out[-1]["curves"]
-                print(f"{cfg.task}/{k}/lr {lr:g}: validation loss {c['val_loss'][-1]:.4f}, "
-                      f"accuracy {c['val_acc'][-1]:.3f}", flush=True)
+    out = run_many([replace(cfg, kernel=k, seed=int(seed), lr=float(lr))
+                    for k in kernels for lr in lrs], progress=progress, **where)
+    if log:
+        for r in out:
+            c = r["curves"]
+            print(f"{cfg.task}/{r['kernel']}/lr {r['config']['lr']:g}: validation loss "
+                  f"{c['val_loss'][-1]:.4f}, accuracy {c['val_acc'][-1]:.3f}", flush=True)
     return out
 
 
@@ -976,9 +1008,12 @@ def plot_curves(results, key: str = "test_acc", ax=None, label_suffix: str = "",
     return ax
 
 
-def save(results, path, command: str | None = None, extra: dict | None = None) -> Path:
+def save(results, path, command: str | None = None, extra: dict | None = None,
+         sweep: dict | None = None) -> Path:
     """Write results (a list of run dicts) to JSON (atomically), with their provenance: the
-    command that produced them and the total wall time of the runs."""
+    command that produced them and the wall time: the total of the runs' times, or with
+    ``sweep`` (the ``info`` of :func:`tdlib.sweep.run`) the sweep's own wall time, its
+    workers and mode, and the total of the runs' times as ``run_seconds``."""
     results = check_runs(results)
     if command is not None:
         check_text("command", command, "the shell command that remakes the results")
@@ -986,7 +1021,13 @@ def save(results, path, command: str | None = None, extra: dict | None = None) -
         raise TypeError(f"extra: expected a dict of further entries, got {extra!r:.60}")
     command = command or "python -m tdlib.experiments " + " ".join(sys.argv[1:])
     wall = float(sum(r["seconds"] for r in results))
-    doc = {"provenance": book.provenance(command, wall_seconds=wall), "runs": results}
+    how = {}
+    if sweep is not None:
+        from . import sweep as runner
+
+        how = {**runner.record(sweep), "run_seconds": wall}
+        wall = how.pop("wall_seconds")
+    doc = {"provenance": book.provenance(command, wall_seconds=wall, **how), "runs": results}
     doc.update(extra or {})
     return book.save_json(path, doc)
 
@@ -1079,9 +1120,36 @@ def check_landscape(grid, span, n_loss, direction_seed=0):
     return grid, span, check_int("n_loss", n_loss), check_seed("direction_seed", direction_seed)
 
 
+def _landscape_task(config: dict, stage1_steps: int, kernel: str, grid: int, span: float,
+                    n_loss: int, direction_seed: int, stage1_kernel: str, near_seeds) -> dict:
+    """One kernel of :func:`landscape_run` (a task for :func:`tdlib.sweep.run`): stage 1 (the
+    same for every kernel: it is recomputed here, with the same bits, so that the kernels'
+    tasks are independent), stage 2 with ``kernel``, and its losses on the grid. Returns the
+    stage results and the losses as lists."""
+    from .landscape import loss_fn_for, random_directions, surface
+
+    cfg = ExperimentConfig(**config)
+    runs, r1 = two_stage(cfg, stage1_steps, kernels=[kernel], stage1_kernel=stage1_kernel,
+                         progress=False)
+    model, res = runs[kernel]
+    data = load_data(cfg)
+    device = training_device(cfg.device)
+    loss_fn = loss_fn_for(data["x_train"][:n_loss].to(device), data["y_train"][:n_loss].to(device))
+    coords = np.linspace(-span, span, grid)
+    d1, d2 = random_directions(model, seed=direction_seed)
+    out = {"stage1": r1, "stage2": res, "loss": surface(model, loss_fn, d1, d2, coords, coords),
+           "origin": loss_fn(model)}
+    if near_seeds:
+        c = grid // 2
+        near = coords[c - 2:c + 3]
+        out["near"] = np.stack([surface(model, loss_fn, *random_directions(model, seed=s), near,
+                                        near) for s in near_seeds])
+    return out
+
+
 def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span: float = 1.0,
                   n_loss: int = 512, direction_seed: int = 0, stage1_kernel: str = "softmax",
-                  near_seeds=(), progress: bool = True) -> dict:
+                  near_seeds=(), progress: bool = True, kernels=KERNEL_NAMES, **where) -> dict:
     """Two-stage training (stage 1 with ``stage1_kernel``), then the training loss on a
     ``grid x grid`` square of side ``2 span`` around each stage-2 solution along two
     filter-normalized random directions drawn from ``direction_seed`` (the same random draw for
@@ -1089,8 +1157,12 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
     For every seed of ``near_seeds`` another pair of directions is drawn and the loss is
     evaluated on the central ``5 x 5`` points of the grid only (arrays ``near_<kernel>`` of
     shape ``(len(near_seeds), 5, 5)`` on ``near_coords``): the local rise over several draws.
-    Returns arrays ready for :func:`numpy.savez` plus metadata."""
-    from .landscape import loss_fn_for, random_directions, surface
+    Returns arrays ready for :func:`numpy.savez` plus metadata.
+
+    Each kernel is one task of :func:`tdlib.sweep.run` (:func:`_landscape_task`, which also
+    recomputes stage 1): ``where`` (``workers``, ``scheduler``, ``checkpoint``, ``info``) says
+    where they run, by default in this process."""
+    from . import sweep as runner
 
     grid, span, n_loss, direction_seed = check_landscape(grid, span, n_loss, direction_seed)
     check_int("stage1_steps", stage1_steps)
@@ -1099,27 +1171,34 @@ def landscape_run(cfg: ExperimentConfig, stage1_steps: int, grid: int = 21, span
     near_seeds = [check_int("near seed", v, minimum=0) for v in near_seeds]
     if near_seeds and grid < 5:
         raise ValueError(f"grid: expected at least 5 points per side with near seeds, got {grid}")
-    runs, r1 = two_stage(cfg, stage1_steps, stage1_kernel=stage1_kernel, progress=progress)
-    data = load_data(cfg)
-    device = training_device(cfg.device)
-    loss_fn = loss_fn_for(data["x_train"][:n_loss].to(device), data["y_train"][:n_loss].to(device))
+    kernels = _distinct("kernels", kernels, lambda k: k)
+    for k in kernels:
+        check_choice("kernel", k, tuple(KERNELS))
+    config = asdict(cfg.resolved())
+    tasks = [{"config": config, "stage1_steps": stage1_steps, "kernel": k, "grid": grid,
+              "span": span, "n_loss": n_loss, "direction_seed": direction_seed,
+              "stage1_kernel": stage1_kernel, "near_seeds": near_seeds} for k in kernels]
+    info = where.pop("info", None)
+    info = {} if info is None else info
+    if where.get("workers") is None and where.get("scheduler") is None:
+        where["workers"] = 1
+    done = runner.run(_landscape_task, tasks, quiet=not progress, info=info,
+                      desc="landscapes", **where)
     coords = np.linspace(-span, span, grid)
     out = {"coords": coords}
-    meta = {"stage1": r1, "stage2": {}, "grid": grid, "span": span, "n_loss": n_loss,
-            "direction_seed": direction_seed, "stage1_kernel": stage1_kernel}
-    for k, (model, res) in runs.items():
-        d1, d2 = random_directions(model, seed=direction_seed)
-        Z = surface(model, loss_fn, d1, d2, coords, coords)
-        out[f"loss_{k}"] = Z
-        out[f"origin_{k}"] = loss_fn(model)
+    meta = {"stage1": done[0]["stage1"], "stage2": {}, "grid": grid, "span": span,
+            "n_loss": n_loss, "direction_seed": direction_seed, "stage1_kernel": stage1_kernel}
+    for k, d in zip(kernels, done):
+        out[f"loss_{k}"] = np.asarray(d["loss"], dtype=float)
+        out[f"origin_{k}"] = d["origin"]
         if near_seeds:
             c = grid // 2
-            near = coords[c - 2:c + 3]
-            out["near_coords"], out["near_seeds"] = near, np.array(near_seeds)
-            out[f"near_{k}"] = np.stack([surface(model, loss_fn, *random_directions(model, seed=s),
-                                                 near, near) for s in near_seeds])
-        meta["stage2"][k] = res
-    meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0)
+            out["near_coords"], out["near_seeds"] = coords[c - 2:c + 3], np.array(near_seeds)
+            out[f"near_{k}"] = np.asarray(d["near"], dtype=float)
+        meta["stage2"][k] = d["stage2"]
+    meta["provenance"] = book.provenance(wall_seconds=time.perf_counter() - t0,
+                                         **{k: v for k, v in runner.record(info).items()
+                                            if k != "wall_seconds"})
     return out, meta
 
 
@@ -1161,6 +1240,8 @@ def _config_from_args(a) -> ExperimentConfig:
 def main(argv=None) -> int:
     """The command line ``python -m tdlib.experiments {curves,landscape,merge,check}``; returns
     the exit status. Every argument (and the output path) is checked before any work."""
+    from . import sweep as runner
+
     p = argparse.ArgumentParser(prog="python -m tdlib.experiments", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("curves", "landscape", "step-sizes"):
@@ -1181,9 +1262,10 @@ def main(argv=None) -> int:
                        "preset 'paper' gives 4000); required by --preset paper --task text")
         s.add_argument("--c", dest="gaussian_c", type=float,
                        help="width c of the Gaussian kernel (default 2 sqrt(d)); Gaussian runs only")
-        s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice; "
-                       "the stored runs used 1, and another count can change the last bits)")
+        s.add_argument("--threads", type=int, help="torch threads of every run (default 1, as "
+                       "the stored runs; another count can change the last bits)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
+        runner.add_arguments(s)
     sub.choices["curves"].add_argument("--kernels", nargs="+", default=["softmax", "gaussian"])
     sub.choices["curves"].add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ss = sub.choices["step-sizes"]
@@ -1282,35 +1364,48 @@ def main(argv=None) -> int:
                 raise ValueError(f"--out: expected a .npz file (its .json is written beside "
                                  f"it), got {a.out}")
             book.check_writable(Path(a.out).with_suffix(".json"))
+        out = Path(a.out)
+        where = runner.options(a, out.with_name(f".{out.stem}.sweep-parts"))
     except (ValueError, TypeError, OSError) as err:
         p.error(str(err))
+    info: dict = {}
+    where.update(info=info, threads=1 if a.threads is None else a.threads)
     if a.cmd == "curves":
-        results = [r for k in kernels
-                   for r in sweep(replace(cfg, kernel=k, kernel_options=options_for(cfg, k)),
-                                  kernels=[k], seeds=a.seeds, progress=not a.quiet, log=True)]
+        cfgs = [replace(cfg, kernel=k, kernel_options=options_for(cfg, k), seed=int(s))
+                for k in kernels for s in a.seeds]
+        results = run_many(cfgs, progress=not a.quiet, **where)
+        for r in results:
+            print(f"{cfg.task}/{r['kernel']}/seed {r['seed']}: {r['seconds']:.0f} s, final "
+                  f"test accuracy {r['curves']['test_acc'][-1]:.3f}", flush=True)
         extra = {"cues": pathfinder_cues(cfg)} if cfg.task == "pathfinder" else None
-        path = save(results, a.out, command=command, extra=extra)
-        print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training)")
+        path = save(results, a.out, command=command, extra=extra, sweep=info)
+        print(f"wrote {path} ({sum(r['seconds'] for r in results):.0f} s of training, "
+              f"{info['wall_seconds']:.0f} s of wall time on {info['workers']} workers)")
     elif a.cmd == "step-sizes":
-        results = step_size_sweep(cfg, a.kernels, a.lrs, a.seed, progress=not a.quiet, log=True)
+        results = step_size_sweep(cfg, a.kernels, a.lrs, a.seed, progress=not a.quiet, log=True,
+                                  **where)
         choice = choose_step_sizes(results, a.last_k)
-        wall = float(sum(r["seconds"] for r in results))
-        doc = {"provenance": book.provenance(command, wall_seconds=wall), "sweep": results,
+        how = {**runner.record(info), "run_seconds": float(sum(r["seconds"] for r in results))}
+        doc = {"provenance": book.provenance(command, **how), "sweep": results,
                "choice": choice, "last_k": a.last_k}
         path = book.save_json(a.out, doc)
         print(f"wrote {path}: " + ", ".join(f"{k} lr {v['lr']:g}" for k, v in choice.items()))
     else:
         arrays, meta = landscape_run(cfg, a.stage1_steps, grid=a.grid, span=a.span, n_loss=a.n_loss,
                                      direction_seed=a.direction_seed, near_seeds=a.near_seeds,
-                                     stage1_kernel=a.stage1_kernel, progress=not a.quiet)
-        out = Path(a.out)
+                                     stage1_kernel=a.stage1_kernel, progress=not a.quiet,
+                                     **where)
         meta["provenance"]["command"] = command
         # one pair: the .json records the checksum of its .npz and is moved into place last
         book.save_pair(out, arrays, out.with_suffix(".json"), meta)
         seconds = meta["provenance"]["wall_seconds"]
         print(f"wrote {out} and {out.with_suffix('.json')} ({seconds:.0f} s)")
+    runner.clear(where["checkpoint"])
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # the tasks must be found by name (tdlib.experiments._run_task), not in __main__
+    from tdlib.experiments import main as _main
+
+    raise SystemExit(_main())

@@ -595,7 +595,7 @@ def _task_memory(cfg: SweepConfig) -> float:
     return 0.4 * 2**30 + 4 * B * (2 * cfg.max_steps + 1) * 8 + tensors
 
 
-def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = 1,
+def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = None,
           scheduler: Optional[str] = None, checkpoint=None) -> dict:
     """Run the whole grid; returns a dict with the configuration, provenance and, for every
     (teacher, student), arrays ``[ratio, d, init_scale]``: the count of every final label
@@ -605,10 +605,10 @@ def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = 1,
     :data:`PER_RUN` under the name ``run_<field>``.
 
     The tasks (:func:`_sweep_tasks`, one batch per ``(ratio, d, student)``) go through
-    :func:`tdlib.sweep.run`: in this process (``workers=1``, the default here), on
-    ``workers`` local processes (``workers=None``: one per core) or on the Dask cluster at
-    ``scheduler``; with ``checkpoint`` (a folder) finished tasks are kept there and a rerun
-    resumes. The result is the same in every mode. ``progress`` shows a progress bar."""
+    :func:`tdlib.sweep.run`: in this process (the default here), on ``workers`` local
+    processes or on the Dask cluster at ``scheduler``; with ``checkpoint`` (a folder)
+    finished tasks are kept there and a rerun resumes. The result is the same in every mode.
+    ``progress`` shows a progress bar."""
     from . import sweep as runner
 
     cfg.validate()
@@ -623,6 +623,8 @@ def sweep(cfg: SweepConfig, progress: bool = False, workers: Optional[int] = 1,
     cells = [(c, t) for c in range(shape[2]) for t in cfg.teachers]
     tasks = _sweep_tasks(cfg)
     info: dict = {}
+    if workers is None and scheduler is None:
+        workers = 1
     done = runner.run(_cell_runs, tasks, workers=workers, scheduler=scheduler,
                       checkpoint=checkpoint, quiet=not progress, info=info,
                       memory_per_task=_task_memory(cfg), desc="phase diagram")

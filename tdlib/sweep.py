@@ -162,17 +162,17 @@ def code_fingerprint() -> str:
 # one task
 # ---------------------------------------------------------------------------------------------
 
-def call(fn: Callable, task: dict):
-    """``fn(**task)`` with one torch thread, its result passed through JSON (what a worker
-    runs; the same in every mode)."""
+def call(fn: Callable, task: dict, threads: int = 1):
+    """``fn(**task)`` with ``threads`` torch threads (default one), its result passed through
+    JSON (what a worker runs; the same in every mode)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         result = fn(**task)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     try:
         return json.loads(json.dumps(book._plain(result), allow_nan=False))
     except (TypeError, ValueError) as err:
@@ -180,10 +180,10 @@ def call(fn: Callable, task: dict):
                          f"a JSON-serialisable result with finite numbers ({err})") from None
 
 
-def timed_call(fn: Callable, task: dict) -> dict:
+def timed_call(fn: Callable, task: dict, threads: int = 1) -> dict:
     """:func:`call` with its wall and CPU time: ``{"result", "seconds", "cpu_seconds"}``."""
     t, c = time.perf_counter(), time.process_time()
-    result = call(fn, task)
+    result = call(fn, task, threads)
     return {"result": result, "seconds": time.perf_counter() - t,
             "cpu_seconds": time.process_time() - c}
 
@@ -276,7 +276,7 @@ def _bar(total: int, initial: int, quiet: bool, desc: str):
 
 def start_local(workers: int):
     """A Dask ``LocalCluster`` of ``workers`` processes with one thread each, every process with
-    the thread variables of :data:`THREAD_VARS` set to 1, no dashboard, quiet logs."""
+    the thread variables of :data:`THREAD_VARS` set to 1, its web port chosen free, quiet logs."""
     import dask
     from distributed import LocalCluster
 
@@ -284,13 +284,13 @@ def start_local(workers: int):
     env.update({v: "1" for v in THREAD_VARS})
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=logging.ERROR)
+                            dashboard_address=":0", silence_logs=logging.ERROR)
 
 
 def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Optional[str] = None,
         checkpoint=None, quiet: bool = False, check: Optional[Callable] = None,
         memory_per_task: Optional[float] = None, info: Optional[dict] = None,
-        desc: Optional[str] = None) -> list:
+        desc: Optional[str] = None, threads: int = 1) -> list:
     """``[fn(**task) for task in tasks]``, each result passed through JSON, computed serially
     (``workers=1``), on a local Dask cluster (default: one worker process per core, one thread
     each) or on the Dask cluster at ``scheduler`` (or ``$TDLIB_SCHEDULER``).
@@ -302,10 +302,14 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     available memory is refused before it starts. ``info``: a dict that receives ``mode``,
     ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint),
     ``wall_seconds`` and ``cpu_seconds`` (summed over the tasks, where they ran), for a
-    result's provenance. A task that raises stops the sweep with its
-    error (the tasks finished by then stay in the checkpoint)."""
+    result's provenance, and with Dask ``start_seconds`` and ``close_seconds`` (starting or
+    reaching the cluster, and closing it). ``threads``: torch threads inside every task (default 1; a task's
+    last bits can depend on it). A task that raises stops the sweep with its error, which
+    names the task (the tasks finished by then stay in the checkpoint)."""
     t0 = time.perf_counter()
     name = fn_name(fn)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected a whole number >= 1, got {threads!r}")
     tasks = check_tasks(tasks, check)
     mode, workers, scheduler = resolve(workers, scheduler)
     keys = [task_key(name, t) for t in tasks]
@@ -339,13 +343,20 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     try:
         if mode == "serial" or not todo:
             for i in todo:
-                finish(i, timed_call(fn, tasks[i]))
+                try:
+                    done = timed_call(fn, tasks[i], threads)
+                except Exception as exc:
+                    raise _named(exc, i, tasks[i])
+                finish(i, done)
                 bar.update()
         else:
+            timing: dict = {}
             seen = _run_dask(fn, tasks, keys, todo, mode, workers, scheduler,
-                             memory_per_task, finish, bar)
-            if info is not None and mode == "cluster":
-                info["workers"] = seen
+                             memory_per_task, finish, bar, threads, timing)
+            if info is not None:
+                info.update(timing)
+                if mode == "cluster":
+                    info["workers"] = seen
     finally:
         bar.close()
     if info is not None:
@@ -353,11 +364,21 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     return results
 
 
-def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar):
+def _named(exc: BaseException, i: int, task: dict) -> BaseException:
+    """``exc`` with a note naming the task that raised it."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"in tasks[{i}] {_canonical(task):.200}")
+    return exc
+
+
+def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, finish, bar,
+              threads, timing):
     """Submit the tasks ``todo`` to a local cluster or the one at ``scheduler``; ``finish`` is
-    called in this process on each result as it arrives. Returns the number of workers."""
+    called in this process on each result as it arrives. Returns the number of workers;
+    ``timing`` receives the seconds spent starting (and connecting) and closing."""
     from distributed import Client, as_completed
 
+    t0 = time.perf_counter()
     cluster = start_local(workers) if mode == "local" else None
     try:
         client = Client(cluster if cluster is not None else scheduler, timeout="30s",
@@ -368,6 +389,7 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
         raise
     try:
         info = client.scheduler_info()["workers"]
+        timing["start_seconds"] = time.perf_counter() - t0
         if mode == "cluster" and memory_per_task is not None:
             limits = [w.get("memory_limit") or 0 for w in info.values()]
             small = [m for m in limits if 0 < m < memory_per_task]
@@ -375,27 +397,30 @@ def _run_dask(fn, tasks, keys, todo, mode, workers, scheduler, memory_per_task, 
                 raise MemoryError(f"the cluster at {scheduler} has workers with "
                                   f"{min(small) / 2**30:.2f} GiB, less than the "
                                   f"{memory_per_task / 2**30:.2f} GiB a task needs")
-        futures = {}
-        for i in todo:
-            f = client.submit(timed_call, fn, tasks[i], key=f"{fn.__name__}-{keys[i]}",
-                              pure=False, retries=0)
-            futures[f] = i
+        # one message for all tasks (client.map), each under the key of its task
+        submitted = client.map(timed_call, [fn] * len(todo), [tasks[i] for i in todo],
+                               [threads] * len(todo),
+                               key=[f"{fn.__name__}-{keys[i]}" for i in todo], pure=False,
+                               retries=0)
+        futures = dict(zip(submitted, todo))
         try:
-            for f in as_completed(futures, loop=client.loop, raise_errors=False):
+            # results are fetched on Dask's event loop as they come (with_results)
+            for f, r in as_completed(futures, loop=client.loop, with_results=True,
+                                     raise_errors=False):
                 i = futures[f]
                 if f.status == "error":
-                    exc = f.exception()
-                    raise RuntimeError(f"tasks[{i}] {_canonical(tasks[i]):.100}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-                finish(i, f.result())
+                    raise _named(r[1] if isinstance(r, tuple) else f.exception(), i, tasks[i])
+                finish(i, r)
                 bar.update()
         finally:
             client.cancel(list(futures))
         return len(info)
     finally:
+        t1 = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+        timing["close_seconds"] = time.perf_counter() - t1
 
 
 def probe(seed: int, steps: int = 50, size: int = 32) -> dict:
@@ -439,7 +464,8 @@ def add_arguments(parser) -> None:
 
 def options(args, default_checkpoint) -> dict:
     """The keyword arguments of :func:`run` from parsed :func:`add_arguments` options
-    (``workers``, ``scheduler``, ``checkpoint``), checked: raises ``ValueError`` for
+    (``workers``, ``scheduler``, ``checkpoint``), resolved as :func:`resolve` does (so that
+    exactly one of ``workers`` and ``scheduler`` is set), checked: raises ``ValueError`` for
     contradictory ones."""
     workers = args.workers
     if args.serial:
@@ -449,8 +475,8 @@ def options(args, default_checkpoint) -> dict:
     if workers is not None and args.scheduler:
         raise ValueError(f"--workers {workers} and --scheduler {args.scheduler}: expected one "
                          f"of them (a cluster has its own workers)")
-    resolve(workers, args.scheduler)
-    return {"workers": workers, "scheduler": args.scheduler,
+    _, workers, scheduler = resolve(workers, args.scheduler)
+    return {"workers": workers, "scheduler": scheduler,
             "checkpoint": Path(args.checkpoint or default_checkpoint)}
 
 

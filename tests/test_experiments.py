@@ -104,7 +104,8 @@ def test_command_line(tmp_path, capsys):
     out = tmp_path / "curves.json"
     main(["curves", "--task", "pathfinder", "--n-train", "16", "--n-test", "8", "--steps", "2",
           "--eval-every", "1", "--batch-size", "4", "--D", "8", "--hidden", "8", "--layers", "1",
-          "--seeds", "0", "--cache-dir", str(tmp_path), "--out", str(out), "--quiet"])
+          "--seeds", "0", "--cache-dir", str(tmp_path), "--out", str(out), "--quiet",
+          "--serial"])
     doc = json.loads(out.read_text())
     assert [r["kernel"] for r in doc["runs"]] == ["softmax", "gaussian"]
     assert doc["provenance"]["command"].startswith("python -m tdlib.experiments curves")
