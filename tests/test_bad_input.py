@@ -988,7 +988,7 @@ EXEMPT |= {
     # work), data loading through the config, the readings of comparisons made above, the
     # command line (tests/test_robust.py)
     "experiments.ExperimentConfig", "experiments.load_data", "experiments.make_optimizer",
-    "experiments.train_model", "experiments.run", "experiments.sweep",
+    "experiments.train_model", "experiments.run", "experiments.run_many", "experiments.sweep",
     "experiments.step_size_sweep", "experiments.two_stage", "experiments.landscape_run",
     "experiments.pathfinder_cues", "experiments.sweep_reading", "experiments.KernelComparison",
     "experiments.pathfinder_reading", "experiments.plateau_reading", "experiments.main",
