@@ -8,12 +8,12 @@ whose label ``y_q = w . x_q`` the layer must predict. Covariates are ``x ~ N(0, 
 With the ``linear-n`` kernel, value weights that read only the label and query/key weights that
 read only ``x``, the layer's prediction for the query token is
 
-    y_hat = x_q^T Gamma h,      h = (1/n) sum_{j<n} y_j x_j,                           (ICL)
+    y_hat = x_q^T W_QK h,      h = (1/n) sum_{j<n} y_j x_j,                           (ICL)
 
-with the **merged key-query matrix** ``Gamma`` (``m x m``). Its population risk
-``R(Gamma) = 1/2 E[(y_hat - y_q)^2]`` over prompts and tasks is a convex quadratic:
+with the **merged key-query matrix** ``W_QK`` (``W^{QK}`` in the chapter) (``m x m``). Its population risk
+``R(W_QK) = 1/2 E[(y_hat - y_q)^2]`` over prompts and tasks is a convex quadratic:
 
-    R(Gamma) = 1/2 tr(Sigma Gamma A Gamma^T) - tr(Sigma Gamma B) + 1/2 tr(Sigma),
+    R(W_QK) = 1/2 tr(Sigma W_QK A W_QK^T) - tr(Sigma W_QK B) + 1/2 tr(Sigma),
     B = E[S_hat] = (n-1)/n Sigma,   A = E[S_hat^2] = (n-1)/n^2 (n Sigma^2 + tr(Sigma) Sigma),
 
 where ``S_hat = (1/n) sum_{j<n} x_j x_j^T`` (so ``h = S_hat w``).
@@ -93,15 +93,15 @@ def tokens(P: Dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([P["x"], y[..., None]], dim=-1)
 
 
-def predict(Gamma: torch.Tensor, P: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """The prediction (ICL) ``x_q^T Gamma h`` for every prompt (a vector of length ``N``)."""
+def predict(W_QK: torch.Tensor, P: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The prediction (ICL) ``x_q^T W_QK h`` for every prompt (a vector of length ``N``)."""
     x, y = P["x"], P["y"]
     n, m = x.shape[1], x.shape[2]
-    Gamma = torch.as_tensor(Gamma, dtype=x.dtype)
-    if Gamma.shape != (m, m):
-        raise ValueError(f"Gamma must have shape ({m}, {m}), got {tuple(Gamma.shape)}")
+    W_QK = torch.as_tensor(W_QK, dtype=x.dtype)
+    if W_QK.shape != (m, m):
+        raise ValueError(f"W_QK must have shape ({m}, {m}), got {tuple(W_QK.shape)}")
     h = torch.einsum("inm,in->im", x[:, :-1], y[:, :-1]) / n
-    return torch.einsum("im,mk,ik->i", x[:, -1], Gamma, h)
+    return torch.einsum("im,mk,ik->i", x[:, -1], W_QK, h)
 
 
 def moments(cov, n: int):
@@ -113,18 +113,18 @@ def moments(cov, n: int):
     return B, A
 
 
-def population_risk(Gamma, cov, n: int) -> torch.Tensor:
-    """``R(Gamma) = 1/2 E[(y_hat - y_q)^2]`` in closed form (float64 scalar tensor)."""
+def population_risk(W_QK, cov, n: int) -> torch.Tensor:
+    """``R(W_QK) = 1/2 E[(y_hat - y_q)^2]`` in closed form (float64 scalar tensor)."""
     B, A = moments(cov, n)
     S = _square(cov)
-    G = torch.as_tensor(Gamma, dtype=torch.float64)
+    G = torch.as_tensor(W_QK, dtype=torch.float64)
     if G.shape != S.shape:
-        raise ValueError(f"Gamma must have shape {tuple(S.shape)}, got {tuple(G.shape)}")
+        raise ValueError(f"W_QK must have shape {tuple(S.shape)}, got {tuple(G.shape)}")
     return 0.5 * torch.trace(S @ G @ A @ G.T) - torch.trace(S @ G @ B) + 0.5 * torch.trace(S)
 
 
 def optimum(cov, n: int) -> torch.Tensor:
-    """The minimiser ``Gamma* = n (n Sigma + tr(Sigma) I)^{-1}`` of :func:`population_risk`."""
+    """The minimiser ``W_QK* = n (n Sigma + tr(Sigma) I)^{-1}`` of :func:`population_risk`."""
     n = _count("n", n, 2)
     S = _square(cov)
     m = S.shape[0]
