@@ -1,7 +1,9 @@
 // How the rendered book behaves for every reader (loaded on every page by _ext/book_site.py).
 //
 // * Figures open full size: a figure of a cell output is a link to its image file, so a tap on a
-//   phone (where figures shrink to the column) shows it at full resolution, zoomable.
+//   phone (where figures shrink to the column) shows it at full resolution, zoomable. The frames
+//   of a precomputed explorer live in the page itself: a button under each explorer shows the
+//   frame on view in a dialog at its own size, scrollable (Escape or the Close button ends it).
 // * A formula that scrolls sideways can take the keyboard focus (arrow keys scroll it).
 // * Names for assistive technology where the theme or the widget library leaves none, or one
 //   that differs from the visible text: the frames and sliders of interactive cells (a frame's
@@ -40,6 +42,38 @@
       const label = widget && widget.querySelector(".widget-label");
       const text = label ? label.textContent.trim() : "";
       handle.setAttribute("aria-label", text || "slider");
+    }
+  }
+
+  function showFrame(box) {
+    const img = [...box.querySelectorAll("img")].find(i => i.offsetParent !== null);
+    if (!img) return;
+    const dialog = document.createElement("dialog");
+    dialog.className = "tdlib-frame-dialog";
+    dialog.setAttribute("aria-label", "Figure at full size");
+    const close = document.createElement("button");
+    close.type = "button";
+    close.textContent = "Close";
+    close.addEventListener("click", () => dialog.close());
+    const big = document.createElement("img");
+    big.src = img.src;
+    big.alt = img.alt || "";
+    dialog.append(close, big);
+    dialog.addEventListener("close", () => dialog.remove());
+    document.body.appendChild(dialog);
+    dialog.showModal();
+    close.focus();
+  }
+
+  function explorerButtons(root) {
+    for (const box of root.querySelectorAll(".tdlib-explorer")) {
+      if (box.querySelector(":scope > button.tdlib-full-size")) continue;
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "tdlib-full-size";
+      b.textContent = "Open this frame full size";
+      b.addEventListener("click", () => showFrame(box));
+      box.appendChild(b);
     }
   }
 
@@ -89,6 +123,7 @@
     nameTheme();
     linkFigures(document);
     nameWidgets(document);
+    explorerButtons(document);
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
       MathJax.startup.promise.then(focusableScrollers);
     }
@@ -97,7 +132,8 @@
     new MutationObserver(() => {
       if (pending) return;
       pending = true;
-      requestAnimationFrame(() => { pending = false; nameTheme(); nameWidgets(document); });
+      requestAnimationFrame(() => { pending = false; nameTheme(); nameWidgets(document);
+                                         explorerButtons(document); });
     }).observe(document.body, {childList: true, subtree: true});
   }
 
