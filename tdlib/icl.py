@@ -140,6 +140,231 @@ def optimum(cov, n: int) -> torch.Tensor:
 # The dynamics: merged and separate key-query parameterisations
 # ---------------------------------------------------------------------------------------------
 
+import math  # noqa: E402  (the dynamics' own imports; the shared part above needs neither)
+
+import numpy as np  # noqa: E402
+
+__all__ += ["risk_gradient", "saddle_rate", "gd_merged", "gd_separate", "restricted_optimum",
+            "plateau_levels", "learning_steps", "measured_plateaus", "drop_step",
+            "drop_time_flow", "drop_step_bounds"]
+
+
+def risk_gradient(W_QK, cov, n: int) -> torch.Tensor:
+    """The gradient ``dR/dW_QK = Sigma (W_QK A - B)`` of :func:`population_risk` (``m x m``)."""
+    B, A = moments(cov, n)
+    S = _square(cov)
+    G = torch.as_tensor(W_QK, dtype=torch.float64)
+    if G.shape != S.shape:
+        raise ValueError(f"W_QK must have shape {tuple(S.shape)}, got {tuple(G.shape)}")
+    return S @ (G @ A - B)
+
+
+def _diagonal(cov) -> np.ndarray:
+    """The eigenvalues ``lambda_1..lambda_m`` of a *diagonal* covariance, or a clear error."""
+    S = _square(cov)
+    if not torch.equal(S, torch.diag(torch.diagonal(S))):
+        raise ValueError("cov must be diagonal here (rotate x to the eigenbasis of Sigma first)")
+    return torch.diagonal(S).numpy().copy()
+
+
+def _moment_diagonals(lam, n: int):
+    """``(b, a)``: the diagonals of ``B`` and ``A`` for ``Sigma = diag(lam)``."""
+    t = lam.sum()
+    return (n - 1) / n * lam, (n - 1) / n ** 2 * lam * (n * lam + t)
+
+
+def _step_args(eps, eta, steps) -> tuple:
+    for name, val in (("eps", eps), ("eta", eta)):
+        if isinstance(val, bool) or not isinstance(val, numbers.Real) \
+                or not math.isfinite(val) or val <= 0:
+            raise ValueError(f"{name} must be a finite positive number, got {val!r}")
+    return float(eps), float(eta), _count("steps", steps, 1)
+
+
+def _unit(g: torch.Generator, *shape) -> np.ndarray:
+    """Rows of Gaussian entries scaled to unit Euclidean norm (float64 NumPy)."""
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    return (x / x.norm(dim=-1, keepdim=True)).numpy()
+
+
+def saddle_rate(cov, n: int) -> float:
+    """``s = ||Sigma B||_F``: the growth rate of gradient flow on ``(v, W_QK)`` near the saddle
+    at zero (the largest eigenvalue of minus the Hessian of ``R(v W_QK)`` there)."""
+    B, _ = moments(cov, n)
+    return float(torch.linalg.matrix_norm(_square(cov) @ B))
+
+
+def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None,
+              seed: int = 0) -> Dict[str, object]:
+    """Gradient descent on the population risk of the merged parameterisation
+    ``y_hat = v x_q^T W_QK h`` (a scalar value weight ``v`` times the merged matrix).
+
+    Start: ``v = eps`` and ``W_QK = eps U`` with ``||U||_F = 1`` (balanced: ``|v| = ||W_QK||_F``);
+    ``U = direction / ||direction||_F`` if given, else a Gaussian direction drawn with ``seed``.
+    Step ``eta`` for ``steps`` steps. Returns ``risk`` (``steps + 1``: ``R(v_k W_QK,k)``),
+    ``diag`` (``(steps + 1) x m``: the diagonal of ``v_k W_QK,k``), ``imbalance`` (``steps + 1``:
+    ``v_k^2 - ||W_QK,k||_F^2``), and the final ``v`` and ``W_QK`` (NumPy float64).
+    """
+    eps, eta, steps = _step_args(eps, eta, steps)
+    B, A = (x.numpy() for x in moments(cov, n))
+    S = _square(cov).numpy()
+    m = S.shape[0]
+    if direction is None:
+        U = _unit(torch.Generator().manual_seed(_count("seed", seed, 0)), m * m).reshape(m, m)
+    else:
+        U = torch.as_tensor(direction, dtype=torch.float64).numpy()
+        if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
+            raise ValueError(f"direction must be a finite non-zero {m} x {m} matrix")
+        U = U / np.linalg.norm(U)
+    v, W = eps, eps * U
+    SB, half_tr = S @ B, 0.5 * np.trace(S)
+    risk, diag, imb = np.empty(steps + 1), np.empty((steps + 1, m)), np.empty(steps + 1)
+    for k in range(steps + 1):
+        M = v * W
+        MA = M @ A
+        risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+        diag[k], imb[k] = np.diagonal(M), v * v - np.sum(W * W)
+        G = S @ (MA - B)
+        v, W = v - eta * np.sum(G * W), W - eta * v * G
+    if not np.isfinite(risk).all():
+        raise FloatingPointError(f"gradient descent diverged: lower eta (got {eta})")
+    return {"risk": risk, "diag": diag, "imbalance": imb, "v": v, "W_QK": W}
+
+
+def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
+                seed: int = 0) -> Dict[str, object]:
+    """Gradient descent on the population risk of ``H`` rank-one heads with separate keys and
+    queries, ``y_hat = sum_h v_h (x_q . q_h)(k_h . h)``, i.e. ``W_QK = sum_h v_h q_h k_h^T``.
+
+    Start: ``|v_h| = ||q_h|| = ||k_h|| = eps`` with random signs and directions (``seed``).
+    Returns ``risk`` (``steps + 1``), ``diag`` (``(steps + 1) x m``: the diagonal of ``W_QK``
+    at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``q_h``, ``k_h``).
+    """
+    eps, eta, steps = _step_args(eps, eta, steps)
+    H = _count("H", H, 1)
+    B, A = (x.numpy() for x in moments(cov, n))
+    S = _square(cov).numpy()
+    m = S.shape[0]
+    g = torch.Generator().manual_seed(_count("seed", seed, 0))
+    v = eps * np.sign(_unit(g, H, 1)[:, 0])
+    Q, K = eps * _unit(g, H, m), eps * _unit(g, H, m)
+    SB, half_tr = S @ B, 0.5 * np.trace(S)
+    risk, diag = np.empty(steps + 1), np.empty((steps + 1, m))
+    for k in range(steps + 1):
+        M = Q.T @ (v[:, None] * K)
+        MA = M @ A
+        risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+        diag[k] = np.diagonal(M)
+        G = S @ (MA - B)
+        GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
+        v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
+                   K - eta * v[:, None] * GQ)
+    if not np.isfinite(risk).all():
+        raise FloatingPointError(f"gradient descent diverged: lower eta (got {eta})")
+    return {"risk": risk, "diag": diag, "v": v, "Q": Q, "K": K}
+
+
+def restricted_optimum(cov, n: int, S_dirs) -> tuple:
+    """For diagonal ``Sigma`` and a set ``S_dirs`` of coordinate indices: the minimiser ``W_S``
+    of the risk over ``W_QK`` supported on ``span{e_i : i in S}`` (rows and columns), and its
+    risk ``R_S = 1/2 tr Sigma - 1/2 sum_{i in S} (n-1) lambda_i^2 / (n lambda_i + tr Sigma)``
+    (formulas of the chapter's proposition). Returns ``(W_S, R_S)`` (tensor, float)."""
+    lam = _diagonal(cov)
+    n = _count("n", n, 2)
+    idx = sorted(set(int(i) for i in S_dirs))
+    if any(i < 0 or i >= len(lam) for i in idx):
+        raise ValueError(f"S_dirs must hold indices in 0..{len(lam) - 1}, got {list(S_dirs)}")
+    t = lam.sum()
+    W = torch.zeros(len(lam), len(lam), dtype=torch.float64)
+    for i in idx:
+        W[i, i] = n / (n * lam[i] + t)
+    gain = sum((n - 1) * lam[i] ** 2 / (n * lam[i] + t) for i in idx)
+    return W, float(0.5 * t - 0.5 * gain)
+
+
+def plateau_levels(cov, n: int) -> list:
+    """``[R_{}, R_{1}, R_{1,2}, ...]``: the levels ``R_S`` of the saddles after learning the
+    ``k = 0..m`` directions of largest variance (diagonal ``Sigma``), in that order."""
+    lam = _diagonal(cov)
+    order = sorted(range(len(lam)), key=lambda i: -lam[i])
+    return [restricted_optimum(cov, n, order[:k])[1] for k in range(len(lam) + 1)]
+
+
+def learning_steps(diag, cov, n: int) -> np.ndarray:
+    """For a run's ``diag`` history (``steps x m``): the first step at which entry ``i`` of the
+    diagonal of ``W_QK`` reaches half its optimal value ``n / (n lambda_i + tr Sigma)``
+    (``-1`` if never)."""
+    lam = _diagonal(cov)
+    D = np.asarray(diag, dtype=np.float64)
+    if D.ndim != 2 or D.shape[1] != len(lam):
+        raise ValueError(f"diag must have shape (steps, {len(lam)}), got {D.shape}")
+    half = 0.5 * n / (n * lam + lam.sum())
+    hit = D >= half
+    return np.where(hit.any(0), hit.argmax(0), -1)
+
+
+def measured_plateaus(risk, steps_learned) -> list:
+    """The plateau values of a risk curve cut at the learning steps: in each interval between
+    consecutive learning steps (and before the first, after the last) the risk where the curve
+    is flattest in log time, i.e. where ``(k + 1) |R_{k+1} - R_k|`` is smallest."""
+    R = np.asarray(risk, dtype=np.float64)
+    cuts = sorted(int(k) for k in steps_learned)
+    if R.ndim != 1 or len(R) < 2 or any(k < 0 or k >= len(R) for k in cuts):
+        raise ValueError("risk must be a curve of length >= 2 and every learning step one of "
+                         f"its indices, got {len(R)} points and steps {cuts}")
+    flat = (np.arange(len(R) - 1) + 1) * np.abs(np.diff(R))
+    out = []
+    for lo, hi in zip([0] + cuts, cuts + [len(R) - 1]):
+        if hi <= lo:
+            raise ValueError(f"two learning steps coincide ({lo}): no plateau between them")
+        out.append(float(R[lo + int(np.argmin(flat[lo:hi]))]))
+    return out
+
+
+def drop_step(risk, cov, n: int) -> int:
+    """The first step at which ``risk`` is at most ``(R_0 + R*) / 2``, halfway from the risk
+    at zero, ``R_0 = 1/2 tr Sigma``, down to the minimum ``R*`` (``-1`` if never)."""
+    R = np.asarray(risk, dtype=np.float64)
+    if R.ndim != 1 or len(R) == 0 or not np.isfinite(R).all():
+        raise ValueError(f"risk must be a non-empty finite curve, got shape {R.shape}")
+    R0 = 0.5 * float(torch.trace(_square(cov)))
+    R_star = float(population_risk(optimum(cov, n), cov, n))
+    below = R <= 0.5 * (R0 + R_star)
+    return int(below.argmax()) if below.any() else -1
+
+
+def _isotropic(m: int, n: int, eps) -> tuple:
+    """``(s, mu_star, mu_0)`` of the isotropic theorem: ``s = sqrt(m) (n-1)/n``,
+    ``mu* = n/(n+m)``, ``mu_0 = eps^2 / sqrt(m)``."""
+    m, n = _count("m", m, 1), _count("n", n, 2)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    mu_star, mu0 = n / (n + m), eps ** 2 / math.sqrt(m)
+    if mu0 >= (1 - 2 ** -0.5) * mu_star:
+        raise ValueError(f"eps = {eps} starts past the drop: need eps^2 / sqrt(m) < "
+                         f"(1 - 1/sqrt 2) n/(n+m) = {(1 - 2 ** -0.5) * mu_star:.4g}")
+    return math.sqrt(m) * (n - 1) / n, mu_star, mu0
+
+
+def drop_time_flow(m: int, n: int, eps: float) -> float:
+    """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``W_QK = eps I / sqrt(m)``: the time at
+    which the risk is halfway down, ``log((mu*/mu_0 - 1) / (1 + sqrt 2)) / (2 s)``."""
+    s, mu_star, mu0 = _isotropic(m, n, eps)
+    return math.log((mu_star / mu0 - 1) / (1 + math.sqrt(2))) / (2 * s)
+
+
+def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
+    """Gradient descent with step ``eta`` (``eta s <= 1/2``), same start: proved bounds
+    ``(lower, upper)`` on :func:`drop_step`, from ``log(mu_h/mu_0) / (2 log(1 + eta s))`` and
+    ``1 + log(mu_h/mu_0) / (2 log(1 + eta s / sqrt 2))`` with ``mu_h = (1 - 1/sqrt 2) mu*``."""
+    s, mu_star, mu0 = _isotropic(m, n, eps)
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * s <= 0.5:
+        raise ValueError(f"eta must be positive with eta s <= 1/2 (s = {s:.4g}), got {eta!r}")
+    L = math.log((1 - 2 ** -0.5) * mu_star / mu0)
+    lower = math.ceil(L / (2 * math.log1p(eta * s)))
+    upper = math.floor(1 + L / (2 * math.log1p(eta * s / math.sqrt(2))))
+    return lower, upper
+
 
 # ---------------------------------------------------------------------------------------------
 # The bridge back: the book's layer with other kernels on the same task
