@@ -144,19 +144,9 @@ import math  # noqa: E402  (the dynamics' own imports; the shared part above nee
 
 import numpy as np  # noqa: E402
 
-__all__ += ["risk_gradient", "saddle_rate", "gd_merged", "gd_separate", "restricted_optimum",
+__all__ += ["saddle_rate", "gd_merged", "gd_separate", "restricted_optimum",
             "plateau_levels", "learning_steps", "measured_plateaus", "drop_step",
             "drop_time_flow", "drop_step_bounds"]
-
-
-def risk_gradient(W_QK, cov, n: int) -> torch.Tensor:
-    """The gradient ``dR/dW_QK = Sigma (W_QK A - B)`` of :func:`population_risk` (``m x m``)."""
-    B, A = moments(cov, n)
-    S = _square(cov)
-    G = torch.as_tensor(W_QK, dtype=torch.float64)
-    if G.shape != S.shape:
-        raise ValueError(f"W_QK must have shape {tuple(S.shape)}, got {tuple(G.shape)}")
-    return S @ (G @ A - B)
 
 
 def _diagonal(cov) -> np.ndarray:
@@ -188,8 +178,8 @@ def _unit(g: torch.Generator, *shape) -> np.ndarray:
 
 
 def saddle_rate(cov, n: int) -> float:
-    """``s = ||Sigma B||_F``: the growth rate of gradient flow on ``(v, W_QK)`` near the saddle
-    at zero (the largest eigenvalue of minus the Hessian of ``R(v W_QK)`` there)."""
+    """``omega = ||grad R(0)||_F = (n-1)/n ||Sigma^2||_F``: the largest eigenvalue of minus the
+    Hessian of ``(v, W_QK) -> R(v W_QK)`` at zero, the growth rate of gradient flow there."""
     B, _ = moments(cov, n)
     return float(torch.linalg.matrix_norm(_square(cov) @ B))
 
@@ -334,35 +324,37 @@ def drop_step(risk, cov, n: int) -> int:
 
 
 def _isotropic(m: int, n: int, eps) -> tuple:
-    """``(s, mu_star, mu_0)`` of the isotropic theorem: ``s = sqrt(m) (n-1)/n``,
-    ``mu* = n/(n+m)``, ``mu_0 = eps^2 / sqrt(m)``."""
+    """``(omega, rho*, rho_0)`` of the isotropic theorem: ``omega = sqrt(m) (n-1)/n``,
+    ``rho* = n/(n+m)``, ``rho_0 = eps^2 / sqrt(m)``."""
     m, n = _count("m", m, 1), _count("n", n, 2)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-    mu_star, mu0 = n / (n + m), eps ** 2 / math.sqrt(m)
-    if mu0 >= (1 - 2 ** -0.5) * mu_star:
+    rho_star, rho0 = n / (n + m), eps ** 2 / math.sqrt(m)
+    if rho0 >= (1 - 2 ** -0.5) * rho_star:
         raise ValueError(f"eps = {eps} starts past the drop: need eps^2 / sqrt(m) < "
-                         f"(1 - 1/sqrt 2) n/(n+m) = {(1 - 2 ** -0.5) * mu_star:.4g}")
-    return math.sqrt(m) * (n - 1) / n, mu_star, mu0
+                         f"(1 - 1/sqrt 2) n/(n+m) = {(1 - 2 ** -0.5) * rho_star:.4g}")
+    return math.sqrt(m) * (n - 1) / n, rho_star, rho0
 
 
 def drop_time_flow(m: int, n: int, eps: float) -> float:
     """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``W_QK = eps I / sqrt(m)``: the time at
-    which the risk is halfway down, ``log((mu*/mu_0 - 1) / (1 + sqrt 2)) / (2 s)``."""
-    s, mu_star, mu0 = _isotropic(m, n, eps)
-    return math.log((mu_star / mu0 - 1) / (1 + math.sqrt(2))) / (2 * s)
+    which the risk is halfway down, ``log((rho*/rho_0 - 1) / (1 + sqrt 2)) / (2 omega)``."""
+    omega, rho_star, rho0 = _isotropic(m, n, eps)
+    return math.log((rho_star / rho0 - 1) / (1 + math.sqrt(2))) / (2 * omega)
 
 
 def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
-    """Gradient descent with step ``eta`` (``eta s <= 1/2``), same start: proved bounds
-    ``(lower, upper)`` on :func:`drop_step`, from ``log(mu_h/mu_0) / (2 log(1 + eta s))`` and
-    ``1 + log(mu_h/mu_0) / (2 log(1 + eta s / sqrt 2))`` with ``mu_h = (1 - 1/sqrt 2) mu*``."""
-    s, mu_star, mu0 = _isotropic(m, n, eps)
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * s <= 0.5:
-        raise ValueError(f"eta must be positive with eta s <= 1/2 (s = {s:.4g}), got {eta!r}")
-    L = math.log((1 - 2 ** -0.5) * mu_star / mu0)
-    lower = math.ceil(L / (2 * math.log1p(eta * s)))
-    upper = math.floor(1 + L / (2 * math.log1p(eta * s / math.sqrt(2))))
+    """Gradient descent with step ``eta`` (``eta omega <= 1/2``), same start: proved bounds
+    ``(lower, upper)`` on :func:`drop_step`, from ``log(rho_h/rho_0) / (2 log(1 + eta omega))``
+    and ``1 + log(rho_h/rho_0) / (2 log(1 + eta omega / sqrt 2))``, ``rho_h = (1 - 1/sqrt 2) rho*``.
+    """
+    omega, rho_star, rho0 = _isotropic(m, n, eps)
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * omega <= 0.5:
+        raise ValueError(f"eta must be positive with eta omega <= 1/2 (omega = {omega:.4g}), "
+                         f"got {eta!r}")
+    L = math.log((1 - 2 ** -0.5) * rho_star / rho0)
+    lower = math.ceil(L / (2 * math.log1p(eta * omega)))
+    upper = math.floor(1 + L / (2 * math.log1p(eta * omega / math.sqrt(2))))
     return lower, upper
 
 
