@@ -146,7 +146,8 @@ import numpy as np  # noqa: E402
 
 __all__ += ["saddle_rate", "gd_merged", "gd_separate", "restricted_optimum",
             "plateau_levels", "learning_steps", "measured_plateaus", "drop_step",
-            "drop_time_flow", "drop_step_bounds"]
+            "drop_time_flow", "drop_step_bounds", "check_balance",
+            "check_head_time"]
 
 
 def _diagonal(cov) -> np.ndarray:
@@ -356,6 +357,83 @@ def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
     lower = math.ceil(L / (2 * math.log1p(eta * omega)))
     upper = math.floor(1 + L / (2 * math.log1p(eta * omega / math.sqrt(2))))
     return lower, upper
+
+
+# Self-checks of the exercises "On the dynamics" (registered in tdlib.selfcheck as
+# ``icl_balance`` and ``icl_head_time``): they print only "correct" and raise selfcheck.Wrong.
+
+def check_balance(conserved) -> None:
+    """ex-icl-balance: ``conserved(v, wQ, wK)`` (``v`` of shape ``(H,)``, ``wQ, wK`` of shape
+    ``(H, m)``, torch float64) returns ``2H`` quantities that gradient flow of the separate
+    parameterisation keeps constant: their derivative along ``-grad R`` vanishes at fresh random
+    points, and their gradients are linearly independent (none is constant or redundant)."""
+    from .selfcheck import Wrong, _arr, _call, _ok
+    g = torch.Generator().manual_seed(4321)
+    for m, H, n in ((2, 2, 5), (3, 4, 9)):
+        cov = torch.diag(0.3 + torch.rand(m, generator=g, dtype=torch.float64))
+        th = torch.randn(H * (1 + 2 * m), generator=g, dtype=torch.float64)
+
+        def split(th):
+            return th[:H], th[H:H + H * m].reshape(H, m), th[H + H * m:].reshape(H, m)
+
+        def risk(th):
+            v, Q, K = split(th)
+            return population_risk(Q.T @ (v[:, None] * K), cov, n)
+
+        def quantities(th):
+            out = _call("conserved", conserved, *split(th))
+            if not isinstance(out, torch.Tensor):
+                out = torch.as_tensor(_arr("conserved", out))
+            return out.reshape(-1).to(torch.float64)
+
+        c = quantities(th)
+        if c.numel() != 2 * H:
+            raise Wrong(f"conserved: expected {2 * H} quantities for H = {H} heads (two per "
+                        f"head), got {c.numel()}")
+        try:
+            J = torch.autograd.functional.jacobian(quantities, th)
+        except Wrong:
+            raise
+        except Exception as err:  # the reader's function is not differentiable by autograd
+            raise Wrong(f"conserved: autograd cannot differentiate your function ({err}); "
+                        "compute with torch operations on the given tensors") from None
+        grad = torch.autograd.functional.jacobian(risk, th)
+        rate = J @ grad
+        scale = float(J.norm() * grad.norm()) + 1e-300
+        if float(rate.abs().max()) > 1e-9 * scale:
+            raise Wrong("conserved: at least one of your quantities changes along gradient "
+                        "flow. Hint: differentiate v_h^2 and the squared norms of w^Q_h and w^K_h "
+                        "along the flow; which differences cancel?")
+        if int(torch.linalg.matrix_rank(J)) < 2 * H:
+            raise Wrong("conserved: your quantities are not independent (one is constant or a "
+                        "combination of the others). Hint: there are two per head")
+    _ok("two conserved quantities per head")
+
+
+def check_head_time(head_time) -> None:
+    """ex-icl-head-time: ``head_time(eps, lam, n)`` approximates the flow time at which one head
+    started at ``(eps, eps e_1, eps e_1)`` reaches half of ``W*_11`` (``Sigma = diag(lam)``),
+    within 5 % for ``eps = 1e-2`` and ``1e-3``, against a numerical quadrature of its ODE."""
+    from .selfcheck import Wrong, _call, _num, _ok
+    g = torch.Generator().manual_seed(99)
+    for trial in range(3):
+        lam = (0.3 + 2 * torch.rand(3, generator=g, dtype=torch.float64)).tolist()
+        n = int(torch.randint(3, 40, (), generator=g))
+        w_star = n / (n * lam[0] + sum(lam))
+        beta = (n - 1) / n * lam[0] ** 2
+        for eps in (1e-2, 1e-3):
+            # d gamma / dt = beta gamma^2 (1 - gamma^3 / W*_11), from eps to (W*_11 / 2)^(1/3)
+            u = np.linspace(math.log(eps), math.log(w_star / 2) / 3, 200_001)
+            f = np.exp(-u) / (beta * (1 - np.exp(3 * u) / w_star))
+            exact = float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(u)))
+            got = _num("head_time", _call("head_time", head_time, eps, list(lam), n))
+            if not abs(got - exact) <= 0.05 * exact:
+                raise Wrong(f"head_time: for eps = {eps:g}, lam = "
+                            f"{[round(x, 3) for x in lam]}, n = {n} your time is too "
+                            f"{'long' if got > exact else 'short'}. Hint: near zero the scale "
+                            f"gamma of the head obeys d gamma/dt ~ (const) gamma^2; which "
+                            f"constant, and how long does it take to blow up from eps?")
+    _ok("the time of the first drop of a single head")
 
 
 # ---------------------------------------------------------------------------------------------
