@@ -215,6 +215,8 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
         MA = M @ A
         risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
         diag[k], imb[k] = np.diagonal(M), v * v - np.sum(W * W)
+        if k == steps:
+            break
         G = S @ (MA - B)
         v, W = v - eta * np.sum(G * W), W - eta * v * G
     if not np.isfinite(risk).all():
@@ -223,11 +225,12 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
 
 
 def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
-                seed: int = 0) -> Dict[str, object]:
+                seed: int = 0, init=None) -> Dict[str, object]:
     """Gradient descent on the population risk of ``H`` rank-one heads with separate keys and
     queries, ``y_hat = sum_h v_h (x_q . q_h)(k_h . h)``, i.e. ``W_QK = sum_h v_h q_h k_h^T``.
 
-    Start: ``|v_h| = ||q_h|| = ||k_h|| = eps`` with random signs and directions (``seed``).
+    Start: ``|v_h| = ||q_h|| = ||k_h|| = eps`` with random signs and directions (``seed``), or
+    ``init = (v, Q, K)`` if given (then ``eps`` and ``seed`` are not used).
     Returns ``risk`` (``steps + 1``), ``diag`` (``(steps + 1) x m``: the diagonal of ``W_QK``
     at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``q_h``, ``k_h``).
     """
@@ -239,6 +242,12 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
     g = torch.Generator().manual_seed(_count("seed", seed, 0))
     v = eps * np.sign(_unit(g, H, 1)[:, 0])
     Q, K = eps * _unit(g, H, m), eps * _unit(g, H, m)
+    if init is not None:
+        v, Q, K = (torch.as_tensor(x, dtype=torch.float64).numpy().copy() for x in init)
+        if v.shape != (H,) or Q.shape != (H, m) or K.shape != (H, m) \
+                or not all(np.isfinite(x).all() for x in (v, Q, K)):
+            raise ValueError(f"init must be finite (v, Q, K) of shapes ({H},), ({H}, {m}), "
+                             f"({H}, {m}), got {v.shape}, {Q.shape}, {K.shape}")
     SB, half_tr = S @ B, 0.5 * np.trace(S)
     risk, diag = np.empty(steps + 1), np.empty((steps + 1, m))
     for k in range(steps + 1):
@@ -246,6 +255,8 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
         MA = M @ A
         risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
         diag[k] = np.diagonal(M)
+        if k == steps:
+            break
         G = S @ (MA - B)
         GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
         v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
