@@ -101,7 +101,7 @@ def test_flow_drop_time_against_a_fine_integration(m, n):
     tiny step against the flow; the log(1/eps) asymptotics with its constant."""
     omega, rho_s = math.sqrt(m) * (n - 1) / n, n / (n + m)
     for eps in (1e-2, 1e-4):
-        rho, t, dt = eps ** 2 / math.sqrt(m), 0.0, 1e-4
+        rho, t, dt = eps ** 2 / math.sqrt(m), 0.0, 1e-3
         f = lambda r: 2 * omega * r * (1 - r / rho_s)  # noqa: E731
         rho_h = (1 - 2 ** -0.5) * rho_s
         while rho < rho_h:
@@ -193,7 +193,7 @@ def test_one_step_of_each_run_is_one_autograd_step():
     grads = torch.autograd.grad(R, ps)
     for name, p, gp in zip(("v", "Q", "K"), init, grads):
         assert np.allclose(run[name], (p - eta * gp).numpy(), atol=1e-14), name
-    assert run["risk"][0] == pytest.approx(float(R), rel=1e-13)
+    assert run["risk"][0] == pytest.approx(float(R.detach()), rel=1e-13)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
