@@ -144,7 +144,7 @@ import math  # noqa: E402  (the dynamics' own imports; the shared part above nee
 
 import numpy as np  # noqa: E402
 
-__all__ += ["saddle_rate", "gd_merged", "gd_separate", "restricted_optimum",
+__all__ += ["saddle_rate", "gd_merged", "sgd_merged", "gd_separate", "restricted_optimum",
             "plateau_levels", "learning_steps", "measured_plateaus", "drop_step",
             "drop_time_flow", "drop_step_bounds", "check_balance",
             "check_head_time"]
@@ -185,6 +185,18 @@ def saddle_rate(cov, n: int) -> float:
     return float(torch.linalg.matrix_norm(_square(cov) @ B))
 
 
+def _start_direction(direction, m: int, seed) -> np.ndarray:
+    """The unit (Frobenius) direction ``U`` of the merged start: ``direction`` normalised, or a
+    Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
+    if direction is None:
+        return _unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
+                     m * m).reshape(m, m)
+    U = torch.as_tensor(direction, dtype=torch.float64).numpy()
+    if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
+        raise ValueError(f"direction must be a finite non-zero {m} x {m} matrix")
+    return U / np.linalg.norm(U)
+
+
 def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None,
               seed: int = 0) -> Dict[str, object]:
     """Gradient descent on the population risk of the merged parameterisation
@@ -200,13 +212,7 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
     B, A = (x.numpy() for x in moments(cov, n))
     S = _square(cov).numpy()
     m = S.shape[0]
-    if direction is None:
-        U = _unit(torch.Generator().manual_seed(_count("seed", seed, 0)), m * m).reshape(m, m)
-    else:
-        U = torch.as_tensor(direction, dtype=torch.float64).numpy()
-        if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
-            raise ValueError(f"direction must be a finite non-zero {m} x {m} matrix")
-        U = U / np.linalg.norm(U)
+    U = _start_direction(direction, m, seed)
     v, W = eps, eps * U
     SB, half_tr = S @ B, 0.5 * np.trace(S)
     risk, diag, imb = np.empty(steps + 1), np.empty((steps + 1, m)), np.empty(steps + 1)
@@ -264,6 +270,33 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
     if not np.isfinite(risk).all():
         raise FloatingPointError(f"gradient descent diverged: lower eta (got {eta})")
     return {"risk": risk, "diag": diag, "v": v, "Q": Q, "K": K}
+
+
+def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
+               direction=None, seed: int = 0) -> Dict[str, object]:
+    """Stochastic gradient descent on fresh prompts for the merged parameterisation: step ``k``
+    draws ``batch`` new prompts (:func:`prompts`, seed ``seed + k + 1``), and moves ``(v, W_QK)``
+    against the gradient of their mean loss ``1/(2 batch) sum (v x_q^T W_QK h - y_q)^2``. The
+    start is that of :func:`gd_merged` (the same ``direction`` or ``seed``). Returns ``risk``
+    (``steps + 1``): the population risk of every iterate, in closed form."""
+    eps, eta, steps = _step_args(eps, eta, steps)
+    batch = _count("batch", batch, 1)
+    S = _square(cov)
+    m = S.shape[0]
+    v = torch.tensor(eps, dtype=torch.float64)
+    W = eps * torch.as_tensor(_start_direction(direction, m, seed))
+    risk = [float(population_risk(v * W, S, n))]
+    for k in range(steps):
+        P = prompts(batch, n, m, cov=S, seed=_count("seed", seed, 0) + k + 1)
+        h = torch.einsum("inm,in->im", P["x"][:, :-1], P["y"][:, :-1]) / n
+        xq, yq = P["x"][:, -1], P["y"][:, -1]
+        r = v * torch.einsum("im,mk,ik->i", xq, W, h) - yq        # residuals
+        gM = torch.einsum("i,im,ik->mk", r, xq, h) / batch           # d loss / d (v W)
+        v, W = v - eta * (gM * W).sum(), W - eta * v * gM
+        risk.append(float(population_risk(v * W, S, n)))
+    if not np.isfinite(risk).all():
+        raise FloatingPointError(f"stochastic gradient descent diverged: lower eta (got {eta})")
+    return {"risk": np.array(risk), "v": float(v), "W_QK": W.numpy()}
 
 
 def restricted_optimum(cov, n: int, S_dirs) -> tuple:

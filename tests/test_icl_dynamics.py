@@ -270,3 +270,17 @@ def test_self_checks_accept_right_answers_and_reject_wrong_ones():
                   lambda eps, lam, n: math.nan, None):
         with pytest.raises(selfcheck.Wrong):
             selfcheck.icl_head_time(wrong)
+
+
+def test_fresh_prompt_sgd_follows_the_exact_gradient():
+    """SGD on fresh prompts starts where GD starts, and a large batch drops at nearly the same
+    step; a batch of one prompt is noisier but still a descent on average."""
+    cov, n = torch.diag(torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)), 10
+    gd = icl.gd_merged(cov, n, eps=0.01, eta=0.02, steps=300, seed=2)
+    sgd = icl.sgd_merged(cov, n, eps=0.01, eta=0.02, steps=300, batch=512, seed=2)
+    assert sgd["risk"][0] == gd["risk"][0]
+    d_gd, d_sgd = icl.drop_step(gd["risk"], cov, n), icl.drop_step(sgd["risk"], cov, n)
+    assert d_gd > 0 and abs(d_sgd - d_gd) <= 0.1 * d_gd
+    assert sgd["risk"][-1] < 0.6 * sgd["risk"][0]
+    with pytest.raises(ValueError, match="batch"):
+        icl.sgd_merged(cov, n, eps=0.01, eta=0.02, steps=3, batch=0)
