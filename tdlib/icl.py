@@ -216,17 +216,19 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
     v, W = eps, eps * U
     SB, half_tr = S @ B, 0.5 * np.trace(S)
     risk, diag, imb = np.empty(steps + 1), np.empty((steps + 1, m)), np.empty(steps + 1)
-    for k in range(steps + 1):
-        M = v * W
-        MA = M @ A
-        risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
-        diag[k], imb[k] = np.diagonal(M), v * v - np.sum(W * W)
-        if k == steps:
-            break
-        G = S @ (MA - B)
-        v, W = v - eta * np.sum(G * W), W - eta * v * G
-    if not np.isfinite(risk).all():
-        raise FloatingPointError(f"gradient descent diverged: lower eta (got {eta})")
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for k in range(steps + 1):
+            M = v * W
+            MA = M @ A
+            risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+            diag[k], imb[k] = np.diagonal(M), v * v - np.sum(W * W)
+            if k == steps or not np.isfinite(risk[k]):
+                break
+            G = S @ (MA - B)
+            v, W = v - eta * np.sum(G * W), W - eta * v * G
+    if not np.isfinite(risk[k]):
+        raise FloatingPointError(f"gradient descent diverged at step {k}: lower eta "
+                                 f"(got {eta})")
     return {"risk": risk, "diag": diag, "imbalance": imb, "v": v, "W_QK": W}
 
 
@@ -256,19 +258,21 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
                              f"({H}, {m}), got {v.shape}, {Q.shape}, {K.shape}")
     SB, half_tr = S @ B, 0.5 * np.trace(S)
     risk, diag = np.empty(steps + 1), np.empty((steps + 1, m))
-    for k in range(steps + 1):
-        M = Q.T @ (v[:, None] * K)
-        MA = M @ A
-        risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
-        diag[k] = np.diagonal(M)
-        if k == steps:
-            break
-        G = S @ (MA - B)
-        GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
-        v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
-                   K - eta * v[:, None] * GQ)
-    if not np.isfinite(risk).all():
-        raise FloatingPointError(f"gradient descent diverged: lower eta (got {eta})")
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for k in range(steps + 1):
+            M = Q.T @ (v[:, None] * K)
+            MA = M @ A
+            risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+            diag[k] = np.diagonal(M)
+            if k == steps or not np.isfinite(risk[k]):
+                break
+            G = S @ (MA - B)
+            GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
+            v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
+                       K - eta * v[:, None] * GQ)
+    if not np.isfinite(risk[k]):
+        raise FloatingPointError(f"gradient descent diverged at step {k}: lower eta "
+                                 f"(got {eta})")
     return {"risk": risk, "diag": diag, "v": v, "Q": Q, "K": K}
 
 
