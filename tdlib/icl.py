@@ -150,7 +150,7 @@ __all__ += ["saddle_rate", "gd_merged", "sgd_merged", "gd_separate", "restricted
             "check_head_time"]
 
 
-def _diagonal(cov) -> np.ndarray:
+def _dyn_eigenvalues(cov) -> np.ndarray:
     """The eigenvalues ``lambda_1..lambda_m`` of a *diagonal* covariance, or a clear error."""
     S = _square(cov)
     if not torch.equal(S, torch.diag(torch.diagonal(S))):
@@ -158,13 +158,7 @@ def _diagonal(cov) -> np.ndarray:
     return torch.diagonal(S).numpy().copy()
 
 
-def _moment_diagonals(lam, n: int):
-    """``(b, a)``: the diagonals of ``B`` and ``A`` for ``Sigma = diag(lam)``."""
-    t = lam.sum()
-    return (n - 1) / n * lam, (n - 1) / n ** 2 * lam * (n * lam + t)
-
-
-def _step_args(eps, eta, steps) -> tuple:
+def _dyn_steps(eps, eta, steps) -> tuple:
     for name, val in (("eps", eps), ("eta", eta)):
         if isinstance(val, bool) or not isinstance(val, numbers.Real) \
                 or not math.isfinite(val) or val <= 0:
@@ -172,7 +166,7 @@ def _step_args(eps, eta, steps) -> tuple:
     return float(eps), float(eta), _count("steps", steps, 1)
 
 
-def _unit(g: torch.Generator, *shape) -> np.ndarray:
+def _dyn_unit(g: torch.Generator, *shape) -> np.ndarray:
     """Rows of Gaussian entries scaled to unit Euclidean norm (float64 NumPy)."""
     x = torch.randn(*shape, generator=g, dtype=torch.float64)
     return (x / x.norm(dim=-1, keepdim=True)).numpy()
@@ -185,11 +179,11 @@ def saddle_rate(cov, n: int) -> float:
     return float(torch.linalg.matrix_norm(_square(cov) @ B))
 
 
-def _start_direction(direction, m: int, seed) -> np.ndarray:
+def _dyn_start(direction, m: int, seed) -> np.ndarray:
     """The unit (Frobenius) direction ``U`` of the merged start: ``direction`` normalised, or a
     Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
     if direction is None:
-        return _unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
+        return _dyn_unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
                      m * m).reshape(m, m)
     U = torch.as_tensor(direction, dtype=torch.float64).numpy()
     if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
@@ -208,11 +202,11 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
     ``diag`` (``(steps + 1) x m``: the diagonal of ``v_k W_QK,k``), ``imbalance`` (``steps + 1``:
     ``v_k^2 - ||W_QK,k||_F^2``), and the final ``v`` and ``W_QK`` (NumPy float64).
     """
-    eps, eta, steps = _step_args(eps, eta, steps)
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
     B, A = (x.numpy() for x in moments(cov, n))
     S = _square(cov).numpy()
     m = S.shape[0]
-    U = _start_direction(direction, m, seed)
+    U = _dyn_start(direction, m, seed)
     v, W = eps, eps * U
     SB, half_tr = S @ B, 0.5 * np.trace(S)
     risk, diag, imb = np.empty(steps + 1), np.empty((steps + 1, m)), np.empty(steps + 1)
@@ -242,14 +236,14 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
     Returns ``risk`` (``steps + 1``), ``diag`` (``(steps + 1) x m``: the diagonal of ``W_QK``
     at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``q_h``, ``k_h``).
     """
-    eps, eta, steps = _step_args(eps, eta, steps)
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
     H = _count("H", H, 1)
     B, A = (x.numpy() for x in moments(cov, n))
     S = _square(cov).numpy()
     m = S.shape[0]
     g = torch.Generator().manual_seed(_count("seed", seed, 0))
-    v = eps * np.sign(_unit(g, H, 1)[:, 0])
-    Q, K = eps * _unit(g, H, m), eps * _unit(g, H, m)
+    v = eps * np.sign(_dyn_unit(g, H, 1)[:, 0])
+    Q, K = eps * _dyn_unit(g, H, m), eps * _dyn_unit(g, H, m)
     if init is not None:
         v, Q, K = (torch.as_tensor(x, dtype=torch.float64).numpy().copy() for x in init)
         if v.shape != (H,) or Q.shape != (H, m) or K.shape != (H, m) \
@@ -283,12 +277,12 @@ def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
     against the gradient of their mean loss ``1/(2 batch) sum (v x_q^T W_QK h - y_q)^2``. The
     start is that of :func:`gd_merged` (the same ``direction`` or ``seed``). Returns ``risk``
     (``steps + 1``): the population risk of every iterate, in closed form."""
-    eps, eta, steps = _step_args(eps, eta, steps)
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
     batch = _count("batch", batch, 1)
     S = _square(cov)
     m = S.shape[0]
     v = torch.tensor(eps, dtype=torch.float64)
-    W = eps * torch.as_tensor(_start_direction(direction, m, seed))
+    W = eps * torch.as_tensor(_dyn_start(direction, m, seed))
     risk = [float(population_risk(v * W, S, n))]
     for k in range(steps):
         P = prompts(batch, n, m, cov=S, seed=_count("seed", seed, 0) + k + 1)
@@ -308,7 +302,7 @@ def restricted_optimum(cov, n: int, S_dirs) -> tuple:
     of the risk over ``W_QK`` supported on ``span{e_i : i in S}`` (rows and columns), and its
     risk ``R_S = 1/2 tr Sigma - 1/2 sum_{i in S} (n-1) lambda_i^2 / (n lambda_i + tr Sigma)``
     (formulas of the chapter's proposition). Returns ``(W_S, R_S)`` (tensor, float)."""
-    lam = _diagonal(cov)
+    lam = _dyn_eigenvalues(cov)
     n = _count("n", n, 2)
     idx = sorted(set(int(i) for i in S_dirs))
     if any(i < 0 or i >= len(lam) for i in idx):
@@ -324,7 +318,7 @@ def restricted_optimum(cov, n: int, S_dirs) -> tuple:
 def plateau_levels(cov, n: int) -> list:
     """``[R_{}, R_{1}, R_{1,2}, ...]``: the levels ``R_S`` of the saddles after learning the
     ``k = 0..m`` directions of largest variance (diagonal ``Sigma``), in that order."""
-    lam = _diagonal(cov)
+    lam = _dyn_eigenvalues(cov)
     order = sorted(range(len(lam)), key=lambda i: -lam[i])
     return [restricted_optimum(cov, n, order[:k])[1] for k in range(len(lam) + 1)]
 
@@ -333,7 +327,7 @@ def learning_steps(diag, cov, n: int) -> np.ndarray:
     """For a run's ``diag`` history (``steps x m``): the first step at which entry ``i`` of the
     diagonal of ``W_QK`` reaches half its optimal value ``n / (n lambda_i + tr Sigma)``
     (``-1`` if never)."""
-    lam = _diagonal(cov)
+    lam = _dyn_eigenvalues(cov)
     D = np.asarray(diag, dtype=np.float64)
     if D.ndim != 2 or D.shape[1] != len(lam):
         raise ValueError(f"diag must have shape (steps, {len(lam)}), got {D.shape}")
@@ -372,7 +366,7 @@ def drop_step(risk, cov, n: int) -> int:
     return int(below.argmax()) if below.any() else -1
 
 
-def _isotropic(m: int, n: int, eps) -> tuple:
+def _dyn_isotropic(m: int, n: int, eps) -> tuple:
     """``(omega, rho*, rho_0)`` of the isotropic theorem: ``omega = sqrt(m) (n-1)/n``,
     ``rho* = n/(n+m)``, ``rho_0 = eps^2 / sqrt(m)``."""
     m, n = _count("m", m, 1), _count("n", n, 2)
@@ -388,7 +382,7 @@ def _isotropic(m: int, n: int, eps) -> tuple:
 def drop_time_flow(m: int, n: int, eps: float) -> float:
     """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``W_QK = eps I / sqrt(m)``: the time at
     which the risk is halfway down, ``log((rho*/rho_0 - 1) / (1 + sqrt 2)) / (2 omega)``."""
-    omega, rho_star, rho0 = _isotropic(m, n, eps)
+    omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
     return math.log((rho_star / rho0 - 1) / (1 + math.sqrt(2))) / (2 * omega)
 
 
@@ -397,7 +391,7 @@ def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
     ``(lower, upper)`` on :func:`drop_step`, from ``log(rho_h/rho_0) / (2 log(1 + eta omega))``
     and ``1 + log(rho_h/rho_0) / (2 log(1 + eta omega / sqrt 2))``, ``rho_h = (1 - 1/sqrt 2) rho*``.
     """
-    omega, rho_star, rho0 = _isotropic(m, n, eps)
+    omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * omega <= 0.5:
         raise ValueError(f"eta must be positive with eta omega <= 1/2 (omega = {omega:.4g}), "
                          f"got {eta!r}")
