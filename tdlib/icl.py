@@ -328,6 +328,7 @@ def learning_steps(diag, cov, n: int) -> np.ndarray:
     diagonal of ``W_QK`` reaches half its optimal value ``n / (n lambda_i + tr Sigma)``
     (``-1`` if never)."""
     lam = _dyn_eigenvalues(cov)
+    n = _count("n", n, 2)
     D = np.asarray(diag, dtype=np.float64)
     if D.ndim != 2 or D.shape[1] != len(lam):
         raise ValueError(f"diag must have shape (steps, {len(lam)}), got {D.shape}")
