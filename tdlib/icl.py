@@ -140,6 +140,344 @@ def optimum(cov, n: int) -> torch.Tensor:
 # The dynamics: merged and separate key-query parameterisations
 # ---------------------------------------------------------------------------------------------
 
+import math  # noqa: E402  (the dynamics' own imports; the shared part above needs neither)
+
+import numpy as np  # noqa: E402
+
+__all__ += ["saddle_rate", "gd_merged", "sgd_merged", "gd_separate", "restricted_optimum",
+            "plateau_levels", "learning_steps", "measured_plateaus", "drop_step",
+            "drop_time_flow", "drop_step_bounds", "check_balance",
+            "check_head_time"]
+
+
+def _dyn_eigenvalues(cov) -> np.ndarray:
+    """The eigenvalues ``lambda_1..lambda_m`` of a *diagonal* covariance, or a clear error."""
+    S = _square(cov)
+    if not torch.equal(S, torch.diag(torch.diagonal(S))):
+        raise ValueError("cov must be diagonal here (rotate x to the eigenbasis of Sigma first)")
+    return torch.diagonal(S).numpy().copy()
+
+
+def _dyn_steps(eps, eta, steps) -> tuple:
+    for name, val in (("eps", eps), ("eta", eta)):
+        if isinstance(val, bool) or not isinstance(val, numbers.Real) \
+                or not math.isfinite(val) or val <= 0:
+            raise ValueError(f"{name} must be a finite positive number, got {val!r}")
+    return float(eps), float(eta), _count("steps", steps, 1)
+
+
+def _dyn_unit(g: torch.Generator, *shape) -> np.ndarray:
+    """Rows of Gaussian entries scaled to unit Euclidean norm (float64 NumPy)."""
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    return (x / x.norm(dim=-1, keepdim=True)).numpy()
+
+
+def saddle_rate(cov, n: int) -> float:
+    """``omega = ||grad R(0)||_F = (n-1)/n ||Sigma^2||_F``: the largest eigenvalue of minus the
+    Hessian of ``(v, W_QK) -> R(v W_QK)`` at zero, the growth rate of gradient flow there."""
+    B, _ = moments(cov, n)
+    return float(torch.linalg.matrix_norm(_square(cov) @ B))
+
+
+def _dyn_start(direction, m: int, seed) -> np.ndarray:
+    """The unit (Frobenius) direction ``U`` of the merged start: ``direction`` normalised, or a
+    Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
+    if direction is None:
+        return _dyn_unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
+                     m * m).reshape(m, m)
+    U = torch.as_tensor(direction, dtype=torch.float64).numpy()
+    if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
+        raise ValueError(f"direction must be a finite non-zero {m} x {m} matrix")
+    return U / np.linalg.norm(U)
+
+
+def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None,
+              seed: int = 0) -> Dict[str, object]:
+    """Gradient descent on the population risk of the merged parameterisation
+    ``y_hat = v x_q^T W_QK h`` (a scalar value weight ``v`` times the merged matrix).
+
+    Start: ``v = eps`` and ``W_QK = eps U`` with ``||U||_F = 1`` (balanced: ``|v| = ||W_QK||_F``);
+    ``U = direction / ||direction||_F`` if given, else a Gaussian direction drawn with ``seed``.
+    Step ``eta`` for ``steps`` steps. Returns ``risk`` (``steps + 1``: ``R(v_k W_QK,k)``),
+    ``diag`` (``(steps + 1) x m``: the diagonal of ``v_k W_QK,k``), ``imbalance`` (``steps + 1``:
+    ``v_k^2 - ||W_QK,k||_F^2``), and the final ``v`` and ``W_QK`` (NumPy float64).
+    """
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
+    B, A = (x.numpy() for x in moments(cov, n))
+    S = _square(cov).numpy()
+    m = S.shape[0]
+    U = _dyn_start(direction, m, seed)
+    v, W = eps, eps * U
+    SB, half_tr = S @ B, 0.5 * np.trace(S)
+    risk, diag, imb = np.empty(steps + 1), np.empty((steps + 1, m)), np.empty(steps + 1)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for k in range(steps + 1):
+            M = v * W
+            MA = M @ A
+            risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+            diag[k], imb[k] = np.diagonal(M), v * v - np.sum(W * W)
+            if k == steps or not np.isfinite(risk[k]):
+                break
+            G = S @ (MA - B)
+            v, W = v - eta * np.sum(G * W), W - eta * v * G
+    if not np.isfinite(risk[k]):
+        raise FloatingPointError(f"gradient descent diverged at step {k}: lower eta "
+                                 f"(got {eta})")
+    return {"risk": risk, "diag": diag, "imbalance": imb, "v": v, "W_QK": W}
+
+
+def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
+                seed: int = 0, init=None) -> Dict[str, object]:
+    """Gradient descent on the population risk of ``H`` rank-one heads with separate keys and
+    queries, ``y_hat = sum_h v_h (x_q . q_h)(k_h . h)``, i.e. ``W_QK = sum_h v_h q_h k_h^T``.
+
+    Start: ``|v_h| = ||q_h|| = ||k_h|| = eps`` with random signs and directions (``seed``), or
+    ``init = (v, Q, K)`` if given (then ``eps`` and ``seed`` are not used).
+    Returns ``risk`` (``steps + 1``), ``diag`` (``(steps + 1) x m``: the diagonal of ``W_QK``
+    at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``q_h``, ``k_h``).
+    """
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
+    H = _count("H", H, 1)
+    B, A = (x.numpy() for x in moments(cov, n))
+    S = _square(cov).numpy()
+    m = S.shape[0]
+    g = torch.Generator().manual_seed(_count("seed", seed, 0))
+    v = eps * np.sign(_dyn_unit(g, H, 1)[:, 0])
+    Q, K = eps * _dyn_unit(g, H, m), eps * _dyn_unit(g, H, m)
+    if init is not None:
+        v, Q, K = (torch.as_tensor(x, dtype=torch.float64).numpy().copy() for x in init)
+        if v.shape != (H,) or Q.shape != (H, m) or K.shape != (H, m) \
+                or not all(np.isfinite(x).all() for x in (v, Q, K)):
+            raise ValueError(f"init must be finite (v, Q, K) of shapes ({H},), ({H}, {m}), "
+                             f"({H}, {m}), got {v.shape}, {Q.shape}, {K.shape}")
+    SB, half_tr = S @ B, 0.5 * np.trace(S)
+    risk, diag = np.empty(steps + 1), np.empty((steps + 1, m))
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for k in range(steps + 1):
+            M = Q.T @ (v[:, None] * K)
+            MA = M @ A
+            risk[k] = 0.5 * np.sum(S * (MA @ M.T)) - np.sum(SB * M.T) + half_tr
+            diag[k] = np.diagonal(M)
+            if k == steps or not np.isfinite(risk[k]):
+                break
+            G = S @ (MA - B)
+            GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
+            v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
+                       K - eta * v[:, None] * GQ)
+    if not np.isfinite(risk[k]):
+        raise FloatingPointError(f"gradient descent diverged at step {k}: lower eta "
+                                 f"(got {eta})")
+    return {"risk": risk, "diag": diag, "v": v, "Q": Q, "K": K}
+
+
+def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
+               direction=None, seed: int = 0) -> Dict[str, object]:
+    """Stochastic gradient descent on fresh prompts for the merged parameterisation: step ``k``
+    draws ``batch`` new prompts (:func:`prompts`, seed ``seed + k + 1``), and moves ``(v, W_QK)``
+    against the gradient of their mean loss ``1/(2 batch) sum (v x_q^T W_QK h - y_q)^2``. The
+    start is that of :func:`gd_merged` (the same ``direction`` or ``seed``). Returns ``risk``
+    (``steps + 1``): the population risk of every iterate, in closed form."""
+    eps, eta, steps = _dyn_steps(eps, eta, steps)
+    batch = _count("batch", batch, 1)
+    S = _square(cov)
+    m = S.shape[0]
+    v = torch.tensor(eps, dtype=torch.float64)
+    W = eps * torch.as_tensor(_dyn_start(direction, m, seed))
+    risk = [float(population_risk(v * W, S, n))]
+    for k in range(steps):
+        P = prompts(batch, n, m, cov=S, seed=_count("seed", seed, 0) + k + 1)
+        h = torch.einsum("inm,in->im", P["x"][:, :-1], P["y"][:, :-1]) / n
+        xq, yq = P["x"][:, -1], P["y"][:, -1]
+        r = v * torch.einsum("im,mk,ik->i", xq, W, h) - yq        # residuals
+        gM = torch.einsum("i,im,ik->mk", r, xq, h) / batch           # d loss / d (v W)
+        v, W = v - eta * (gM * W).sum(), W - eta * v * gM
+        risk.append(float(population_risk(v * W, S, n)))
+    if not np.isfinite(risk).all():
+        raise FloatingPointError(f"stochastic gradient descent diverged: lower eta (got {eta})")
+    return {"risk": np.array(risk), "v": float(v), "W_QK": W.numpy()}
+
+
+def restricted_optimum(cov, n: int, S_dirs) -> tuple:
+    """For diagonal ``Sigma`` and a set ``S_dirs`` of coordinate indices: the minimiser ``W_S``
+    of the risk over ``W_QK`` supported on ``span{e_i : i in S}`` (rows and columns), and its
+    risk ``R_S = 1/2 tr Sigma - 1/2 sum_{i in S} (n-1) lambda_i^2 / (n lambda_i + tr Sigma)``
+    (formulas of the chapter's proposition). Returns ``(W_S, R_S)`` (tensor, float)."""
+    lam = _dyn_eigenvalues(cov)
+    n = _count("n", n, 2)
+    idx = sorted(set(int(i) for i in S_dirs))
+    if any(i < 0 or i >= len(lam) for i in idx):
+        raise ValueError(f"S_dirs must hold indices in 0..{len(lam) - 1}, got {list(S_dirs)}")
+    t = lam.sum()
+    W = torch.zeros(len(lam), len(lam), dtype=torch.float64)
+    for i in idx:
+        W[i, i] = n / (n * lam[i] + t)
+    gain = sum((n - 1) * lam[i] ** 2 / (n * lam[i] + t) for i in idx)
+    return W, float(0.5 * t - 0.5 * gain)
+
+
+def plateau_levels(cov, n: int) -> list:
+    """``[R_{}, R_{1}, R_{1,2}, ...]``: the levels ``R_S`` of the saddles after learning the
+    ``k = 0..m`` directions of largest variance (diagonal ``Sigma``), in that order."""
+    lam = _dyn_eigenvalues(cov)
+    order = sorted(range(len(lam)), key=lambda i: -lam[i])
+    return [restricted_optimum(cov, n, order[:k])[1] for k in range(len(lam) + 1)]
+
+
+def learning_steps(diag, cov, n: int) -> np.ndarray:
+    """For a run's ``diag`` history (``steps x m``): the first step at which entry ``i`` of the
+    diagonal of ``W_QK`` reaches half its optimal value ``n / (n lambda_i + tr Sigma)``
+    (``-1`` if never)."""
+    lam = _dyn_eigenvalues(cov)
+    n = _count("n", n, 2)
+    D = np.asarray(diag, dtype=np.float64)
+    if D.ndim != 2 or D.shape[1] != len(lam):
+        raise ValueError(f"diag must have shape (steps, {len(lam)}), got {D.shape}")
+    half = 0.5 * n / (n * lam + lam.sum())
+    hit = D >= half
+    return np.where(hit.any(0), hit.argmax(0), -1)
+
+
+def measured_plateaus(risk, steps_learned) -> list:
+    """The plateau values of a risk curve cut at the learning steps: in each interval between
+    consecutive learning steps (and before the first, after the last) the risk where the curve
+    is flattest in log time, i.e. where ``(k + 1) |R_{k+1} - R_k|`` is smallest."""
+    R = np.asarray(risk, dtype=np.float64)
+    cuts = sorted(int(k) for k in steps_learned)
+    if R.ndim != 1 or len(R) < 2 or any(k < 0 or k >= len(R) for k in cuts):
+        raise ValueError("risk must be a curve of length >= 2 and every learning step one of "
+                         f"its indices, got {len(R)} points and steps {cuts}")
+    flat = (np.arange(len(R) - 1) + 1) * np.abs(np.diff(R))
+    out = []
+    for lo, hi in zip([0] + cuts, cuts + [len(R) - 1]):
+        if hi <= lo:
+            raise ValueError(f"two learning steps coincide ({lo}): no plateau between them")
+        out.append(float(R[lo + int(np.argmin(flat[lo:hi]))]))
+    return out
+
+
+def drop_step(risk, cov, n: int) -> int:
+    """The first step at which ``risk`` is at most ``(R_0 + R*) / 2``, halfway from the risk
+    at zero, ``R_0 = 1/2 tr Sigma``, down to the minimum ``R*`` (``-1`` if never)."""
+    R = np.asarray(risk, dtype=np.float64)
+    if R.ndim != 1 or len(R) == 0 or not np.isfinite(R).all():
+        raise ValueError(f"risk must be a non-empty finite curve, got shape {R.shape}")
+    R0 = 0.5 * float(torch.trace(_square(cov)))
+    R_star = float(population_risk(optimum(cov, n), cov, n))
+    below = R <= 0.5 * (R0 + R_star)
+    return int(below.argmax()) if below.any() else -1
+
+
+def _dyn_isotropic(m: int, n: int, eps) -> tuple:
+    """``(omega, rho*, rho_0)`` of the isotropic theorem: ``omega = sqrt(m) (n-1)/n``,
+    ``rho* = n/(n+m)``, ``rho_0 = eps^2 / sqrt(m)``."""
+    m, n = _count("m", m, 1), _count("n", n, 2)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    rho_star, rho0 = n / (n + m), eps ** 2 / math.sqrt(m)
+    if rho0 >= (1 - 2 ** -0.5) * rho_star:
+        raise ValueError(f"eps = {eps} starts past the drop: need eps^2 / sqrt(m) < "
+                         f"(1 - 1/sqrt 2) n/(n+m) = {(1 - 2 ** -0.5) * rho_star:.4g}")
+    return math.sqrt(m) * (n - 1) / n, rho_star, rho0
+
+
+def drop_time_flow(m: int, n: int, eps: float) -> float:
+    """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``W_QK = eps I / sqrt(m)``: the time at
+    which the risk is halfway down, ``log((rho*/rho_0 - 1) / (1 + sqrt 2)) / (2 omega)``."""
+    omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
+    return math.log((rho_star / rho0 - 1) / (1 + math.sqrt(2))) / (2 * omega)
+
+
+def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
+    """Gradient descent with step ``eta`` (``eta omega <= 1/2``), same start: proved bounds
+    ``(lower, upper)`` on :func:`drop_step`, from ``log(rho_h/rho_0) / (2 log(1 + eta omega))``
+    and ``1 + log(rho_h/rho_0) / (2 log(1 + eta omega / sqrt 2))``, ``rho_h = (1 - 1/sqrt 2) rho*``.
+    """
+    omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * omega <= 0.5:
+        raise ValueError(f"eta must be positive with eta omega <= 1/2 (omega = {omega:.4g}), "
+                         f"got {eta!r}")
+    L = math.log((1 - 2 ** -0.5) * rho_star / rho0)
+    lower = math.ceil(L / (2 * math.log1p(eta * omega)))
+    upper = math.floor(1 + L / (2 * math.log1p(eta * omega / math.sqrt(2))))
+    return lower, upper
+
+
+# Self-checks of the exercises "On the dynamics" (registered in tdlib.selfcheck as
+# ``icl_balance`` and ``icl_head_time``): they print only "correct" and raise selfcheck.Wrong.
+
+def check_balance(conserved) -> None:
+    """ex-icl-balance: ``conserved(v, wQ, wK)`` (``v`` of shape ``(H,)``, ``wQ, wK`` of shape
+    ``(H, m)``, torch float64) returns ``2H`` quantities that gradient flow of the separate
+    parameterisation keeps constant: their derivative along ``-grad R`` vanishes at fresh random
+    points, and their gradients are linearly independent (none is constant or redundant)."""
+    from .selfcheck import Wrong, _arr, _call, _ok
+    g = torch.Generator().manual_seed(4321)
+    for m, H, n in ((2, 2, 5), (3, 4, 9)):
+        cov = torch.diag(0.3 + torch.rand(m, generator=g, dtype=torch.float64))
+        th = torch.randn(H * (1 + 2 * m), generator=g, dtype=torch.float64)
+
+        def split(th):
+            return th[:H], th[H:H + H * m].reshape(H, m), th[H + H * m:].reshape(H, m)
+
+        def risk(th):
+            v, Q, K = split(th)
+            return population_risk(Q.T @ (v[:, None] * K), cov, n)
+
+        def quantities(th):
+            out = _call("conserved", conserved, *split(th))
+            if not isinstance(out, torch.Tensor):
+                out = torch.as_tensor(_arr("conserved", out))
+            return out.reshape(-1).to(torch.float64)
+
+        c = quantities(th)
+        if c.numel() != 2 * H:
+            raise Wrong(f"conserved: expected {2 * H} quantities for H = {H} heads (two per "
+                        f"head), got {c.numel()}")
+        try:
+            J = torch.autograd.functional.jacobian(quantities, th)
+        except Wrong:
+            raise
+        except Exception as err:  # the reader's function is not differentiable by autograd
+            raise Wrong(f"conserved: autograd cannot differentiate your function ({err}); "
+                        "compute with torch operations on the given tensors") from None
+        grad = torch.autograd.functional.jacobian(risk, th)
+        rate = J @ grad
+        scale = float(J.norm() * grad.norm()) + 1e-300
+        if float(rate.abs().max()) > 1e-9 * scale:
+            raise Wrong("conserved: at least one of your quantities changes along gradient "
+                        "flow. Hint: differentiate v_h^2 and the squared norms of w^Q_h and w^K_h "
+                        "along the flow; which differences cancel?")
+        if int(torch.linalg.matrix_rank(J)) < 2 * H:
+            raise Wrong("conserved: your quantities are not independent (one is constant or a "
+                        "combination of the others). Hint: there are two per head")
+    _ok("two conserved quantities per head")
+
+
+def check_head_time(head_time) -> None:
+    """ex-icl-head-time: ``head_time(eps, lam, n)`` approximates the flow time at which one head
+    started at ``(eps, eps e_1, eps e_1)`` reaches half of ``W*_11`` (``Sigma = diag(lam)``),
+    within 5 % for ``eps = 1e-2`` and ``1e-3``, against a numerical quadrature of its ODE."""
+    from .selfcheck import Wrong, _call, _num, _ok
+    g = torch.Generator().manual_seed(99)
+    for trial in range(3):
+        lam = (0.3 + 2 * torch.rand(3, generator=g, dtype=torch.float64)).tolist()
+        n = int(torch.randint(3, 40, (), generator=g))
+        w_star = n / (n * lam[0] + sum(lam))
+        beta = (n - 1) / n * lam[0] ** 2
+        for eps in (1e-2, 1e-3):
+            # d gamma / dt = beta gamma^2 (1 - gamma^3 / W*_11), from eps to (W*_11 / 2)^(1/3)
+            u = np.linspace(math.log(eps), math.log(w_star / 2) / 3, 200_001)
+            f = np.exp(-u) / (beta * (1 - np.exp(3 * u) / w_star))
+            exact = float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(u)))
+            got = _num("head_time", _call("head_time", head_time, eps, list(lam), n))
+            if not abs(got - exact) <= 0.05 * exact:
+                raise Wrong(f"head_time: for eps = {eps:g}, lam = "
+                            f"{[round(x, 3) for x in lam]}, n = {n} your time is too "
+                            f"{'long' if got > exact else 'short'}. Hint: near zero the scale "
+                            f"gamma of the head obeys d gamma/dt ~ (const) gamma^2; which "
+                            f"constant, and how long does it take to blow up from eps?")
+    _ok("the time of the first drop of a single head")
+
 
 # ---------------------------------------------------------------------------------------------
 # The bridge back: the book's layer with other kernels on the same task

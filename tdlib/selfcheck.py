@@ -609,3 +609,11 @@ def passes(check: Callable, *answer) -> bool:
     with contextlib.redirect_stdout(io.StringIO()):
         check(*answer)
     return True
+
+
+# ----------------------------------------------------------------------------- in-context regression
+# The dynamics' checks live in tdlib.icl, next to the model they test; registered here.
+from .icl import check_balance as icl_balance, check_head_time as icl_head_time  # noqa: E402
+
+EXERCISES.update({"ex-icl-balance": icl_balance, "ex-icl-head-time": icl_head_time})
+__all__ += ["icl_balance", "icl_head_time"]
