@@ -169,6 +169,23 @@ def _prompts(P) -> Dict[str, torch.Tensor]:
     return {"x": x.to(torch.float64), "y": y.to(torch.float64)}
 
 
+def random_covariance(m: int, *, seed: int = 0, low: float = 0.25,
+                      high: float = 2.0) -> torch.Tensor:
+    """A random ``m x m`` covariance ``Sigma = U diag(lambda) U^T`` (float64): ``U`` a random
+    orthogonal matrix, eigenvalues ``lambda_i`` uniform in ``[low, high]`` (``0 < low < high``)."""
+    m, seed = _count("m", m, 1), _count("seed", seed, 0)
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise TypeError(f"{name}: expected a finite number, got {v!r}")
+    if not 0 < low < high:
+        raise ValueError(f"low, high: expected 0 < low < high, got {low!r}, {high!r}")
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))[0]
+    lam = low + (high - low) * torch.rand(m, generator=g, dtype=torch.float64)
+    S = U @ torch.diag(lam) @ U.T
+    return 0.5 * (S + S.T)
+
+
 def layer(W_QK, *, d: Optional[int] = None):
     """An :class:`~tdlib.attention.AttentionLayer` whose query-token output is the prediction
     (ICL) with the merged matrix ``W_QK`` (``m x m``).
