@@ -338,8 +338,10 @@ def population_gd(cov, n: int, *, lr: float, steps: int, W0=None) -> Dict[str, t
     """Full-batch gradient descent ``W_{t+1} = W_t - lr grad R(W_t)`` on the closed-form
     population risk, from ``W0`` (zero by default).
 
-    Returns ``risk`` (``steps + 1``) and ``distance`` ``||W_t - W*||_F`` (``steps + 1``) and
-    the last iterate ``W``. A step size ``lr >= 2 / lambda_max`` of the Hessian is refused.
+    Returns ``risk`` ``R(W_t)``, ``gap`` ``R(W_t) - R*`` (computed as
+    ``1/2 tr(Sigma E E[S_hat^2] E^T)`` with ``E = W_t - W*``, without the cancellation of a
+    difference) and ``distance`` ``||W_t - W*||_F``, each of length ``steps + 1``, and the last
+    iterate ``W``. A step size ``lr >= 2 / lambda_max`` of the Hessian is refused.
     """
     S = _square(cov)
     n = _count("n", n, 2)
@@ -349,8 +351,9 @@ def population_gd(cov, n: int, *, lr: float, steps: int, W0=None) -> Dict[str, t
     B, A = moments(S, n)
     risk = 0.5 * torch.einsum("ab,tbc,cd,tad->t", S, path, A, path) \
         - torch.einsum("ab,tbc,ca->t", S, path, B) + 0.5 * torch.trace(S)
-    dist = (path - optimum(S, n)).flatten(1).norm(dim=1)
-    return {"risk": risk, "distance": dist, "W": path[-1]}
+    E = path - optimum(S, n)
+    gap = 0.5 * torch.einsum("ab,tbc,cd,tad->t", S, E, A, E)
+    return {"risk": risk, "gap": gap, "distance": E.flatten(1).norm(dim=1), "W": path[-1]}
 
 
 def training_gd(P, *, lr: float, steps: int, W0=None) -> Dict[str, torch.Tensor]:
