@@ -186,22 +186,24 @@ def random_covariance(m: int, *, seed: int = 0, low: float = 0.25,
     return 0.5 * (S + S.T)
 
 
-def layer(W_QK, *, d: Optional[int] = None):
+def linear_layer(W_QK):
     """An :class:`~tdlib.attention.AttentionLayer` whose query-token output is the prediction
     (ICL) with the merged matrix ``W_QK`` (``m x m``).
 
-    The layer has ``D = m + 1``, one head, the ``linear-n`` kernel, ``d_v = d_out = 1`` and the
-    block form of the chapter: ``W^Q = [sqrt(d) W_QK; 0]``, ``W^K = [I_m; 0]`` (so ``d = m``;
-    only ``d = m`` is supported), ``W^V = e_{m+1}`` (it reads only the label) and ``W^O = 1``.
+    The layer has ``D = m + 1``, one head, the ``linear-n`` kernel, ``d = m``,
+    ``d_v = d_out = 1`` and the block form of the chapter: ``W^Q = [sqrt(m) W_QK; 0]``,
+    ``W^K = [I_m; 0]``, ``W^V = e_{m+1}`` (it reads only the label) and ``W^O = 1``.
     """
-    W = torch.as_tensor(W_QK, dtype=torch.float64) if isinstance(W_QK, torch.Tensor) else W_QK
-    m = getattr(W, "shape", (0,))[0] if getattr(W, "ndim", 0) == 2 else 0
-    if m == 0:
-        raise ValueError(f"W_QK: expected a square (m, m) matrix, got shape "
-                         f"{tuple(getattr(W, 'shape', ()))}")
+    try:
+        shape = tuple(torch.as_tensor(W_QK).shape) if not isinstance(W_QK, (str, bool)) \
+            else None
+    except (TypeError, ValueError, RuntimeError):
+        shape = None
+    if shape is None or len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise ValueError(f"W_QK: expected a square (m, m) matrix, got "
+                         f"{'shape ' + str(shape) if shape is not None else repr(W_QK)[:60]}")
+    m = shape[0]
     W = _matrix("W_QK", W_QK, m)
-    if d is not None and d != m:
-        raise ValueError(f"d: this construction uses d = m = {m}, got {d!r}")
     from .attention import AttentionLayer
 
     model = AttentionLayer(D=m + 1, d=m, d_v=1, d_out=1, kernel="linear-n", init="zeros")

@@ -46,7 +46,7 @@ def test_block_layer_predicts_icl(m, n, d, d_v):
 def test_layer_realises_any_W_QK_and_is_read_back():
     m, n = 4, 6
     W = rand(gen(1), m, m)
-    model = icl.layer(W)
+    model = icl.linear_layer(W)
     P = icl.prompts(30, n, m, seed=SEED % 1000)
     with torch.no_grad():
         out = model(icl.tokens(P))[:, -1, 0]
@@ -56,7 +56,7 @@ def test_layer_realises_any_W_QK_and_is_read_back():
 
 def test_merged_key_query_refuses_other_layers():
     m = 3
-    model = icl.layer(torch.eye(m, dtype=F64))
+    model = icl.linear_layer(torch.eye(m, dtype=F64))
     with torch.no_grad():
         model.W_V[0, 0, 0] = 1.0          # the value now reads a covariate
     with pytest.raises(ValueError, match="W_V"):
@@ -261,9 +261,9 @@ def test_bad_input_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="n must be"):
         icl.minimum_risk(S, 1)
     with pytest.raises(ValueError, match="W_QK"):
-        icl.layer(torch.ones(2, 3))
-    with pytest.raises(ValueError, match="d: this construction"):
-        icl.layer(torch.eye(2), d=5)
+        icl.linear_layer(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="W_QK: expected a square"):
+        icl.linear_layer("eye")
     with pytest.raises(ValueError, match="precond"):
         icl.preconditioned_step(P, torch.eye(3))
     with pytest.raises(TypeError, match="P: expected the dict"):
