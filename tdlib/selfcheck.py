@@ -661,5 +661,19 @@ def icl_step(largest_step: Callable) -> None:
     return _ok("your threshold is 2 / lambda_max of the Hessian for every size tried")
 
 
-__all__ += ["icl_noisy", "icl_step"]
-EXERCISES.update({"ex-icl-noisy": icl_noisy, "ex-icl-step": icl_step})
+@_answer("mean_norm4")
+def icl_quartic(mean_norm4: Callable) -> None:
+    """ex-icl-quartic: ``mean_norm4(cov)`` is ``E ||x||^4 = 2 tr(Sigma^2) + (tr Sigma)^2`` for
+    ``x ~ N(0, Sigma)``, on three covariances."""
+    for k, S in enumerate(_icl_covariances()):
+        want = 2 * float(torch.trace(S @ S)) + float(torch.trace(S)) ** 2
+        got = _num("mean_norm4", _call("mean_norm4", mean_norm4, S.clone()))
+        _require(abs(got - want) <= 1e-9 * want, f"covariance {k} ({S.shape[0]} x "
+                 f"{S.shape[0]}): too {'large' if got > want else 'small'}. Hint: "
+                 "||x||^4 = tr(x x^T x x^T); take the trace of part (1) of the lemma")
+    return _ok("your fourth moment of the norm is right on three covariances")
+
+
+__all__ += ["icl_noisy", "icl_step", "icl_quartic"]
+EXERCISES.update({"ex-icl-noisy": icl_noisy, "ex-icl-step": icl_step,
+                  "ex-icl-quartic": icl_quartic})

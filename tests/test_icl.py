@@ -348,3 +348,21 @@ def test_selfchecks_accept_right_and_reject_wrong_answers():
         selfcheck.icl_step(lambda m, n: None)
     assert selfcheck.EXERCISES["ex-icl-noisy"] is selfcheck.icl_noisy
     assert selfcheck.EXERCISES["ex-icl-step"] is selfcheck.icl_step
+    right = lambda c: float(2 * torch.trace(c @ c) + torch.trace(c) ** 2)  # noqa: E731
+    _accepts(selfcheck.icl_quartic, right)
+    with pytest.raises(Wrong, match="too small"):
+        selfcheck.icl_quartic(lambda c: float(torch.trace(c) ** 2))
+    with pytest.raises(Wrong, match="mean_norm4: expected a function"):
+        selfcheck.icl_quartic(3.0)
+    assert selfcheck.EXERCISES["ex-icl-quartic"] is selfcheck.icl_quartic
+
+
+def test_mean_norm4_against_monte_carlo():
+    """The answer of ex-icl-quartic: E |x|^4 = 2 tr(Sigma^2) + (tr Sigma)^2 within 5 standard
+    errors on fresh draws."""
+    m, N = 4, 400_000
+    S = icl.random_covariance(m, seed=SEED % 1000)
+    x = icl.prompts(N, 2, m, cov=S, seed=SEED % 941)["x"][:, 0]
+    q = (x * x).sum(1) ** 2
+    want = 2 * float(torch.trace(S @ S)) + float(torch.trace(S)) ** 2
+    assert abs(float(q.mean()) - want) < 5 * float(q.std()) / N**0.5, SEED
