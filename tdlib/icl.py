@@ -277,8 +277,17 @@ def preconditioned_step(P, precond, w=None) -> torch.Tensor:
     x, y = P["x"][:, :-1], P["y"][:, :-1]
     N, n, m = P["x"].shape
     G = _matrix("precond", precond, m)
-    w0 = torch.zeros(N, m, dtype=torch.float64) if w is None else torch.as_tensor(
-        w, dtype=torch.float64).expand(N, m)
+    if w is None:
+        w0 = torch.zeros(N, m, dtype=torch.float64)
+    else:
+        try:
+            w0 = torch.as_tensor(w, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"w: expected an array of numbers, got {type(w).__name__}") from None
+        if w0.shape not in ((m,), (N, m)) or not torch.isfinite(w0).all():
+            raise ValueError(f"w: expected finite numbers of shape ({m},) or ({N}, {m}), got "
+                             f"shape {tuple(w0.shape)}")
+        w0 = w0.expand(N, m)
     r = torch.einsum("ijm,im->ij", x, w0) - y                   # residuals w . x_j - y_j
     grad = torch.einsum("ij,ijm->im", r, x) / n
     return w0 - grad @ G.T

@@ -264,6 +264,8 @@ def test_bad_input_is_refused_with_a_clear_error():
         icl.linear_layer(torch.ones(2, 3))
     with pytest.raises(ValueError, match="W_QK: expected a square"):
         icl.linear_layer("eye")
+    with pytest.raises(ValueError, match="w: expected finite numbers of shape"):
+        icl.preconditioned_step(P, torch.eye(2), torch.zeros(3))
     with pytest.raises(ValueError, match="precond"):
         icl.preconditioned_step(P, torch.eye(3))
     with pytest.raises(TypeError, match="P: expected the dict"):
