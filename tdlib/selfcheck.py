@@ -612,6 +612,73 @@ def passes(check: Callable, *answer) -> bool:
 
 
 # ----------------------------------------------------------------------------- in-context regression
+
+def _icl_covariances():
+    """Three covariances of the in-context chapter's exercises: isotropic, diagonal, rotated."""
+    from . import icl
+    return [torch.eye(2, dtype=torch.float64),
+            torch.diag(torch.tensor([2.0, 0.5, 0.25], dtype=torch.float64)),
+            icl.random_covariance(4, seed=11)]
+
+
+@_answer("noisy_optimum")
+def icl_noisy(noisy_optimum: Callable, noisy_minimum: Callable) -> None:
+    """ex-icl-noisy: ``noisy_optimum(cov, n, noise_var)`` is the minimiser
+    ``n (n Sigma + (tr Sigma + s^2) I)^{-1}`` of the risk with label noise of variance ``s^2``
+    and ``noisy_minimum(cov, n, noise_var)`` its minimum, on three covariances."""
+    for k, S in enumerate(_icl_covariances()):
+        for n, s2 in ((2, 0.3), (9, 1.5)):
+            m = S.shape[0]
+            lam = torch.linalg.eigvalsh(S)
+            ridge = float(lam.sum()) + s2
+            want = n * torch.linalg.inv(n * S + ridge * torch.eye(m, dtype=torch.float64))
+            low = 0.5 * s2 + 0.5 * float((lam * (lam + ridge) / (n * lam + ridge)).sum())
+            got = _arr("noisy_optimum", _call("noisy_optimum", noisy_optimum, S.clone(), n, s2))
+            _require(tuple(got.shape) == (m, m), f"expected an ({m}, {m}) matrix for an "
+                     f"{m} x {m} covariance, got shape {tuple(got.shape)}")
+            _require(_close(got, want), f"covariance {k}, n = {n}: not the minimiser. Hint: "
+                     "given the covariates, the noise adds a term to the second moment of "
+                     "(1/n) sum y_j x_j; compare it with the term tr(Sigma) Sigma")
+            best = _num("noisy_minimum", _call("noisy_minimum", noisy_minimum, S.clone(), n, s2))
+            _require(abs(best - low) <= 1e-9 * max(1.0, low),
+                     f"noisy_minimum: covariance {k}, n = {n}: too "
+                     f"{'large' if best > low else 'small'}. Hint: the query's own noise cannot "
+                     "be predicted, and the ridge enters the second moment only")
+    return _ok("your noisy optimum and minimum are right on three covariances")
+
+
+@_answer("largest_step")
+def icl_step(largest_step: Callable) -> None:
+    """ex-icl-step: ``largest_step(m, n)`` is ``2 / lambda_max`` of the population risk's
+    Hessian for ``Sigma = I_m``, ``2 n^2 / ((n - 1)(n + m))``, on several sizes."""
+    from . import icl
+    for m, n in ((1, 2), (3, 5), (4, 20), (10, 7)):
+        want = 2 / float(icl.hessian_eigenvalues(torch.eye(m, dtype=torch.float64), n)[-1])
+        got = _num("largest_step", _call("largest_step", largest_step, m, n))
+        _require(abs(got - want) <= 1e-9 * want, f"m = {m}, n = {n}: too "
+                 f"{'large' if got > want else 'small'}. Hint: for Sigma = I every eigenvalue "
+                 "of the Hessian is the same; the threshold is 2 over it")
+    return _ok("your threshold is 2 / lambda_max of the Hessian for every size tried")
+
+
+@_answer("mean_norm4")
+def icl_quartic(mean_norm4: Callable) -> None:
+    """ex-icl-quartic: ``mean_norm4(cov)`` is ``E ||x||^4 = 2 tr(Sigma^2) + (tr Sigma)^2`` for
+    ``x ~ N(0, Sigma)``, on three covariances."""
+    for k, S in enumerate(_icl_covariances()):
+        want = 2 * float(torch.trace(S @ S)) + float(torch.trace(S)) ** 2
+        got = _num("mean_norm4", _call("mean_norm4", mean_norm4, S.clone()))
+        _require(abs(got - want) <= 1e-9 * want, f"covariance {k} ({S.shape[0]} x "
+                 f"{S.shape[0]}): too {'large' if got > want else 'small'}. Hint: "
+                 "||x||^4 = tr(x x^T x x^T); take the trace of part (1) of the lemma")
+    return _ok("your fourth moment of the norm is right on three covariances")
+
+
+__all__ += ["icl_noisy", "icl_step", "icl_quartic"]
+EXERCISES.update({"ex-icl-noisy": icl_noisy, "ex-icl-step": icl_step,
+                  "ex-icl-quartic": icl_quartic})
+
+
 # The dynamics' checks live in tdlib.icl, next to the model they test; registered here.
 from .icl import check_balance as icl_balance, check_head_time as icl_head_time  # noqa: E402
 
