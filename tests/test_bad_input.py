@@ -970,6 +970,16 @@ CALLS.update({
         SC.zoo_own_kernel, lambda: {"prediction": {"row_stochastic": False, "vanishes": True,
                                                    "affine_in_q": False, "dead_zone": False}},
         {"prediction": "mapping"}, errors=W, expect=SAYS),
+    "selfcheck.icl_noisy": Call(
+        SC.icl_noisy, lambda: {
+            "noisy_optimum": lambda c, n, s2: n * torch.linalg.inv(
+                n * c + (torch.trace(c) + s2) * torch.eye(len(c), dtype=c.dtype)),
+            "noisy_minimum": lambda c, n, s2: 0.0},
+        {"noisy_optimum": "answer", "noisy_minimum": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.icl_step": Call(SC.icl_step, lambda: {"largest_step": lambda m, n: 2.0},
+                               {"largest_step": "answer"}, errors=W, expect=SAYS),
+    "selfcheck.icl_quartic": Call(SC.icl_quartic, lambda: {"mean_norm4": lambda c: 0.0},
+                                  {"mean_norm4": "answer"}, errors=W, expect=SAYS),
     "selfcheck.passes": Call(lambda check: SC.passes(check, 0.5, 0.5),
                              lambda: {"check": SC.zl_measure}, {"check": "model"},
                              errors=(selfcheck.Wrong, TypeError)),
@@ -980,7 +990,8 @@ WRONG_ANSWERS = {"selfcheck.rowsum", "selfcheck.zl_heads",
                  "selfcheck.jt_descent", "selfcheck.ce_no_2d", "selfcheck.ce_log",
                  "selfcheck.softmax_jacobian", "selfcheck.orthogonal", "selfcheck.own_phase",
                  "selfcheck.filter_norm", "selfcheck.own_kernel", "selfcheck.zoo_linear_floor",
-                 "selfcheck.zoo_own_kernel"}
+                 "selfcheck.zoo_own_kernel", "selfcheck.icl_noisy", "selfcheck.icl_step",
+                 "selfcheck.icl_quartic"}
 
 EXEMPT |= {
     # experiments: training and its sweeps (their arguments are checked by

@@ -204,7 +204,7 @@ def test_no_symbol_has_two_rows_with_different_meanings():
 
 
 ALIASES = {"th": "tdlib.zeroloss", "jt": "tdlib.joint", "ce": "tdlib.counterexample",
-           "query": "tdlib.query", "zoo": "tdlib.zoo",
+           "query": "tdlib.query", "zoo": "tdlib.zoo", "icl": "tdlib.icl",
            "experiments": "tdlib.experiments", "landscape": "tdlib.landscape", "tdlib": "tdlib"}
 # argument names that stand for a specific object: they must match the parameter's name
 TYPED = {"model", "X", "Y", "W_O", "W_Q", "B"}
