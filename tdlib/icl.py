@@ -152,15 +152,17 @@ def optimum(cov, n: int) -> torch.Tensor:
 BRIDGE_KERNELS = ("linear-n", "softmax", "gaussian")
 """The kernels of the bridge: the solvable one and the two of the book."""
 
-BRIDGE_MODES = ("joint", "query")
+BRIDGE_MODES = ("query", "joint")
 """``"joint"``: ``W_Q, W_K, W_V`` train from a random start (``W_O`` fixed and shared by the
 heads); ``"query"``: only ``W_Q`` trains, the other weights hold the in-context structure
 (:func:`structured_layer`)."""
 
 __all__ += ["BRIDGE_KERNELS", "BRIDGE_MODES", "bridge_layer", "structured_layer",
             "query_output", "query_loss", "gd_query", "test_risk", "bridge_task",
-            "bridge_tasks", "bridge_sweep", "check_bridge", "load_bridge", "bridge_table",
-            "paired", "tuned_lr", "shared_lr", "query_features"]
+            "bridge_tasks", "bridge_sweep", "check_bridge", "load_bridge", "bridge_runs",
+            "kernel_summary",
+            "paired", "tuned_lr", "shared_lr", "query_features", "flat_softmax_risk",
+            "check_flat_risk", "hull_floor"]
 
 
 def _kernel(kernel) -> str:
@@ -190,7 +192,7 @@ def structured_layer(kernel: str, m: int, seed: int = 0, scale: float = 1.0):
     """One head (``D = d = d_v = m + 1``) with the structure of (ICL): keys read only ``x``
     (``W_K = diag(1, ..., 1, 0)``), values read only the label (``W_V W_O`` maps a token to
     its label, so ``v_j = y_j`` and the query's own value is 0); ``W_Q`` is
-    ``N(0, scale^2 / D)`` from ``seed``. With ``linear-n`` and ``W_Q = sqrt(D) [W_QK^T 0; 0 0]``
+    ``N(0, scale^2 / D)`` from ``seed``. With ``linear-n`` and ``W_Q = sqrt(D) [W_QK 0; 0 0]``
     the query's output is the prediction (ICL) (:func:`predict`)."""
     model = bridge_layer(kernel, m, 1, seed, scale)
     D = m + 1
@@ -204,7 +206,8 @@ def structured_layer(kernel: str, m: int, seed: int = 0, scale: float = 1.0):
 
 def query_output(model, X) -> torch.Tensor:
     """The layer's output at the query token, ``T(X_i)_{n,1}`` for every prompt (length N)."""
-    return model(X)[:, -1, 0]
+    with torch.no_grad():
+        return model(X)[:, -1, 0]
 
 
 def query_loss(model, X, y_q) -> torch.Tensor:
@@ -227,6 +230,18 @@ def query_features(model, X) -> torch.Tensor:
     X = model.check_X(X)
     N, n = X.shape[:2]
     return feature_matrix(model, X).reshape(N, n, -1)[:, -1]
+
+
+def hull_floor(P: Dict[str, torch.Tensor]) -> float:
+    """``1/2 sum_i dist(y_{q,i}, [a_i, b_i])^2`` with ``a_i = min(0, min_{j<n} y_{ij})`` and
+    ``b_i = max(0, max_{j<n} y_{ij})``: a lower bound on the query-token loss of the structured
+    layer (:func:`structured_layer`) with any row-stochastic kernel, at every ``W_Q``."""
+    y = P["y"].to(torch.float64)
+    lo = y[:, :-1].min(dim=1).values.clamp(max=0)
+    hi = y[:, :-1].max(dim=1).values.clamp(min=0)
+    y_q = y[:, -1]
+    gap = torch.clamp(lo - y_q, min=0) + torch.clamp(y_q - hi, min=0)
+    return float(0.5 * (gap ** 2).sum())
 
 
 def gd_query(model, X, y_q, lr: float, steps: int, trainable=("W_Q", "W_K", "W_V"),
@@ -438,6 +453,131 @@ def load_bridge(*parts: str) -> dict:
         raise book.StoredResultError(f"{book.data_path(*parts)}: {problems[0]}{more}; remake "
                                      f"it with: {doc.get('provenance', {}).get('command')}")
     return doc
+
+
+def bridge_runs(doc: dict, mode: str) -> list:
+    """Every stored run of ``mode`` with its task's ``seed`` added (a list of dicts)."""
+    from .checks import check_choice
+
+    check_choice("mode", mode, BRIDGE_MODES)
+    return [dict(r, seed=c["seed"]) for c in doc["cells"] if c["mode"] == mode
+            for r in c["runs"]]
+
+
+def _bad(r) -> bool:
+    return bool(r["diverged"] or r["plateau"])
+
+
+def tuned_lr(doc: dict, mode: str, kernel: str) -> float:
+    """The step size (as ``lr * N``) of the grid with the lowest median final training loss of
+    ``kernel`` over every seed and start (a diverged run counts as an infinite loss): tuned on
+    the training loss, never on the test risk."""
+    import math
+    import statistics
+
+    rs = [r for r in bridge_runs(doc, mode) if r["kernel"] == _kernel(kernel)]
+    if not rs:
+        raise ValueError(f"kernel: {kernel!r} has no runs in mode {mode!r}")
+    grid = sorted({r["lrN"] for r in rs})
+    med = {c: statistics.median(math.inf if r["diverged"] else r["rel"]
+                                for r in rs if r["lrN"] == c) for c in grid}
+    return min(grid, key=lambda c: (med[c], c))
+
+
+def shared_lr(doc: dict, mode: str) -> float:
+    """The largest step size (``lr * N``) of the grid at which no run of any kernel diverged
+    or ended on the plateau of the zero output (the smallest of the grid if there is none)."""
+    rs = bridge_runs(doc, mode)
+    grid = sorted({r["lrN"] for r in rs})
+    good = [c for c in grid if not any(_bad(r) for r in rs if r["lrN"] == c)]
+    return max(good) if good else grid[0]
+
+
+def paired(doc: dict, mode: str, kernel: str, lrN: float, ref: str = "linear-n",
+           lrN_ref: Optional[float] = None, key: str = "risk") -> dict:
+    """Paired differences ``key(kernel) - key(ref)`` over the (seed, start) pairs of ``mode``
+    (same prompts and, where shapes agree, the same starting weights), ``kernel`` at step size
+    ``lrN`` and ``ref`` at ``lrN_ref`` (default the same). Pairs where either run diverged
+    are left out and counted. Returns ``diff`` (a list), ``median``, ``lower`` (pairs where
+    ``kernel`` is lower), ``higher``, ``pairs``, ``dropped`` and ``p``, the two-sided sign
+    test's p-value (ties left out)."""
+    import math
+
+    lrN_ref = lrN if lrN_ref is None else lrN_ref
+    rs = bridge_runs(doc, mode)
+    pick = lambda k, c: {(r["seed"], r["init"]): r for r in rs
+                         if r["kernel"] == k and r["lrN"] == c}
+    a, b = pick(_kernel(kernel), lrN), pick(_kernel(ref), lrN_ref)
+    if not a or not b:
+        raise ValueError(f"paired: no runs of {kernel!r} at lrN={lrN} or of {ref!r} at "
+                         f"lrN={lrN_ref} in mode {mode!r}")
+    keys = sorted(set(a) & set(b))
+    ok = [k for k in keys if not (a[k]["diverged"] or b[k]["diverged"])]
+    diff = [a[k][key] - b[k][key] for k in ok]
+    lower, higher = sum(d < 0 for d in diff), sum(d > 0 for d in diff)
+    t = lower + higher
+    tail = sum(math.comb(t, j) for j in range(min(lower, higher) + 1)) / 2 ** t if t else 1.0
+    srt = sorted(diff)
+    med = (srt[(len(srt) - 1) // 2] + srt[len(srt) // 2]) / 2 if srt else float("nan")
+    return {"diff": diff, "median": med, "lower": lower, "higher": higher, "pairs": len(ok),
+            "dropped": len(keys) - len(ok), "p": min(1.0, 2 * tail)}
+
+
+def kernel_summary(doc: dict, mode: str, kernel: str, lrN: float) -> dict:
+    """What the sweep measured for ``kernel`` at step size ``lrN`` in ``mode``: ``runs``,
+    ``diverged``, ``plateau`` (runs ending on the zero output's loss), ``zero`` (runs at or
+    below :data:`BRIDGE_ZERO` of it), ``rel`` (median final loss / zero-output loss over the
+    runs that did not diverge), ``risk`` (median test risk), ``spread`` (median over seeds of
+    the spread ``(max - min) / (1/2 sum y_q^2)`` of the final losses of the starts) and
+    ``grad`` (median final gradient norm)."""
+    import statistics
+
+    rs = [r for r in bridge_runs(doc, mode) if r["kernel"] == _kernel(kernel)
+          and r["lrN"] == lrN]
+    if not rs:
+        raise ValueError(f"kernel_summary: no runs of {kernel!r} at lrN={lrN} in {mode!r}")
+    ok = [r for r in rs if not r["diverged"]]
+    med = lambda v: statistics.median(v) if v else float("nan")
+    spreads = []
+    for s in sorted({r["seed"] for r in ok}):
+        v = [r["rel"] for r in ok if r["seed"] == s]
+        if len(v) > 1:
+            spreads.append(max(v) - min(v))
+    return {"runs": len(rs), "diverged": sum(r["diverged"] for r in rs),
+            "plateau": sum(r["plateau"] for r in rs),
+            "zero": sum(r["rel"] <= doc["zero_fraction"] for r in ok),
+            "rel": med([r["rel"] for r in ok]), "risk": med([r["risk"] for r in ok]),
+            "spread": med(spreads), "grad": med([r["grad"] for r in ok])}
+
+
+def flat_softmax_risk(m: int, n: int) -> float:
+    """The population risk of the structured Softmax layer at ``W_Q = 0`` (isotropic
+    ``Sigma = I_m``): uniform weights ``1/n`` give ``y_hat = (1/n) sum_{j<n} y_j`` and
+    ``R = 1/2 m (1 + (n - 1) / n^2)``."""
+    m, n = _count("m", m, 1), _count("n", n, 2)
+    return 0.5 * m * (1 + (n - 1) / n ** 2)
+
+
+def check_flat_risk(flat_risk) -> None:
+    """Self-check of the exercise *uniform attention* (label ``ex-icl-flat``): ``flat_risk(m,
+    n)`` must return the population risk of the structured Softmax layer at ``W_Q = 0`` for
+    isotropic covariates; compared with the closed form on several sizes. Prints ``correct``
+    or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
+    from .selfcheck import Wrong, _call, _num, _ok, _require
+
+    try:
+        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
+            got = _num("flat_risk", _call("flat_risk", flat_risk, m, n))
+            want = flat_softmax_risk(m, n)
+            _require(abs(got - want) <= 1e-9 * want,
+                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
+                     "Hint: the query's own token has weight 1/n and value 0; given w, the "
+                     "examples and the query are independent with mean zero")
+    except Wrong as err:
+        if str(err).startswith("flat_risk:"):
+            raise
+        raise Wrong(f"flat_risk: {err}") from None
+    return _ok("the risk of uniform Softmax attention is right on four sizes")
 
 
 def main(argv=None) -> int:
