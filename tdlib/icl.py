@@ -528,8 +528,9 @@ def kernel_summary(doc: dict, mode: str, kernel: str, lrN: float) -> dict:
     ``diverged``, ``plateau`` (runs ending on the zero output's loss), ``zero`` (runs at or
     below :data:`BRIDGE_ZERO` of it), ``rel`` (median final loss / zero-output loss over the
     runs that did not diverge), ``risk`` (median test risk), ``spread`` (median over seeds of
-    the spread ``(max - min) / (1/2 sum y_q^2)`` of the final losses of the starts) and
-    ``grad`` (median final gradient norm)."""
+    the spread ``(max - min) / (1/2 sum y_q^2)`` of the final losses of the starts; every
+    seed's spread in ``spreads``),
+    ``grad`` (median final gradient norm) and ``norm`` (median final ``||W_Q||_F``)."""
     import statistics
 
     rs = [r for r in bridge_runs(doc, mode) if r["kernel"] == _kernel(kernel)
@@ -547,7 +548,8 @@ def kernel_summary(doc: dict, mode: str, kernel: str, lrN: float) -> dict:
             "plateau": sum(r["plateau"] for r in rs),
             "zero": sum(r["rel"] <= doc["zero_fraction"] for r in ok),
             "rel": med([r["rel"] for r in ok]), "risk": med([r["risk"] for r in ok]),
-            "spread": med(spreads), "grad": med([r["grad"] for r in ok])}
+            "spread": med(spreads), "spreads": spreads, "grad": med([r["grad"] for r in ok]),
+            "norm": med([r["norm_WQ"] for r in ok])}
 
 
 def flat_softmax_risk(m: int, n: int) -> float:
