@@ -162,7 +162,8 @@ __all__ += ["BRIDGE_KERNELS", "BRIDGE_MODES", "bridge_layer", "structured_layer"
             "bridge_tasks", "bridge_sweep", "check_bridge", "load_bridge", "bridge_runs",
             "kernel_summary",
             "paired", "tuned_lr", "shared_lr", "query_features", "flat_softmax_risk",
-            "check_flat_risk", "hull_floor"]
+            "check_flat_risk", "hull_floor", "flat_gaussian_risk",
+            "check_flat_gaussian_risk"]
 
 
 def _kernel(kernel) -> str:
@@ -580,6 +581,36 @@ def check_flat_risk(flat_risk) -> None:
             raise
         raise Wrong(f"flat_risk: {err}") from None
     return _ok("the risk of uniform Softmax attention is right on four sizes")
+
+
+def flat_gaussian_risk(m: int, n: int) -> float:
+    """The population risk of the structured Gaussian layer at ``W_Q = 0`` (isotropic
+    ``Sigma = I_m``, width ``c = 2 sqrt(m + 1)``): the weights ``exp(-||x_j||^2 / c)`` give
+    ``R = 1/2 m (1 + (n - 1) (1 + 4/c)^(-m/2 - 1))``."""
+    m, n = _count("m", m, 1), _count("n", n, 2)
+    c = 2 * (m + 1) ** 0.5
+    return 0.5 * m * (1 + (n - 1) * (1 + 4 / c) ** (-m / 2 - 1))
+
+
+def check_flat_gaussian_risk(flat_gaussian) -> None:
+    """Self-check of the exercise *a Gaussian start* (label ``ex-icl-flat-gauss``):
+    ``flat_gaussian(m, n)`` must return :func:`flat_gaussian_risk` on several sizes. Prints
+    ``correct`` or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
+    from .selfcheck import Wrong, _call, _num, _ok, _require
+
+    try:
+        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
+            got = _num("flat_gaussian", _call("flat_gaussian", flat_gaussian, m, n))
+            want = flat_gaussian_risk(m, n)
+            _require(abs(got - want) <= 1e-9 * want,
+                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
+                     "Hint: the weights are not normalised; E[exp(-b |x|^2) x x^T] is a "
+                     "multiple of the identity")
+    except Wrong as err:
+        if str(err).startswith("flat_gaussian:"):
+            raise
+        raise Wrong(f"flat_gaussian: {err}") from None
+    return _ok("the risk of the Gaussian layer at W_Q = 0 is right on four sizes")
 
 
 def main(argv=None) -> int:

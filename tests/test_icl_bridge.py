@@ -167,6 +167,22 @@ def test_flat_softmax_risk_matches_monte_carlo():
     assert abs(float(r.mean()) - icl.flat_softmax_risk(M, N_TOK)) < 5 * se
 
 
+def test_flat_gaussian_risk_matches_monte_carlo():
+    P = icl.prompts(100000, N_TOK, M, seed=SEED + 1)
+    model = icl.structured_layer("gaussian", M).set_weights(
+        W_Q=torch.zeros(M + 1, M + 1, dtype=torch.float64))
+    r = (icl.query_output(model, icl.tokens(P)) - P["y"][:, -1]) ** 2 / 2
+    se = float(r.std()) / math.sqrt(len(r))
+    assert abs(float(r.mean()) - icl.flat_gaussian_risk(M, N_TOK)) < 5 * se
+    assert icl.flat_gaussian_risk(M, N_TOK) > M / 2      # worse than predicting 0
+
+
+def test_check_flat_gaussian_risk():
+    assert selfcheck.passes(icl.check_flat_gaussian_risk, icl.flat_gaussian_risk)
+    with pytest.raises(selfcheck.Wrong, match="flat_gaussian"):
+        icl.check_flat_gaussian_risk(icl.flat_softmax_risk)
+
+
 def test_check_flat_risk(capsys):
     assert selfcheck.passes(icl.check_flat_risk, icl.flat_softmax_risk)
     with pytest.raises(selfcheck.Wrong, match="flat_risk"):
