@@ -1,0 +1,268 @@
+"""The bridge of the in-context regression chapter: the book's layer on in-context prompts with
+the loss of the query token, the value-only corollary on fresh instances, the hull floor, the
+convex query-only problem of linear-n, the sweep's task, its stored result and its readers, the
+self-check of the exercise, and the errors of bad input."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tdlib import book, icl, selfcheck
+
+SEED = int(torch.randint(0, 2**31 - 1, ()))
+M, N_TOK = 3, 6
+
+
+def data(N, seed=SEED):
+    P = icl.prompts(N, N_TOK, M, seed=seed)
+    return P, icl.tokens(P), P["y"][:, -1]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_structured_linear_layer_is_the_icl_prediction(trial):
+    g = torch.Generator().manual_seed(SEED + trial)
+    W_QK = torch.randn(M, M, generator=g, dtype=torch.float64)
+    model = icl.structured_layer("linear-n", M, seed=trial)
+    W_Q = torch.zeros(M + 1, M + 1, dtype=torch.float64)
+    W_Q[:M, :M] = math.sqrt(M + 1) * W_QK
+    model.set_weights(W_Q=W_Q)
+    P, X, y_q = data(50, SEED + trial)
+    assert torch.allclose(icl.query_output(model, X), icl.predict(W_QK, P), atol=1e-12)
+    want = 0.5 * float(((icl.predict(W_QK, P) - y_q) ** 2).sum())
+    assert abs(float(icl.query_loss(model, X, y_q)) - want) <= 1e-10 * (1 + want)
+
+
+@pytest.mark.parametrize("kernel", icl.BRIDGE_KERNELS)
+def test_query_loss_gradient_matches_finite_differences(kernel):
+    P, X, y_q = data(5)
+    model = icl.bridge_layer(kernel, M, H=2, seed=SEED % 1000)
+    loss = icl.query_loss(model, X, y_q)
+    (g,) = torch.autograd.grad(loss, [model.W_K])
+    eps = 1e-6
+    for idx in [(0, 0, 1), (1, 2, 3), (0, 3, 0)]:
+        with torch.no_grad():
+            model.W_K[idx] += eps
+            up = float(icl.query_loss(model, X, y_q))
+            model.W_K[idx] -= 2 * eps
+            down = float(icl.query_loss(model, X, y_q))
+            model.W_K[idx] += eps
+        assert abs((up - down) / (2 * eps) - float(g[idx])) <= 1e-6 * (1 + abs(float(g[idx])))
+
+
+def test_query_loss_ignores_the_other_tokens():
+    P, X, y_q = data(4)
+    model = icl.bridge_layer("softmax", M, seed=1)
+    T = model(X).detach()
+    assert torch.allclose(icl.query_loss(model, X, y_q),
+                          0.5 * ((T[:, -1, 0] - y_q) ** 2).sum(), atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", icl.BRIDGE_KERNELS)
+def test_value_only_corollary(kernel):
+    """cor-icl-query-value: B_q V W_O gives the query outputs, the rank bound, and the rate
+    bound at eta = 1/L with HD = N on a fresh instance."""
+    N, H = 8, 2
+    P, X, y_q = data(N)
+    model = icl.bridge_layer(kernel, M, H=H, seed=SEED % 997)
+    B_q = icl.query_features(model, X).detach()
+    assert B_q.shape == (N, H * (M + 1))
+    V = model.W_V.detach().reshape(H * (M + 1), -1)
+    W_O = model.W_O.detach()[0]
+    assert torch.allclose(B_q @ V @ W_O, icl.query_output(model, X)[:, None], atol=1e-12)
+    lam = torch.linalg.eigvalsh(B_q @ B_q.T)
+    assert lam[0] > 0
+    w2 = float((W_O ** 2).sum())
+    alpha, L = float(lam[0]) * w2, float(lam[-1]) * w2
+    run = icl.gd_query(model, X, y_q, 1 / L, 100, ("W_V",), every=1)
+    f = np.array(run["loss"])
+    bound = (1 - alpha / L) ** (2 * np.arange(len(f))) * f[0]
+    assert np.all(f <= bound * (1 + 1e-9) + 1e-28)
+
+
+def test_value_only_below_the_threshold_has_the_projection_minimum():
+    """With HD < N the minimum over V is 1/2 ||(I - P_B) y_q||^2 > 0 and GD approaches it."""
+    N = 12
+    P, X, y_q = data(N)
+    model = icl.bridge_layer("softmax", M, H=1, seed=3)
+    B_q = icl.query_features(model, X).detach()
+    assert torch.linalg.matrix_rank(B_q) <= min(N, M + 1)
+    proj = B_q @ torch.linalg.pinv(B_q)
+    f_star = 0.5 * float(((y_q - proj @ y_q) ** 2).sum())
+    assert f_star > 0
+    lam = torch.linalg.eigvalsh(B_q.T @ B_q)
+    L = float(lam[-1]) * float((model.W_O.detach()[0] ** 2).sum())
+    run = icl.gd_query(model, X, y_q, 1 / L, 1500, ("W_V",))
+    assert run["final"] >= f_star * (1 - 1e-9)
+    assert run["final"] <= f_star * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0, 100.0])
+def test_hull_floor_bounds_every_row_stochastic_loss(scale):
+    P, X, y_q = data(30)
+    floor = icl.hull_floor(P)
+    assert floor > 0
+    for kernel in ("softmax", "l2"):
+        for s in range(5):
+            model = icl.structured_layer(kernel, M, seed=SEED % 1000 + s, scale=scale)
+            assert float(icl.query_loss(model, X, y_q)) >= floor * (1 - 1e-12)
+
+
+def test_hull_floor_is_attained_for_one_prompt_with_its_label_outside():
+    P, X, y_q = data(1)
+    y = P["y"][0]
+    lo, hi = min(0.0, float(y[:-1].min())), max(0.0, float(y[:-1].max()))
+    yq = float(y[-1])
+    want = 0.5 * (max(lo - yq, 0) + max(yq - hi, 0)) ** 2
+    assert abs(icl.hull_floor(P) - want) <= 1e-12 * (1 + want)
+
+
+def test_linear_query_only_reaches_the_least_squares_minimum_from_every_start():
+    """Query-only training of linear-n on in-context prompts is convex least squares."""
+    N = 40
+    P, X, y_q = data(N)
+    n = N_TOK
+    h = torch.einsum("inm,in->im", P["x"][:, :-1], P["y"][:, :-1]) / n
+    A = torch.einsum("im,ik->imk", P["x"][:, -1], h).reshape(N, -1)   # y_hat = A vec(W_QK)
+    sol = torch.linalg.lstsq(A, y_q[:, None]).solution
+    f_min = 0.5 * float(((A @ sol)[:, 0] - y_q).pow(2).sum())
+    # f(W_Q) = 1/2 ||A vec(W_Q[:m, :m]) / sqrt(D) - y_q||^2: step 1/L with L = lambda_max / D
+    lr = (M + 1) / float(torch.linalg.eigvalsh(A.T @ A)[-1])
+    finals = []
+    for s in range(3):
+        model = icl.structured_layer("linear-n", M, seed=s)
+        r = icl.gd_query(model, X, y_q, lr, 1500, ("W_Q",))
+        finals.append(r["final"])
+    assert max(finals) - min(finals) <= 1e-8 * f_min
+    assert abs(finals[0] - f_min) <= 1e-8 * f_min
+
+
+def test_gd_query_matches_one_manual_step_and_stops_at_tol():
+    P, X, y_q = data(6)
+    model = icl.bridge_layer("gaussian", M, seed=2)
+    other = icl.bridge_layer("gaussian", M, seed=2)
+    loss = icl.query_loss(other, X, y_q)
+    (g,) = torch.autograd.grad(loss, [other.W_Q])
+    r = icl.gd_query(model, X, y_q, 0.01, 1, ("W_Q",))
+    assert torch.allclose(model.W_Q.detach(), other.W_Q.detach() - 0.01 * g, atol=1e-14)
+    assert r["steps"] == 1 and r["loss"][0] == pytest.approx(float(loss))
+    r = icl.gd_query(model, X, y_q, 0.01, 50, ("W_Q",), tol=1e300)
+    assert r["steps"] == 0
+
+
+def test_gd_query_reports_divergence():
+    P, X, y_q = data(6)
+    model = icl.bridge_layer("linear-n", M, seed=2)
+    r = icl.gd_query(model, X, y_q, 1e3, 100)
+    assert r["diverged"] and math.isfinite(r["final"])
+
+
+def test_flat_softmax_risk_matches_monte_carlo():
+    P = icl.prompts(100000, N_TOK, M, seed=SEED)
+    model = icl.structured_layer("softmax", M).set_weights(
+        W_Q=torch.zeros(M + 1, M + 1, dtype=torch.float64))
+    r = (icl.query_output(model, icl.tokens(P)) - P["y"][:, -1]) ** 2 / 2
+    se = float(r.std()) / math.sqrt(len(r))
+    assert abs(float(r.mean()) - icl.flat_softmax_risk(M, N_TOK)) < 5 * se
+
+
+def test_flat_gaussian_risk_matches_monte_carlo():
+    P = icl.prompts(100000, N_TOK, M, seed=SEED + 1)
+    model = icl.structured_layer("gaussian", M).set_weights(
+        W_Q=torch.zeros(M + 1, M + 1, dtype=torch.float64))
+    r = (icl.query_output(model, icl.tokens(P)) - P["y"][:, -1]) ** 2 / 2
+    se = float(r.std()) / math.sqrt(len(r))
+    assert abs(float(r.mean()) - icl.flat_gaussian_risk(M, N_TOK)) < 5 * se
+    assert icl.flat_gaussian_risk(M, N_TOK) > M / 2      # worse than predicting 0
+
+
+def test_check_flat_gaussian_risk():
+    assert selfcheck.passes(icl.check_flat_gaussian_risk, icl.flat_gaussian_risk)
+    with pytest.raises(selfcheck.Wrong, match="flat_gaussian"):
+        icl.check_flat_gaussian_risk(icl.flat_softmax_risk)
+
+
+def test_check_flat_risk(capsys):
+    assert selfcheck.passes(icl.check_flat_risk, icl.flat_softmax_risk)
+    with pytest.raises(selfcheck.Wrong, match="flat_risk"):
+        icl.check_flat_risk(lambda m, n: 0.5 * m)
+    with pytest.raises(selfcheck.Wrong, match="flat_risk"):
+        icl.check_flat_risk(lambda m, n: "one")
+
+
+TINY = dict(seeds=2, N_test=50, modes={
+    "query": dict(N=6, H=1, inits=2, steps=20, lrN=[0.3, 1.0]),
+    "joint": dict(N=4, H=1, inits=2, steps=20, lrN=[0.03, 100.0])})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return icl.bridge_sweep(workers=1, command="test", **copy.deepcopy(TINY))
+
+
+def test_sweep_pairs_kernels_and_validates(tiny):
+    assert icl.check_bridge(tiny) == []
+    # a pair shares its start: the same weights for every kernel at one seed
+    for make in (lambda k: icl.structured_layer(k, M, seed=7),
+                 lambda k: icl.bridge_layer(k, M, H=2, seed=7)):
+        a, b, c = (make(k) for k in icl.BRIDGE_KERNELS)
+        for p in ("W_Q", "W_K", "W_V", "W_O"):
+            assert torch.equal(getattr(a, p), getattr(b, p))
+            assert torch.equal(getattr(a, p), getattr(c, p))
+    seeds = {(c["mode"], c["seed"]) for c in tiny["cells"]}
+    assert len(seeds) == len(tiny["cells"]) == 4
+    # a run at lr N = 100 of linear-n diverges and is counted, not compared
+    d = icl.paired(tiny, "joint", "softmax", 100.0)
+    assert d["pairs"] + d["dropped"] == 4
+    assert icl.shared_lr(tiny, "joint") == 0.03
+
+
+def test_check_bridge_names_damage(tiny):
+    bad = copy.deepcopy(tiny)
+    bad["cells"][0]["runs"].pop()
+    assert any("one run per kernel" in p for p in icl.check_bridge(bad))
+    bad = copy.deepcopy(tiny)
+    bad["cells"][0]["runs"][0]["rel"] *= 2
+    assert any("bad rel" in p for p in icl.check_bridge(bad))
+    bad = copy.deepcopy(tiny)
+    del bad["cells"][1]
+    assert any("missing" in p for p in icl.check_bridge(bad))
+
+
+def test_paired_sign_test():
+    runs = lambda k, vals: [{"kernel": k, "init": i, "lrN": 1.0, "risk": v, "diverged": False,
+                             "plateau": False} for i, v in enumerate(vals)]
+    doc = {"cells": [{"mode": "query", "seed": 1,
+                      "runs": runs("linear-n", [1, 1, 1, 1, 1]) + runs("softmax",
+                                                                      [0, 0, 0, 0, 2])}]}
+    d = icl.paired(doc, "query", "softmax", 1.0)
+    assert (d["lower"], d["higher"], d["pairs"]) == (4, 1, 5)
+    assert d["p"] == pytest.approx(2 * 6 / 32)
+    assert d["median"] == -1
+
+
+def test_stored_sweep_is_sound():
+    path = book.data_path("icl", "bridge", "results.json")
+    if not path.exists():
+        pytest.skip("no stored bridge sweep")
+    doc = icl.load_bridge()
+    assert doc["provenance"]["command"].startswith("python -m tdlib.icl")
+    assert icl.check_bridge(doc) == []
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="kernel"):
+        icl.bridge_layer("softmaxx", 3)
+    with pytest.raises(ValueError, match="m must be"):
+        icl.bridge_layer("softmax", 0)
+    P, X, y_q = data(3)
+    model = icl.bridge_layer("softmax", M)
+    with pytest.raises(ValueError, match="one label per prompt"):
+        icl.query_loss(model, X, y_q[:2])
+    with pytest.raises(ValueError, match="mode"):
+        icl.bridge_runs({"cells": []}, "both")
+    with pytest.raises(ValueError, match="bridge option"):
+        icl.bridge_tasks(steps=3)
+    with pytest.raises(SystemExit):
+        icl.main(["--out", "x.json"])
