@@ -307,7 +307,8 @@ class StoredResultError(ValueError):
 
 
 VALIDATORS = [({"config", "results"}, "tdlib.phase:check_result"),
-              ({"stage1", "stage2", "grid"}, "tdlib.landscape:check_meta")]
+              ({"stage1", "stage2", "grid"}, "tdlib.landscape:check_meta"),
+              ({"bridge_config", "cells"}, "tdlib.icl:check_bridge")]
 """``(keys, "module:function")``: a JSON result holding all of ``keys`` is checked by that
 function, which returns its problems (sentences that each name a field). Run on every load
 (:func:`load_json`, :func:`stored`) and by :func:`check_file`."""

@@ -684,3 +684,9 @@ from .icl import check_balance as icl_balance, check_head_time as icl_head_time 
 
 EXERCISES.update({"ex-icl-balance": icl_balance, "ex-icl-head-time": icl_head_time})
 __all__ += ["icl_balance", "icl_head_time"]
+
+# The bridge's checks live in tdlib.icl too; registered here.
+from .icl import check_flat_risk as icl_flat, check_flat_gaussian_risk as icl_flat_gauss  # noqa: E402
+
+EXERCISES.update({"ex-icl-flat": icl_flat, "ex-icl-flat-gauss": icl_flat_gauss})
+__all__ += ["icl_flat", "icl_flat_gauss"]
