@@ -32,8 +32,12 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	    else echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser test"; fi; }
 
+# Two worker processes (pytest-xdist); tests that share an expensive fixture stay on one worker
+# (xdist_group, tests/conftest.py) and run in the order of tests/conftest.py. TEST_WORKERS=0 runs
+# everything in one process.
+TEST_WORKERS ?= 2
 test: env chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Everything that neither executes a chapter, builds the book nor drives a browser.
 test-fast: env
