@@ -2,8 +2,8 @@
 of tests/conftest.py starts this in the background as soon as the tests are collected).
 
 Usage: ``python tests/bookbuild.py OUT``. Writes the build's output to ``OUT/build.out`` and
-``OUT/build.err`` and, when the build has ended, ``OUT/result.json`` with its exit status, wall time and CPU time (of jupyter-book and
-every kernel it started)."""
+``OUT/build.err`` and, when the build has ended, ``OUT/result.json`` with its exit status, wall
+time and CPU time (of jupyter-book and every kernel it started)."""
 from __future__ import annotations
 
 import json
