@@ -369,7 +369,7 @@ def _loss_and_grad(X, K, U, Y, W, kernel):
     return f, X.reshape(B, N * n, D).transpose(1, 2) @ G
 
 
-def descend(loss_and_grad, state, t0, t1, F, P, grow, marks=(), keep=None):
+def _descend(loss_and_grad, state, t0, t1, F, P, grow, marks=(), keep=None):
     """The safeguarded monotone GD of the sweeps, from step ``t0`` to ``t1``, on a batch of runs.
 
     ``loss_and_grad(W)`` gives the losses ``f (B,)`` and gradients ``grad f (B, D, d)`` at
@@ -468,7 +468,7 @@ def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: flo
     F[:, 0], P[:, 0] = f.numpy(), ((g * g).sum((1, 2)) / (2 * f)).numpy()
     lr = 1.0 / torch.linalg.matrix_norm(X.reshape(B, N * n, D), 2) ** 2
     keep = {0: W.clone()} if 0 in budgets else {}
-    state = descend(lambda W: _loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, t_max,
+    state = _descend(lambda W: _loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, t_max,
                     F, P, grow, set(budgets), keep)
     marks = list(budgets)
     if audit.any():
@@ -476,7 +476,7 @@ def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: flo
         sub = [v[a] for v in state]
         Fa, Pa = F[a.numpy()], P[a.numpy()]
         ka = {}
-        descend(lambda W: _loss_and_grad(X[a], K[a], U[a], Y[a], W, kernel), sub, t_max,
+        _descend(lambda W: _loss_and_grad(X[a], K[a], U[a], Y[a], W, kernel), sub, t_max,
                 2 * t_max, Fa, Pa, grow, {2 * t_max}, ka)
         F[a.numpy()], P[a.numpy()] = Fa, Pa
         marks.append(2 * t_max)

@@ -40,7 +40,7 @@ from .attention import KERNELS, ZOO_KERNELS, make_kernel
 from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive,
                      check_seed)
 from .separation import Box, classify_curve, matmul_box, softmax_floor
-from .phase import descend
+from .phase import _descend
 from .train import STEP_GROW
 
 ZOO = ZOO_KERNELS
@@ -203,7 +203,7 @@ def gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW, keep=()
     pl = lambda f, g: ((g * g).sum((1, 2)) / (2 * f)).numpy()  # noqa: E731
     F[:, 0], P[:, 0] = f.numpy(), pl(f, g)
     kept = {0: W.clone()} if 0 in keep else {}
-    descend(lambda W: loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, steps, F, P,
+    _descend(lambda W: loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, steps, F, P,
             grow, keep, kept)
     return F, P, kept
 
