@@ -36,12 +36,13 @@ chromium:
 # (xdist_group, tests/conftest.py) and run in the order of tests/conftest.py. TEST_WORKERS=0 runs
 # everything in one process.
 TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: env chromium
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # Everything that neither executes a chapter, builds the book nor drives a browser.
 test-fast: env
-	$(BIN)/python -m pytest -m "not slow and not browser"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not browser"
 
 # Colab opens only plain .ipynb: after editing a chapter or _toc.yml, rebuild (the execution cache
 # makes this quick when nothing changed) and regenerate notebooks/ with the numbers of this build.
