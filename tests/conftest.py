@@ -223,14 +223,19 @@ def book_build(request) -> BookBuild:
 
 
 @pytest.fixture(scope="session")
-def built_site(book_build) -> Path:
+def built_site(book_build, request) -> Path:
     """The HTML site of the session's book build; fails when the build failed."""
     if book_build.returncode != 0:
         tail = "\n".join(book_build.log.splitlines()[-60:])
         pytest.fail(f"jupyter-book build failed (exit {book_build.returncode}) after "
                     f"{book_build.seconds:.0f} s:\n{tail}")
     html = book_build.html
-    # keep a copy of the site for people who want to look at what the tests saw
+    # keep a copy of the site for people who want to look at what the tests saw (made by one
+    # process of the session)
     if os.environ.get("CI"):
+        try:
+            (session_dir(request.config) / "site-copied").mkdir()
+        except FileExistsError:
+            return html
         shutil.copytree(html, ARTIFACTS / "html", dirs_exist_ok=True)
     return html
