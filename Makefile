@@ -32,11 +32,11 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	    else echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser test"; fi; }
 
-# Two worker processes (pytest-xdist); tests that share an expensive fixture stay on one worker
-# (xdist_group, tests/conftest.py) and run in the order of tests/conftest.py. TEST_WORKERS=0 runs
-# everything in one process.
+# Two worker processes (pytest-xdist), handed tests in the order of tests/conftest.py; modules whose
+# tests share an expensive fixture run whole on one worker (GROUPED_MODULES, tests/conftest.py).
+# TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PARALLEL := -n $(TEST_WORKERS) --no-loadscope-reorder
 test: env chromium
 	$(BIN)/python -m pytest $(PARALLEL)
 

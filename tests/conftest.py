@@ -134,20 +134,25 @@ def _stop_book_build():
 atexit.register(_stop_book_build)
 
 
-# Module- and session-scoped fixtures that cost seconds: with pytest-xdist every worker would set
-# up its own, so the tests that share one run on one worker (``--dist loadgroup``: make test).
-SHARED_FIXTURES = ("cue_sets", "problem_sets", "cluster", "decks", "pdf_text")
+# Modules whose tests share a module- or session-scoped fixture that costs seconds (the Pathfinder
+# cue sets, the problem sets and their grading environment, the Dask cluster): with pytest-xdist
+# each worker would set up its own, so each of these modules runs whole on one worker. (The
+# scheduler below does this; pytest-xdist's own ``--dist loadgroup`` does not group under pytest 9.)
+GROUPED_MODULES = ("tests/test_pathfinder.py", "tests/test_problem_sets.py", "tests/test_sweep.py")
 
 
-@pytest.hookimpl(tryfirst=True, specname="pytest_collection_modifyitems")
-def group_shared_fixtures(items):
-    """Tests that share an expensive fixture of SHARED_FIXTURES get the ``xdist_group`` of its
-    name (before pytest-xdist reads the groups)."""
-    for item in items:
-        for name in SHARED_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduler for ``-n N``: tests are handed out one by one in the order of
+    the collection (see below), except that each module of GROUPED_MODULES goes to one worker
+    as a whole."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in GROUPED_MODULES else nodeid
+
+    return Scheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)
