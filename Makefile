@@ -32,12 +32,17 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	    else echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser test"; fi; }
 
+# Two worker processes (pytest-xdist), handed tests in the order of tests/conftest.py; modules whose
+# tests share an expensive fixture run whole on one worker (GROUPED_MODULES, tests/conftest.py).
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --no-loadscope-reorder
 test: env chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # Everything that neither executes a chapter, builds the book nor drives a browser.
 test-fast: env
-	$(BIN)/python -m pytest -m "not slow and not browser"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not browser"
 
 # Colab opens only plain .ipynb: after editing a chapter or _toc.yml, rebuild (the execution cache
 # makes this quick when nothing changed) and regenerate notebooks/ with the numbers of this build.

@@ -369,13 +369,22 @@ def _loss_and_grad(X, K, U, Y, W, kernel):
     return f, X.reshape(B, N * n, D).transpose(1, 2) @ G
 
 
-def _descend(X, K, U, Y, state, kernel, t0, t1, F, P, grow, marks, keep):
-    """Monotone GD from step ``t0`` to ``t1`` on the runs of a batch; records losses and PL
-    ratios in ``F, P`` and a copy of ``W`` at every step in ``marks`` into ``keep``."""
+def _descend(loss_and_grad, state, t0, t1, F, P, grow, marks=(), keep=None):
+    """The safeguarded monotone GD of the sweeps, from step ``t0`` to ``t1``, on a batch of runs.
+
+    ``loss_and_grad(W)`` gives the losses ``f (B,)`` and gradients ``grad f (B, D, d)`` at
+    ``W (B, D, d)`` (the kernel and the data live in it: :func:`_loss_and_grad` here, the
+    autograd one of :func:`tdlib.zoo.loss_and_grad` for the zoo). ``state = (W, f, g, eta)`` is
+    the iterate at ``t0`` with its loss, gradient and step sizes ``eta (B,)``. At each step
+    ``W - eta grad f`` is taken when its loss is finite and not larger, and ``eta`` grows by
+    ``grow``; otherwise ``W`` stays and ``eta`` halves (:func:`tdlib.train.next_step_size`).
+    Writes the losses and PL ratios ``||grad f||^2 / 2f`` after step ``t`` into ``F[:, t]`` and
+    ``P[:, t]`` (arrays ``(B, >= t1 + 1)``) and a copy of ``W`` at every step in ``marks`` into
+    the dict ``keep``; returns the state at ``t1``."""
     W, f, g, lr = state
     for t in range(t0 + 1, t1 + 1):
         W_new = W - lr[:, None, None] * g
-        f_new, g_new = _loss_and_grad(X, K, U, Y, W_new, kernel)
+        f_new, g_new = loss_and_grad(W_new)
         ok = torch.isfinite(f_new) & (f_new <= f)
         W = torch.where(ok[:, None, None], W_new, W)
         f = torch.where(ok, f_new, f)
@@ -459,16 +468,16 @@ def certify_runs(X, K, U, Y, W0, kernel: str, budgets, audit=None, zero_tol: flo
     F[:, 0], P[:, 0] = f.numpy(), ((g * g).sum((1, 2)) / (2 * f)).numpy()
     lr = 1.0 / torch.linalg.matrix_norm(X.reshape(B, N * n, D), 2) ** 2
     keep = {0: W.clone()} if 0 in budgets else {}
-    state = _descend(X, K, U, Y, (W, f, g, lr), kernel, 0, t_max, F, P, grow, set(budgets),
-                     keep)
+    state = _descend(lambda W: _loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, t_max,
+                    F, P, grow, set(budgets), keep)
     marks = list(budgets)
     if audit.any():
         a = torch.as_tensor(np.flatnonzero(audit))
         sub = [v[a] for v in state]
         Fa, Pa = F[a.numpy()], P[a.numpy()]
         ka = {}
-        _descend(X[a], K[a], U[a], Y[a], sub, kernel, t_max, 2 * t_max, Fa, Pa, grow,
-                 {2 * t_max}, ka)
+        _descend(lambda W: _loss_and_grad(X[a], K[a], U[a], Y[a], W, kernel), sub, t_max,
+                2 * t_max, Fa, Pa, grow, {2 * t_max}, ka)
         F[a.numpy()], P[a.numpy()] = Fa, Pa
         marks.append(2 * t_max)
     f_hi = {b: separation.loss_box(X, K, U, Y, keep[b], kernel).hi for b in budgets}

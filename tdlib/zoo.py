@@ -40,7 +40,8 @@ from .attention import KERNELS, ZOO_KERNELS, make_kernel
 from .checks import (as_tensor, check_choice, check_finite, check_int, check_positive,
                      check_seed)
 from .separation import Box, classify_curve, matmul_box, softmax_floor
-from .train import STEP_GROW, next_step_size
+from .phase import _descend
+from .train import STEP_GROW
 
 ZOO = ZOO_KERNELS
 """The zoo's kernels, in the order of the chapter's table."""
@@ -202,17 +203,8 @@ def gd(X, K, U, Y, W0, kernel: str, steps: int, grow: float = STEP_GROW, keep=()
     pl = lambda f, g: ((g * g).sum((1, 2)) / (2 * f)).numpy()  # noqa: E731
     F[:, 0], P[:, 0] = f.numpy(), pl(f, g)
     kept = {0: W.clone()} if 0 in keep else {}
-    for t in range(1, steps + 1):
-        W_new = W - lr[:, None, None] * g
-        f_new, g_new = loss_and_grad(X, K, U, Y, W_new, kernel)
-        ok = torch.isfinite(f_new) & (f_new <= f)
-        W = torch.where(ok[:, None, None], W_new, W)
-        f = torch.where(ok, f_new, f)
-        g = torch.where(ok[:, None, None], g_new, g)
-        lr = next_step_size(lr, ok, grow)
-        F[:, t], P[:, t] = f.numpy(), pl(f, g)
-        if t in keep:
-            kept[t] = W.clone()
+    _descend(lambda W: loss_and_grad(X, K, U, Y, W, kernel), (W, f, g, lr), 0, steps, F, P,
+            grow, keep, kept)
     return F, P, kept
 
 

@@ -9,7 +9,6 @@ reader sees on a laptop without internet. For every page, on the light and the d
 * math typeset by MathJax (``mjx-container`` elements, no ``\\(``, ``\\[`` or ``$$`` left in text);
 * every image loaded (``naturalWidth > 0``), theorem/proof/exercise boxes present where the source
   has them, solution toggles open and close;
-* every link to a local page resolves (the file exists and so does its ``#anchor``);
 * interactive cells show their figure offline (the widget output holds a rendered figure), and
   the cell before one does not show the same figure again;
 * a full-page screenshot in test-artifacts/screenshots/<page>-<theme>.png.
@@ -36,25 +35,27 @@ Code and printed output wider than the text column at 1280 px (inside a dropdown
 column) are collected on the same visit and checked by
 :func:`test_code_and_output_fit_the_column`, which lists every offender and fails on any.
 
+Every link and anchor of every page is checked once, on the files, by tests/test_links.py.
+
 If Chromium is missing the test is skipped, unless the environment variable CI is set.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
 import threading
 import time
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
-from conftest import ARTIFACTS, source_of, toc_files
+from conftest import ARTIFACTS, session_dir, source_of, toc_files
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.book]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -65,7 +66,8 @@ SHOTS = ARTIFACTS / "screenshots"
 # Messages that are not errors of the page (Chromium's own noise in headless mode).
 IGNORED_CONSOLE = ()
 PHONE = {"width": 390, "height": 844}
-# What test_page_in_browser measured on each page (page, theme) -> offenders, for the code test.
+# What test_page_in_browser measured on each page (page, theme) -> offenders, for the code test;
+# also written to the session's folder, for the code test on another pytest-xdist worker.
 CODE_WIDTH: dict = {}
 TIMES: dict = {}
 AXE_TIMES: dict = {}
@@ -180,7 +182,6 @@ _PAGE_FACTS_JS = r"""
       return {rendered: out.querySelectorAll(".jupyter-widgets").length, figures: loaded(out),
               figureBefore: prev ? loaded(prev.querySelector(".cell_output")) : 0};
     }),
-    links: [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href")),
   };
 }
 """
@@ -413,27 +414,6 @@ def _wait_until_settled(page):
     page.wait_for_load_state("networkidle")
 
 
-def _check_links(built_site: Path, page: str, hrefs: list[str]) -> list[str]:
-    bad = []
-    base = f"http://site/{page}.html"
-    for href in hrefs:
-        if not href or href.startswith(("http:", "https:", "mailto:", "javascript:", "data:")):
-            continue
-        url = urlparse(urljoin(base, href))
-        target = built_site / unquote(url.path).lstrip("/") if url.path else built_site / f"{page}.html"
-        if target.is_dir():
-            target = target / "index.html"
-        if not target.exists():
-            bad.append(f"{href} -> missing {target.relative_to(built_site)}")
-            continue
-        if url.fragment and target.suffix == ".html":
-            html = target.read_text(errors="replace")
-            frag = re.escape(unquote(url.fragment))
-            if not re.search(rf'id="{frag}"', html) and not re.search(rf'name="{frag}"', html):
-                bad.append(f"{href} -> no anchor #{url.fragment} in {target.name}")
-    return bad
-
-
 def _toggle_solutions(page) -> list[str]:
     """Click every collapsed solution's toggle button: it must open, then close again."""
     problems = []
@@ -477,7 +457,7 @@ def offline_page(context, site_url, events, external, allow=()):
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("page_name", PAGES)
-def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
+def test_page_in_browser(browser, site_url, page_name, theme, request):
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=theme)
     context.add_init_script(f"try {{ localStorage.setItem('theme', '{theme}'); localStorage.setItem('mode', '{theme}'); }} catch (e) {{}}")
@@ -525,8 +505,6 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
                                 f"({w['rendered']} widgets, {w['figures']} figures inside)")
             if w["figureBefore"]:
                 problems.append(f"interactive cell {i} repeats the figure of the cell before it")
-        # links
-        problems += [f"broken link: {b}" for b in _check_links(site_dir, page_name, facts["links"])]
         # the page as a reader first sees it (before any click)
         page.screenshot(path=str(SHOTS / f"{page_name.replace('/', '-')}-{theme}.png"), full_page=True)
         # keyboard focus on the first proof or solution toggle is visible
@@ -555,6 +533,7 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
         problems += [f"figure drawn {n} px wide, shown at {w} px: {s}"
                      for s, n, w in reading["scaledFigures"][:8]]
         CODE_WIDTH[(page_name, theme)] = reading["wideCode"]
+        _code_width_file(request, page_name, theme).write_text(json.dumps(reading["wideCode"]))
         # no formula cut at the column's edge, every figure with an alt text that says something
         clipped = page.evaluate(_CLIPPED_MATH_JS)
         problems += [f"at 1280 px {kind} math cut by {px} px at the edge of {box}: {s!r}"
@@ -598,6 +577,12 @@ def test_page_in_browser(browser, site_url, site_dir, page_name, theme):
     assert not problems, f"{page_name} [{theme}]:\n  " + "\n  ".join(problems)
 
 
+def _code_width_file(request, page_name: str, theme: str) -> Path:
+    folder = session_dir(request.config) / "code-width"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{page_name.replace('/', '-')}-{theme}.json"
+
+
 def _format_code_offenders(found: dict) -> list[str]:
     lines = []
     for (page, theme), items in sorted(found.items()):
@@ -609,13 +594,17 @@ def _format_code_offenders(found: dict) -> list[str]:
     return lines
 
 
-def test_code_and_output_fit_the_column(browser, site_url):
+def test_code_and_output_fit_the_column(browser, site_url, request):
     """Code cells and printed output fit the text column at 1280 px (no sideways scrolling).
 
     Reads what :func:`test_page_in_browser` measured; pages it did not visit are opened here.
     """
     for page_name in PAGES:
         if (page_name, "light") in CODE_WIDTH:
+            continue
+        seen = _code_width_file(request, page_name, "light")
+        if seen.is_file():     # measured by test_page_in_browser on another worker
+            CODE_WIDTH[(page_name, "light")] = json.loads(seen.read_text())
             continue
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site_url)

@@ -28,7 +28,7 @@ import pytest
 from conftest import source_of, toc_files
 from test_browser import _wait_until_settled, browser, offline_page, site_dir, site_url  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.book]
 
 PAGES = os.environ.get("BOOK_PAGES", "").split() or [
     p for p in toc_files() if source_of(p).suffix == ".md"

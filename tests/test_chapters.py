@@ -5,8 +5,8 @@ conftest.py, with ``raise_on_error``): this test reads what that execution left 
 folder (the execution cache and the executed notebooks) and fails, per chapter, on an error, a
 cell that did not run or a chapter the build did not execute. Only when the build did not
 execute a chapter cleanly is that chapter executed again on its own (nbclient, as the build
-does), so that the failure names its cell. The execution times of the build are printed and
-written to ``test-artifacts/chapter-times.json``.
+does), so that the failure names its cell. The execution times of the build are printed (and
+written to ``test-artifacts/chapter-times.json`` by the ``book_build`` fixture).
 
 When only some chapters are selected (``pytest tests/test_chapters.py -k zero-loss``) and no
 other selected test needs the book build, the selected chapters are executed on their own
@@ -14,7 +14,6 @@ instead, without building the book.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import jupytext
@@ -22,10 +21,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ARTIFACTS, is_notebook, source_of, toc_files
+from conftest import book_build_wanted, chapter_pages, source_of
 
-CHAPTERS = [p for p in toc_files() if is_notebook(source_of(p))]
-TIMES: dict = {}
+CHAPTERS = chapter_pages()
 
 
 def test_toc_has_chapters():
@@ -47,11 +45,7 @@ def execute_alone(page: str) -> float:
 def build_or_none(request):
     """The session's book build, or ``None`` when executing the selected chapters alone is
     cheaper: only some of them are selected and no other selected test needs the build."""
-    items = request.session.items
-    mine = [i for i in items if getattr(i, "originalname", "") == "test_chapter_executes"]
-    others = any({"book_build", "built_site"} & set(getattr(i, "fixturenames", ()))
-                 for i in items if getattr(i, "originalname", "") != "test_chapter_executes")
-    if len(mine) < len(CHAPTERS) and not others:
+    if not book_build_wanted(request.session.items):
         return None
     return request.getfixturevalue("book_build")
 
@@ -80,7 +74,4 @@ def test_chapter_executes(page, build_or_none):
     assert not errors, f"{page}: the executed notebook holds an error: {errors[0].get('ename')}"
     skipped = [i for i, c in enumerate(code) if c.source.strip() and c.execution_count is None]
     assert not skipped, f"{page}: code cells {skipped} were not executed by the build"
-    TIMES[page] = seconds
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "chapter-times.json").write_text(json.dumps(TIMES, indent=1) + "\n")
     print(f"{page}: executed in {seconds:.1f} s (by the book build)")

@@ -265,6 +265,7 @@ def site_dir(request) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.book
 def test_launch_and_download_buttons_point_to_real_files(site_dir):
     built_site = site_dir
     config = yaml.safe_load((ROOT / "_config.yml").read_text())

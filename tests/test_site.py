@@ -364,6 +364,7 @@ def test_exercise_output_scan_finds_what_it_looks_for(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.book
 def test_exercise_outputs_give_nothing_away(request):
     """In the built book no visible output under an exercise shows a success message, an echoed
     ``True`` or its solution's formula (BOOK_HTML=<folder> reuses an existing build)."""

@@ -96,6 +96,7 @@ def test_slide_file_format_is_checked():
 
 
 @pytest.mark.slow
+@pytest.mark.book
 def test_slides_are_short_resolved_and_numbered(build_dir, decks):
     """At most 80 words per slide, no raw label, every statement with the book's number, every
     figure from the built book."""
@@ -135,6 +136,7 @@ def test_slides_are_short_resolved_and_numbered(build_dir, decks):
 
 
 @pytest.mark.slow
+@pytest.mark.book
 @pytest.mark.browser
 def test_every_slide_fits_1280x720(decks):
     """Chromium shows each slide at 1280x720; no element of a slide leaves the viewport."""
@@ -279,6 +281,7 @@ def test_named_checks_exist():
 
 
 @pytest.mark.slow
+@pytest.mark.book
 def test_results_page_lists_every_result(build_dir):
     """The list of results names every theorem, lemma, proposition and corollary of the book
     (every such prf label of the chapters) with its number, and the tests of the plan."""
