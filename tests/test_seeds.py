@@ -30,7 +30,7 @@ from conftest import source_of
 
 THEORY = ["book/setup-and-notation", "book/zero-loss", "book/joint-training",
           "book/softmax-local-minimum", "book/gaussian-convergence",
-          "book/kernels-side-by-side", "book/kernel-zoo"]
+          "book/kernels-side-by-side", "book/kernel-zoo", "book/in-context-regression"]
 N_SEEDS = 2                    # further seeds by default; the book build ran one more
 SKIP = ("explorer(",)          # interactive cells: no draw from fresh_seed, no prose about one
 
