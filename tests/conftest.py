@@ -141,6 +141,7 @@ atexit.register(_stop_book_build)
 GROUPED_MODULES = ("tests/test_pathfinder.py", "tests/test_problem_sets.py", "tests/test_sweep.py")
 
 
+@pytest.hookimpl(optionalhook=True)     # a hook of pytest-xdist: absent under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's scheduler for ``-n N``: tests are handed out one by one in the order of
     the collection (see below), except that each module of GROUPED_MODULES goes to one worker

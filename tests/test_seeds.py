@@ -38,7 +38,11 @@ SKIP = ("explorer(",)          # interactive cells: no draw from fresh_seed, no 
 def _seeds() -> list[int]:
     given = os.environ.get("TDLIB_SEEDS", "").strip()
     if given:
-        return [int(s) for s in given.split(",")]
+        parts = [s.strip() for s in given.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"TDLIB_SEEDS: expected integers separated by commas, e.g. 5,6; "
+                             f"got {given!r}")
+        return [int(p) for p in parts]
     count = os.environ.get("TDLIB_SEED_COUNT", "").strip()
     if count and (not count.isdigit() or int(count) < 1):
         raise ValueError(f"TDLIB_SEED_COUNT: expected a positive integer, got {count!r}")
