@@ -168,12 +168,44 @@ def test_sliders_answer_without_kernel(browser, site_url, page_name):  # noqa: F
                 if diff > TOLERANCE:
                     problems.append(f"{name}{values}: the frame differs from draw's figure "
                                     f"(mean |diff| {diff:.2f} > {TOLERANCE})")
+            problems += _full_size(page, box, name)
         problems += events
         problems += [f"request to the internet (blocked): {u}" for u in external]
     finally:
         context.close()
     print("\n".join(report))
     assert not problems, f"{page_name}:\n  " + "\n  ".join(problems)
+
+
+_FULL_SIZE_JS = """
+(box) => {
+  const shown = [...box.querySelectorAll("img")].find(i => i.offsetParent !== null);
+  const big = document.querySelector("dialog.tdlib-frame-dialog[open] img");
+  return {shown: shown ? shown.src : null, big: big ? big.src : null,
+          alt: big ? big.alt : "", width: big ? big.naturalWidth : 0};
+}
+"""
+
+
+def _full_size(page, box, name: str) -> list:
+    """The explorer's "Open this frame full size" button shows the frame on view, with its alt
+    text, in a dialog that Escape closes (for phones, where frames shrink to the column)."""
+    button = box.locator(":scope > button.tdlib-full-size")
+    if button.count() != 1:
+        return [f"{name}: {button.count()} 'full size' buttons, expected 1"]
+    button.click()
+    page.wait_for_selector("dialog.tdlib-frame-dialog[open] img", timeout=5000)
+    got = page.evaluate(_FULL_SIZE_JS, box.element_handle())
+    problems = []
+    if not got["big"] or got["big"] != got["shown"]:
+        problems.append(f"{name}: the full-size dialog does not show the frame on view")
+    if not got["alt"].strip() or not got["width"]:
+        problems.append(f"{name}: the full-size frame has no alt text or did not load")
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(200)
+    if page.locator("dialog.tdlib-frame-dialog").count():
+        problems.append(f"{name}: Escape did not close the full-size dialog")
+    return problems
 
 
 def _label_now(control, kind: str) -> str:
