@@ -8,15 +8,19 @@ whose label ``y_q = w . x_q`` the layer must predict. Covariates are ``x ~ N(0, 
 With the ``linear-n`` kernel, value weights that read only the label and query/key weights that
 read only ``x``, the layer's prediction for the query token is
 
-    y_hat = x_q^T W_QK h,      h = (1/n) sum_{j<n} y_j x_j,                           (ICL)
+    y_hat = x_q^T W_QK Sigma_hat_xy,      Sigma_hat_xy = (1/n) sum_{j<n} y_j x_j,     (ICL)
 
-with the **merged key-query matrix** ``W_QK`` (``W^{QK}`` in the chapter) (``m x m``). Its population risk
-``R(W_QK) = 1/2 E[(y_hat - y_q)^2]`` over prompts and tasks is a convex quadratic:
+with the **merged key-query matrix** ``W_QK`` (``W^{QK}`` in the chapter) (``m x m``). Its
+population risk ``R(W_QK) = 1/2 E[(y_hat - y_q)^2]`` over prompts and tasks is a convex
+quadratic:
 
     R(W_QK) = 1/2 tr(Sigma W_QK A W_QK^T) - tr(Sigma W_QK B) + 1/2 tr(Sigma),
-    B = E[S_hat] = (n-1)/n Sigma,   A = E[S_hat^2] = (n-1)/n^2 (n Sigma^2 + tr(Sigma) Sigma),
+    B = E[Sigma_hat] = (n-1)/n Sigma,
+    A = E[Sigma_hat^2] = (n-1)/n^2 (n Sigma^2 + tr(Sigma) Sigma),
 
-where ``S_hat = (1/n) sum_{j<n} x_j x_j^T`` (so ``h = S_hat w``).
+where ``Sigma_hat = (1/n) sum_{j<n} x_j x_j^T`` (so ``Sigma_hat_xy = Sigma_hat w``); the
+chapter writes ``R`` as the script letter R, ``Sigma_hat`` as hat-Sigma and ``Sigma_hat_xy``
+as hat-Sigma_xy.
 """
 from __future__ import annotations
 
@@ -94,7 +98,8 @@ def tokens(P: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def predict(W_QK: torch.Tensor, P: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """The prediction (ICL) ``x_q^T W_QK h`` for every prompt (a vector of length ``N``)."""
+    """The prediction (ICL) ``x_q^T W_QK Sigma_hat_xy`` for every prompt (a vector of length
+    ``N``)."""
     x, y = P["x"], P["y"]
     n, m = x.shape[1], x.shape[2]
     W_QK = torch.as_tensor(W_QK, dtype=x.dtype)
@@ -105,7 +110,7 @@ def predict(W_QK: torch.Tensor, P: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def moments(cov, n: int):
-    """``(B, A) = (E[S_hat], E[S_hat^2])`` for Gaussian covariates (see the module docstring)."""
+    """``(B, A) = (E[Sigma_hat], E[Sigma_hat^2])`` for Gaussian covariates (module docstring)."""
     n = _count("n", n, 2)
     S = _square(cov)
     B = (n - 1) / n * S
@@ -238,7 +243,7 @@ def merged_key_query(model) -> torch.Tensor:
 
 
 def risk_gradient(W_QK, cov, n: int) -> torch.Tensor:
-    """The gradient ``Sigma W_QK E[S_hat^2] - (n-1)/n Sigma^2`` of :func:`population_risk`
+    """The gradient ``Sigma W_QK E[Sigma_hat^2] - (n-1)/n Sigma^2`` of :func:`population_risk`
     (``m x m``, float64); it vanishes exactly at :func:`optimum`."""
     B, A = moments(cov, n)
     S = _square(cov)
@@ -257,9 +262,9 @@ def minimum_risk(cov, n: int) -> torch.Tensor:
 
 
 def hessian_eigenvalues(cov, n: int) -> torch.Tensor:
-    """The ``m^2`` eigenvalues (ascending) of the Hessian ``E -> Sigma E E[S_hat^2]`` of
+    """The ``m^2`` eigenvalues (ascending) of the Hessian ``E -> Sigma E E[Sigma_hat^2]`` of
     :func:`population_risk`: the products ``lambda_i mu_j`` of the eigenvalues of ``Sigma`` and
-    of ``E[S_hat^2]`` (the two matrices commute)."""
+    of ``E[Sigma_hat^2]`` (the two matrices commute)."""
     B, A = moments(cov, n)
     lam = torch.linalg.eigvalsh(_square(cov))
     mu = torch.linalg.eigvalsh(A)
@@ -271,7 +276,7 @@ def preconditioned_step(P, precond, w=None) -> torch.Tensor:
     least squares ``L(w) = 1/2 (1/n) sum_{j<n} (y_j - w . x_j)^2`` (``N x m``).
 
     ``precond`` is ``m x m``; ``w`` (``N x m`` or ``m``) defaults to zero, where the step is
-    ``precond h`` with ``h = (1/n) sum_{j<n} y_j x_j``.
+    ``precond Sigma_hat_xy`` with ``Sigma_hat_xy = (1/n) sum_{j<n} y_j x_j``.
     """
     P = _prompts(P)
     x, y = P["x"][:, :-1], P["y"][:, :-1]
@@ -301,7 +306,7 @@ def training_loss(W_QK, P) -> torch.Tensor:
 
 
 def _features(P) -> torch.Tensor:
-    """Rows ``vec(x_q h^T)`` (``N x m^2``): ``y_hat = <W_QK, x_q h^T>``."""
+    """Rows ``vec(x_q Sigma_hat_xy^T)`` (``N x m^2``): ``y_hat = <W_QK, x_q Sigma_hat_xy^T>``."""
     x, y = P["x"], P["y"]
     h = torch.einsum("inm,in->im", x[:, :-1], y[:, :-1]) / x.shape[1]
     return torch.einsum("ia,ib->iab", x[:, -1], h).reshape(x.shape[0], -1)
@@ -309,7 +314,7 @@ def _features(P) -> torch.Tensor:
 
 def empirical_minimiser(P) -> torch.Tensor:
     """The minimiser of :func:`training_loss` (``m x m``), by least squares on the features
-    ``vec(x_q h^T)``; it is unique when those ``N`` rows span ``R^{m^2}`` (needs
+    ``vec(x_q Sigma_hat_xy^T)``; it is unique when those ``N`` rows span ``R^{m^2}`` (needs
     ``N >= m^2``), otherwise ``ValueError``."""
     P = _prompts(P)
     m = P["x"].shape[2]
@@ -323,7 +328,7 @@ def empirical_minimiser(P) -> torch.Tensor:
 
 def training_hessian_eigenvalues(P) -> torch.Tensor:
     """The ``m^2`` eigenvalues (ascending) of the Hessian ``Z^T Z`` of :func:`training_loss`,
-    ``Z`` (``N x m^2``) the rows ``vec(x_q h^T)`` of the prompts ``P``."""
+    ``Z`` (``N x m^2``) the rows ``vec(x_q Sigma_hat_xy^T)`` of the prompts ``P``."""
     Z = _features(_prompts(P))
     return torch.linalg.eigvalsh(Z.T @ Z)
 
@@ -350,7 +355,7 @@ def population_gd(cov, n: int, *, lr: float, steps: int, W0=None) -> Dict[str, t
     population risk, from ``W0`` (zero by default).
 
     Returns ``risk`` ``R(W_t)``, ``gap`` ``R(W_t) - R*`` (computed as
-    ``1/2 tr(Sigma E E[S_hat^2] E^T)`` with ``E = W_t - W*``, without the cancellation of a
+    ``1/2 tr(Sigma E E[Sigma_hat^2] E^T)`` with ``E = W_t - W*``, without the cancellation of a
     difference) and ``distance`` ``||W_t - W*||_F``, each of length ``steps + 1``, and the last
     iterate ``W``. A step size ``lr >= 2 / lambda_max`` of the Hessian is refused.
     """
@@ -420,15 +425,15 @@ def _dyn_unit(g: torch.Generator, *shape) -> np.ndarray:
 
 
 def saddle_rate(cov, n: int) -> float:
-    """``omega = ||grad R(0)||_F = (n-1)/n ||Sigma^2||_F``: the largest eigenvalue of minus the
-    Hessian of ``(v, W_QK) -> R(v W_QK)`` at zero, the growth rate of gradient flow there."""
+    """``lambda_s = ||grad R(0)||_F = (n-1)/n ||Sigma^2||_F``: the largest eigenvalue of minus
+    the Hessian of ``(v, U_QK) -> R(v U_QK)`` at zero, the growth rate of gradient flow there."""
     B, _ = moments(cov, n)
     return float(torch.linalg.matrix_norm(_square(cov) @ B))
 
 
 def _dyn_start(direction, m: int, seed) -> np.ndarray:
-    """The unit (Frobenius) direction ``U`` of the merged start: ``direction`` normalised, or a
-    Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
+    """The unit (Frobenius) direction ``U`` of the merged start ``U_QK = eps U``: ``direction``
+    normalised, or a Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
     if direction is None:
         return _dyn_unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
                      m * m).reshape(m, m)
@@ -441,13 +446,15 @@ def _dyn_start(direction, m: int, seed) -> np.ndarray:
 def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None,
               seed: int = 0) -> Dict[str, object]:
     """Gradient descent on the population risk of the merged parameterisation
-    ``y_hat = v x_q^T W_QK h`` (a scalar value weight ``v`` times the merged matrix).
+    ``W_QK = v U_QK``, ``y_hat = v x_q^T U_QK Sigma_hat_xy`` (a scalar value weight ``v`` times
+    a key-query matrix ``U_QK``, ``m x m``).
 
-    Start: ``v = eps`` and ``W_QK = eps U`` with ``||U||_F = 1`` (balanced: ``|v| = ||W_QK||_F``);
-    ``U = direction / ||direction||_F`` if given, else a Gaussian direction drawn with ``seed``.
-    Step ``eta`` for ``steps`` steps. Returns ``risk`` (``steps + 1``: ``R(v_k W_QK,k)``),
-    ``diag`` (``(steps + 1) x m``: the diagonal of ``v_k W_QK,k``), ``imbalance`` (``steps + 1``:
-    ``v_k^2 - ||W_QK,k||_F^2``), and the final ``v`` and ``W_QK`` (NumPy float64).
+    Start: ``v = eps`` (``gamma_0`` in the chapter) and ``U_QK = eps U`` with ``||U||_F = 1``
+    (balanced: ``|v| = ||U_QK||_F``); ``U = direction / ||direction||_F`` if given, else a
+    Gaussian direction drawn with ``seed``. Step ``eta`` for ``steps`` steps. Returns ``risk``
+    (``steps + 1``: ``R(v_k U_QK,k)``), ``diag`` (``(steps + 1) x m``: the diagonal of
+    ``v_k U_QK,k``), ``imbalance`` (``steps + 1``: ``v_k^2 - ||U_QK,k||_F^2``), and the final
+    ``v`` and, under the key ``"W_QK"``, the final factor ``U_QK`` (NumPy float64).
     """
     eps, eta, steps = _dyn_steps(eps, eta, steps)
     B, A = (x.numpy() for x in moments(cov, n))
@@ -476,12 +483,14 @@ def gd_merged(cov, n: int, *, eps: float, eta: float, steps: int, direction=None
 def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
                 seed: int = 0, init=None) -> Dict[str, object]:
     """Gradient descent on the population risk of ``H`` rank-one heads with separate keys and
-    queries, ``y_hat = sum_h v_h (x_q . q_h)(k_h . h)``, i.e. ``W_QK = sum_h v_h q_h k_h^T``.
+    queries, ``y_hat = sum_h v_h (x_q . wQ_h)(wK_h . Sigma_hat_xy)``, i.e.
+    ``W_QK = sum_h v_h wQ_h wK_h^T`` (``wQ_h``, ``wK_h`` in ``R^m``: w^Q_h, w^K_h in the chapter).
 
-    Start: ``|v_h| = ||q_h|| = ||k_h|| = eps`` with random signs and directions (``seed``), or
+    Start: ``|v_h| = ||wQ_h|| = ||wK_h|| = eps`` with random signs and directions (``seed``), or
     ``init = (v, Q, K)`` if given (then ``eps`` and ``seed`` are not used).
     Returns ``risk`` (``steps + 1``), ``diag`` (``(steps + 1) x m``: the diagonal of ``W_QK``
-    at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``q_h``, ``k_h``).
+    at every step), and the final ``v`` (``H``), ``Q``, ``K`` (``H x m``, rows ``wQ_h``,
+    ``wK_h``).
     """
     eps, eta, steps = _dyn_steps(eps, eta, steps)
     H = _count("H", H, 1)
@@ -508,7 +517,7 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
             if k == steps or not np.isfinite(risk[k]):
                 break
             G = S @ (MA - B)
-            GK, GQ = K @ G.T, Q @ G            # rows G k_h and G^T q_h
+            GK, GQ = K @ G.T, Q @ G            # rows G wK_h and G^T wQ_h
             v, Q, K = (v - eta * np.sum(Q * GK, 1), Q - eta * v[:, None] * GK,
                        K - eta * v[:, None] * GQ)
     if not np.isfinite(risk[k]):
@@ -520,10 +529,12 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
 def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
                direction=None, seed: int = 0) -> Dict[str, object]:
     """Stochastic gradient descent on fresh prompts for the merged parameterisation: step ``k``
-    draws ``batch`` new prompts (:func:`prompts`, seed ``seed + k + 1``), and moves ``(v, W_QK)``
-    against the gradient of their mean loss ``1/(2 batch) sum (v x_q^T W_QK h - y_q)^2``. The
+    draws ``batch`` new prompts (:func:`prompts`, seed ``seed + k + 1``), and moves ``(v, U_QK)``
+    against the gradient of their mean loss ``1/(2 batch) sum (v x_q^T U_QK Sigma_hat_xy -
+    y_q)^2``. The
     start is that of :func:`gd_merged` (the same ``direction`` or ``seed``). Returns ``risk``
-    (``steps + 1``): the population risk of every iterate, in closed form."""
+    (``steps + 1``): the population risk of every iterate, in closed form (and the final ``v``
+    and, under the key ``"W_QK"``, the final ``U_QK``)."""
     eps, eta, steps = _dyn_steps(eps, eta, steps)
     batch = _count("batch", batch, 1)
     S = _square(cov)
@@ -536,7 +547,7 @@ def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
         h = torch.einsum("inm,in->im", P["x"][:, :-1], P["y"][:, :-1]) / n
         xq, yq = P["x"][:, -1], P["y"][:, -1]
         r = v * torch.einsum("im,mk,ik->i", xq, W, h) - yq        # residuals
-        gM = torch.einsum("i,im,ik->mk", r, xq, h) / batch           # d loss / d (v W)
+        gM = torch.einsum("i,im,ik->mk", r, xq, h) / batch           # d loss / d (v U_QK)
         v, W = v - eta * (gM * W).sum(), W - eta * v * gM
         risk.append(float(population_risk(v * W, S, n)))
     if not np.isfinite(risk).all():
@@ -545,10 +556,11 @@ def sgd_merged(cov, n: int, *, eps: float, eta: float, steps: int, batch: int,
 
 
 def restricted_optimum(cov, n: int, S_dirs) -> tuple:
-    """For diagonal ``Sigma`` and a set ``S_dirs`` of coordinate indices: the minimiser ``W_S``
-    of the risk over ``W_QK`` supported on ``span{e_i : i in S}`` (rows and columns), and its
-    risk ``R_S = 1/2 tr Sigma - 1/2 sum_{i in S} (n-1) lambda_i^2 / (n lambda_i + tr Sigma)``
-    (formulas of the chapter's proposition). Returns ``(W_S, R_S)`` (tensor, float)."""
+    """For diagonal ``Sigma`` and a set ``S_dirs`` (the chapter's set I) of coordinate indices:
+    the minimiser ``W_I`` of the risk over ``W_QK`` supported on ``span{e_i : i in I}`` (rows and
+    columns), and its risk
+    ``R_I = 1/2 tr Sigma - 1/2 sum_{i in I} (n-1) lambda_i^2 / (n lambda_i + tr Sigma)``
+    (the levels (eq-icl-levels)). Returns ``(W_I, R_I)`` (tensor, float)."""
     lam = _dyn_eigenvalues(cov)
     n = _count("n", n, 2)
     idx = sorted(set(int(i) for i in S_dirs))
@@ -563,7 +575,7 @@ def restricted_optimum(cov, n: int, S_dirs) -> tuple:
 
 
 def plateau_levels(cov, n: int) -> list:
-    """``[R_{}, R_{1}, R_{1,2}, ...]``: the levels ``R_S`` of the saddles after learning the
+    """``[R_{}, R_{1}, R_{1,2}, ...]``: the levels ``R_I`` of the saddles after learning the
     ``k = 0..m`` directions of largest variance (diagonal ``Sigma``), in that order."""
     lam = _dyn_eigenvalues(cov)
     order = sorted(range(len(lam)), key=lambda i: -lam[i])
@@ -615,7 +627,7 @@ def drop_step(risk, cov, n: int) -> int:
 
 
 def _dyn_isotropic(m: int, n: int, eps) -> tuple:
-    """``(omega, rho*, rho_0)`` of the isotropic theorem: ``omega = sqrt(m) (n-1)/n``,
+    """``(lambda_s, rho*, rho_0)`` of the isotropic theorem: ``lambda_s = sqrt(m) (n-1)/n``,
     ``rho* = n/(n+m)``, ``rho_0 = eps^2 / sqrt(m)``."""
     m, n = _count("m", m, 1), _count("n", n, 2)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps:
@@ -628,16 +640,18 @@ def _dyn_isotropic(m: int, n: int, eps) -> tuple:
 
 
 def drop_time_flow(m: int, n: int, eps: float) -> float:
-    """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``W_QK = eps I / sqrt(m)``: the time at
-    which the risk is halfway down, ``log((rho*/rho_0 - 1) / (1 + sqrt 2)) / (2 omega)``."""
+    """Gradient flow, ``Sigma = I_m``, start ``v = eps``, ``U_QK = eps I / sqrt(m)``: the time at
+    which the risk is halfway down, ``log((rho*/rho_0 - 1) / (1 + sqrt 2)) / (2 lambda_s)``."""
     omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
     return math.log((rho_star / rho0 - 1) / (1 + math.sqrt(2))) / (2 * omega)
 
 
 def drop_step_bounds(m: int, n: int, eps: float, eta: float) -> tuple:
-    """Gradient descent with step ``eta`` (``eta omega <= 1/2``), same start: proved bounds
-    ``(lower, upper)`` on :func:`drop_step`, from ``log(rho_h/rho_0) / (2 log(1 + eta omega))``
-    and ``1 + log(rho_h/rho_0) / (2 log(1 + eta omega / sqrt 2))``, ``rho_h = (1 - 1/sqrt 2) rho*``.
+    """Gradient descent with step ``eta`` (``eta lambda_s <= 1/2``), same start: proved bounds
+    ``(lower, upper)`` on :func:`drop_step`, from
+    ``log(rho_h/rho_0) / (2 log(1 + eta lambda_s))`` and
+    ``1 + log(rho_h/rho_0) / (2 log(1 + eta lambda_s / sqrt 2))``,
+    ``rho_h = (1 - 1/sqrt 2) rho*``.
     """
     omega, rho_star, rho0 = _dyn_isotropic(m, n, eps)
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 < eta * omega <= 0.5:
@@ -702,7 +716,7 @@ def check_balance(conserved) -> None:
 
 def check_head_time(head_time) -> None:
     """ex-icl-head-time: ``head_time(eps, lam, n)`` approximates the flow time at which one head
-    started at ``(eps, eps e_1, eps e_1)`` reaches half of ``W*_11`` (``Sigma = diag(lam)``),
+    started at ``(eps, eps e_1, eps e_1)`` reaches half of ``(W_QK*)_11`` (``Sigma = diag(lam)``),
     within 5 % for ``eps = 1e-2`` and ``1e-3``, against a numerical quadrature of its ODE."""
     from .selfcheck import Wrong, _call, _num, _ok
     g = torch.Generator().manual_seed(99)
