@@ -49,6 +49,25 @@ set and neither ``workers`` nor ``scheduler`` is given, :func:`run` sends the ta
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 """Set to 1 in every local worker process (and torch's thread count to 1 inside every task)."""
 
+LOCAL_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.tick.limit": "30s",
+    "distributed.worker.memory.monitor-interval": "2s",
+    "distributed.admin.system-monitor.interval": "5s",
+}
+"""Dask settings of the local cluster (:func:`start_local`). A sweep's tasks are many small
+torch calls driven from Python, and Dask's background work competes with them for the
+interpreter and the cores: the statistical profiler samples every running task's stack every
+10 ms, the event loop ticks every 20 ms, the memory and system monitors poll every 0.1 and
+0.5 s. Here the profiler is off and the rest poll rarely (``benchmarks/sweep.py`` measures the
+difference). A cluster reached by address keeps its own settings."""
+
+DROPPED_ENV = ("MALLOC_TRIM_THRESHOLD_",)
+"""Variables Dask sets in its worker processes that the local cluster leaves out: Dask sets
+glibc's trim threshold to 64 KiB so that freed memory goes back to the system early, which
+makes the many small allocations of a sweep's tasks slower (``benchmarks/sweep.py``)."""
+
 PART_SUFFIX = ".part"
 
 
@@ -274,17 +293,31 @@ def _bar(total: int, initial: int, quiet: bool, desc: str):
                 disable=quiet or _in_book_build(), leave=False, file=sys.stderr)
 
 
-def start_local(workers: int):
+def start_local(workers: int, tuned: bool = True):
     """A Dask ``LocalCluster`` of ``workers`` processes with one thread each, every process with
-    the thread variables of :data:`THREAD_VARS` set to 1, its web port chosen free, quiet logs."""
+    the thread variables of :data:`THREAD_VARS` set to 1, its web port chosen free, quiet logs;
+    with ``tuned`` (default) also the settings of :data:`LOCAL_CONFIG` and without the variables
+    of :data:`DROPPED_ENV` (``tuned=False``: Dask's defaults, for the benchmark). Dask's nanny
+    writes the workers' variables into this process's environment as it starts them; the
+    environment is put back as it was, so that one cluster does not leak into the next."""
     import dask
     from distributed import LocalCluster
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     env.update({v: "1" for v in THREAD_VARS})
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=":0", silence_logs=logging.ERROR)
+    settings = {"distributed.nanny.pre-spawn-environ": env}
+    if tuned:
+        env.update({v: None for v in DROPPED_ENV})  # None: Dask leaves the variable out
+        settings.update(LOCAL_CONFIG)
+    before = dict(os.environ)
+    try:
+        with dask.config.set(settings):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                dashboard_address=":0", silence_logs=logging.ERROR)
+    finally:
+        for k in set(os.environ) - set(before):
+            del os.environ[k]
+        os.environ.update(before)
 
 
 def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Optional[str] = None,
@@ -303,8 +336,8 @@ def run(fn: Callable, tasks, *, workers: Optional[int] = None, scheduler: Option
     ``workers``, ``scheduler``, ``tasks``, ``resumed`` (tasks read from the checkpoint),
     ``wall_seconds`` and ``cpu_seconds`` (summed over the tasks, where they ran), for a
     result's provenance, and with Dask ``start_seconds`` and ``close_seconds`` (starting or
-    reaching the cluster, and closing it). ``threads``: torch threads inside every task (default 1; a task's
-    last bits can depend on it). A task that raises stops the sweep with its error, which
+    reaching the cluster, and closing it). ``threads``: torch threads inside every task
+    (default 1; a task's last bits can depend on it). A task that raises stops the sweep with its error, which
     names the task (the tasks finished by then stay in the checkpoint)."""
     t0 = time.perf_counter()
     name = fn_name(fn)

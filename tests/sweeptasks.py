@@ -39,3 +39,14 @@ def with_nan(seed: int) -> dict:
 
 def with_inf(seed: int) -> dict:
     return {"seed": seed, "x": float("inf")}
+
+
+def worker_settings(seed: int) -> dict:
+    """The Dask settings and thread variables the process running this task sees."""
+    import dask
+
+    return {"seed": seed, "pid": os.getpid(),
+            "profile": dask.config.get("distributed.worker.profile.enabled"),
+            "tick": dask.config.get("distributed.admin.tick.interval"),
+            "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+            "omp": os.environ.get("OMP_NUM_THREADS")}

@@ -131,6 +131,30 @@ def test_a_worker_killed_mid_sweep_on_local_workers(tmp_path):
     assert _bits(out) == _bits([sweep.probe(s, steps=30) for s in range(6)])
 
 
+def test_local_workers_get_the_quiet_settings():
+    # Dask's defaults first, for the benchmark's control, when asked: they do not leak into
+    # this process's environment (Dask's nanny writes its workers' variables there)
+    from distributed import Client
+
+    before = dict(os.environ)
+    cluster = sweep.start_local(1, tuned=False)
+    try:
+        with Client(cluster, set_as_default=False) as c:
+            r = c.submit(sweeptasks.worker_settings, 0, pure=False).result()
+    finally:
+        cluster.close()
+    assert r["profile"] is True and r["trim"] is not None and r["omp"] == "1", r
+    assert dict(os.environ) == before
+    # then the tuned cluster: the profiler off, rare ticks, no glibc trim threshold, one
+    # thread, in every worker
+    tasks = [{"seed": s} for s in range(4)]
+    out = sweep.run(sweeptasks.worker_settings, tasks, workers=2, quiet=True)
+    assert {r["pid"] for r in out} - {os.getpid()}, "the tasks did not leave this process"
+    for r in out:
+        assert r["profile"] is False and r["tick"] == sweep.LOCAL_CONFIG[
+            "distributed.admin.tick.interval"] and r["trim"] is None and r["omp"] == "1", r
+
+
 def test_an_interrupted_command_resumes(tmp_path):
     out, parts = tmp_path / "out", tmp_path / "parts"
     cmd = [sys.executable, "-m", "tdlib.phase", "--out", str(out), *TINY_ARGS, "--serial",
