@@ -61,10 +61,9 @@ def task_optimum(cov, task_cov, n):
     # x' = Omega^{1/2} x (covariance Omega^{1/2} Sigma Omega^{1/2}), read by the matrix
     # Omega^{-1/2} W Omega^{-1/2}; so W_Omega = Omega^{1/2} W*(Sigma') Omega^{1/2}
     #                                         = n (n Omega Sigma + tr(Sigma Omega) I)^{-1} Omega
-    S = torch.as_tensor(cov, dtype=torch.float64)
-    Om = torch.as_tensor(task_cov, dtype=torch.float64)
-    lam, U = torch.linalg.eigh(Om)
-    root = U @ torch.diag(lam.sqrt()) @ U.T
+    S, Om = (torch.as_tensor(a, dtype=torch.float64) for a in (cov, task_cov))
+    lam, V = torch.linalg.eigh(Om)
+    root = V @ torch.diag(lam.sqrt()) @ V.T              # Omega^{1/2}
     return root @ icl.optimum(root @ S @ root, n) @ root
     # END SOLUTION
 
@@ -72,10 +71,9 @@ def task_minimum(cov, task_cov, n):
     # BEGIN SOLUTION
     # the chapter's minimum for Sigma' = Omega^{1/2} Sigma Omega^{1/2}, whose eigenvalues are
     # those of Sigma Omega
-    S = torch.as_tensor(cov, dtype=torch.float64)
-    Om = torch.as_tensor(task_cov, dtype=torch.float64)
-    lam, U = torch.linalg.eigh(Om)
-    root = U @ torch.diag(lam.sqrt()) @ U.T
+    S, Om = (torch.as_tensor(a, dtype=torch.float64) for a in (cov, task_cov))
+    lam, V = torch.linalg.eigh(Om)
+    root = V @ torch.diag(lam.sqrt()) @ V.T
     return float(icl.minimum_risk(root @ S @ root, n))
     # END SOLUTION
 
@@ -167,8 +165,8 @@ assert int(_n) == _n, "n should be an integer"
 # %%
 # HIDDEN
 def _overshoot_certificate():
-    cov, n = overshooting_covariance()
-    S = torch.as_tensor(cov, dtype=torch.float64)
+    S, n = overshooting_covariance()
+    S = torch.as_tensor(S, dtype=torch.float64)
     assert int(n) == n and 2 <= int(n) <= 100, "need an integer n with 2 <= n <= 100"
     n = int(n)
     assert S.ndim == 2 and S.shape[0] == S.shape[1] >= 2, "cov must be m x m with m >= 2"
