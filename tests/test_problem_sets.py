@@ -37,7 +37,7 @@ LONG = 45
 
 def test_one_set_per_theory_chapter():
     assert SETS == ["gaussian-convergence", "in-context-regression", "joint-training",
-                    "softmax-local-minimum", "zero-loss"]
+                    "kernel-zoo", "softmax-local-minimum", "zero-loss"]
 
 
 # ------------------------------------------------------------------------------ reading a source
@@ -351,6 +351,19 @@ WRONG = {
         "def best_step(cov, n):\n"
         "    h = icl.hessian_eigenvalues(cov, n)\n"
         "    return 1 / float(h[-1]), (1 - float(h[0] / h[-1])) ** 2",
+    "q1-weights-at-infinity":  # l2 split evenly like softmax on ties; sigmoid's zero scores
+        "def limit_weights(kernel, omega, K):\n"
+        "    p = torch.as_tensor(K, dtype=torch.float64) @ torch.as_tensor(omega).double()\n"
+        "    if kernel == 'gaussian':\n"
+        "        return torch.zeros(len(p), dtype=torch.float64)\n"
+        "    if kernel == 'sigmoid-logn':\n"
+        "        return (p > 0).to(torch.float64)\n"
+        "    top = (p == p.max()).to(torch.float64)\n"
+        "    return top / top.sum()",
+    "q2-scalar-trap":  # two keys: no spurious minimum exists (question 3)
+        "def scalar_trap():\n"
+        "    return {'keys': [-1.0, 1.0], 'values': [0.0, 2.0], 'target': 1.5, 's_loc': 0.0,\n"
+        "            's_better': 1.0}",
     "q4-unbalanced-limit":  # the balanced limit, ignoring the conserved imbalance
         "def unbalanced_limit(m, n, a, b):\n"
         "    v = math.sqrt(math.sqrt(m) * n / (n + m))\n"
