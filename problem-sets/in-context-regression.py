@@ -200,12 +200,12 @@ _overshoot_certificate()
 # step size $\eta^\star$ that makes the worst factor $\max_h|1 - \eta h|$ smallest, and the factor
 # $r^\star$ by which the risk gap $\mathcal R(W_t) - \mathcal R^*$ then shrinks per step in the
 # long run, from $W_0 = 0$ (say why no eigen-direction that matters is left out). Write
-# `best_step(cov, n)` returning `(eta_star, r_star)`. Verify yourself: run `icl.population_gd`
+# `fastest_step(cov, n)` returning `(eta_star, r_star)`. Verify yourself: run `icl.population_gd`
 # at $\eta^\star$ from zero, measure the ratio of the gaps over the last steps, and compare with
 # the run at $\eta = 1/\lambda_{\max}(\mathcal H)$.
 
 # %%
-def best_step(cov, n):
+def fastest_step(cov, n):
     # BEGIN SOLUTION
     # the Hessian's eigenvalues lambda_a (n-1)/n^2 (n lambda_b^2 + t lambda_b) are smallest and
     # largest at a = b = the smallest and the largest eigenvalue of Sigma; both extreme
@@ -220,18 +220,18 @@ def best_step(cov, n):
 # # BEGIN TESTS
 
 # %%
-_out = best_step(torch.eye(2, dtype=torch.float64), 4)
+_out = fastest_step(torch.eye(2, dtype=torch.float64), 4)
 assert len(_out) == 2 and all(math.isfinite(float(v)) for v in _out), "return (eta, rate)"
 
 # %%
 # HIDDEN
-def _best_step_checks():
+def _fastest_step_checks():
     for k, (m, n) in enumerate(((2, 4), (3, 8), (4, 12))):
         S = icl.random_covariance(m, seed=500 + k, low=0.3, high=2.0)
         lam = torch.linalg.eigvalsh(S)
         t = float(lam.sum())
         hs = [(n - 1) / n ** 2 * float(l) ** 2 * (n * float(l) + t) for l in (lam[0], lam[-1])]
-        eta, rate = (float(v) for v in best_step(S, n))
+        eta, rate = (float(v) for v in fastest_step(S, n))
         assert abs(eta - 2 / sum(hs)) <= 1e-9 * eta, "not the best step size"
         want = ((hs[1] - hs[0]) / (hs[1] + hs[0])) ** 2
         assert abs(rate - want) <= 1e-9, "not the rate at the best step size"
@@ -240,7 +240,7 @@ def _best_step_checks():
         tail = int((gap > 1e-24 * gap[0]).sum()) - 1
         measured = float((gap[tail] / gap[tail - 20]) ** (1 / 20))
         assert abs(measured - rate) <= 1e-3 * rate, f"measured {measured}, claimed {rate}"
-_best_step_checks()
+_fastest_step_checks()
 
 # %% [raw]
 # # END TESTS

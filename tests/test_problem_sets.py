@@ -348,7 +348,7 @@ WRONG = {
     "q2-overshooting-step":  # the isotropic covariance itself: the learnt step helps there
         "def overshooting_covariance():\n    return torch.eye(3, dtype=torch.float64), 10",
     "q3-best-step":  # the step 1 / lambda_max of the chapter's check, with its rate
-        "def best_step(cov, n):\n"
+        "def fastest_step(cov, n):\n"
         "    h = icl.hessian_eigenvalues(cov, n)\n"
         "    return 1 / float(h[-1]), (1 - float(h[0] / h[-1])) ** 2",
     "q1-weights-at-infinity":  # l2 split evenly like softmax on ties; sigmoid's zero scores
