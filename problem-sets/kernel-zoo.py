@@ -290,8 +290,8 @@ _scalar_trap_certificate()
 # (c) On $\mathcal D$ every weight, output and gradient is exactly zero (*The dead zone of ReLU
 # attention*, part 1), so gradient descent never moves, whatever the step. $\mathcal D$ is open, so
 # a small enough perturbation stays in it; only a perturbation large enough to leave
-# $\mathcal D$ helps, and the chapter measured that a positive fraction of random starts land in
-# it.
+# $\mathcal D$ helps. Under the hypotheses of part 2, $\mathcal D$ has positive measure, so random
+# starts can land in it (the chapter measures how often).
 #
 # (d) Along a direction $\omega$ for which several keys share the largest projection
 # $k_j^\top\omega$, the `l2` weights tend to a point inside a face of the simplex (weights
