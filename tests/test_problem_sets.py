@@ -36,8 +36,8 @@ LONG = 45
 
 
 def test_one_set_per_theory_chapter():
-    assert SETS == ["gaussian-convergence", "joint-training", "softmax-local-minimum",
-                    "zero-loss"]
+    assert SETS == ["gaussian-convergence", "in-context-regression", "joint-training",
+                    "kernel-zoo", "softmax-local-minimum", "zero-loss"]
 
 
 # ------------------------------------------------------------------------------ reading a source
@@ -342,18 +342,56 @@ WRONG = {
         "def gaussian_counterexample():\n"
         "    return {'K': [[-2.0], [2.0]], 'U': [[1.0], [2.0]], 'y': [2.0], 'q_loc': [-2.0],\n"
         "            'q_better': [2.0]}",
+    "q1-task-covariance":  # the chapter's optimum, ignoring the task covariance
+        "def task_optimum(cov, task_cov, n):\n    return icl.optimum(cov, n)\n"
+        "def task_minimum(cov, task_cov, n):\n    return float(icl.minimum_risk(cov, n))",
+    "q2-overshooting-step":  # the isotropic covariance itself: the learnt step helps there
+        "def overshooting_covariance():\n    return torch.eye(3, dtype=torch.float64), 10",
+    "q3-best-step":  # the step 1 / lambda_max of the chapter's check, with its rate
+        "def fastest_step(cov, n):\n"
+        "    h = icl.hessian_eigenvalues(cov, n)\n"
+        "    return 1 / float(h[-1]), (1 - float(h[0] / h[-1])) ** 2",
+    "q1-weights-at-infinity":  # l2 split evenly like softmax on ties; sigmoid's zero scores
+        "def limit_weights(kernel, omega, K):\n"
+        "    p = torch.as_tensor(K, dtype=torch.float64) @ torch.as_tensor(omega).double()\n"
+        "    if kernel == 'gaussian':\n"
+        "        return torch.zeros(len(p), dtype=torch.float64)\n"
+        "    if kernel == 'sigmoid-logn':\n"
+        "        return (p > 0).to(torch.float64)\n"
+        "    top = (p == p.max()).to(torch.float64)\n"
+        "    return top / top.sum()",
+    "q2-scalar-trap":  # two keys: no spurious minimum exists (question 3)
+        "def scalar_trap():\n"
+        "    return {'keys': [-1.0, 1.0], 'values': [0.0, 2.0], 'target': 1.5, 's_loc': 0.0,\n"
+        "            's_better': 1.0}",
+    "q4-unbalanced-limit":  # the balanced limit, ignoring the conserved imbalance
+        "def unbalanced_limit(m, n, a, b):\n"
+        "    v = math.sqrt(math.sqrt(m) * n / (n + m))\n"
+        "    return v, v / math.sqrt(m) * torch.eye(m, dtype=torch.float64)",
 }
 
 
 @pytest.mark.parametrize("name", SETS)
 def test_reference_answers_pass_and_wrong_answers_fail(name):
     """The reference answer of every autograded question passes its tests, run here directly
-    (float64, fresh instances as in the grader), and a plausible wrong answer fails them."""
+    (float64, fresh instances as in the grader), and a plausible wrong answer fails them. Marked
+    as the grader marks (a question's points when all its tests pass), the reference submission
+    earns every autograded point and the submission of the wrong answers none."""
     ns, tests = _namespace(name)
+    points = {q["config"]["name"]: sum(q["config"]["points"]) for q in _questions(name)
+              if not q["config"].get("manual")}
+    marks = {"reference": 0, "wrong": 0}
     for qname, cells in tests.items():
         if not cells:
             continue                          # a written question
-        assert _passes(ns, cells), f"{name}/{qname}: the reference answer fails its tests"
         wrong = dict(ns)
         exec(WRONG[qname], wrong)
-        assert not _passes(wrong, cells), f"{name}/{qname}: a wrong answer passes"
+        passed = {"reference": _passes(ns, cells), "wrong": _passes(wrong, cells)}
+        assert passed["reference"], f"{name}/{qname}: the reference answer fails its tests"
+        assert not passed["wrong"], f"{name}/{qname}: a wrong answer passes"
+        for who, ok in passed.items():
+            marks[who] += points[qname] if ok else 0
+    total = sum(points.values())
+    print(f"{name}: reference {marks['reference']}/{total}, wrong answers "
+          f"{marks['wrong']}/{total} autograded points")
+    assert marks["reference"] == total > 0 and marks["wrong"] < total
