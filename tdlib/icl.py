@@ -1160,26 +1160,35 @@ def flat_softmax_risk(m: int, n: int) -> float:
     return 0.5 * m * (1 + (n - 1) / n ** 2)
 
 
+def _check_flat(name: str, answer, want, hint: str, done: str) -> None:
+    """Compare the reader's ``answer(m, n)`` with ``want(m, n)`` (to relative 1e-9) on four
+    sizes; a wrong or malformed answer raises :class:`tdlib.selfcheck.Wrong` starting with
+    ``name`` (with ``hint`` when the value is off); prints ``correct`` (``done``) otherwise."""
+    from .selfcheck import Wrong, _call, _num, _ok, _require
+
+    try:
+        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
+            got = _num(name, _call(name, answer, m, n))
+            w = want(m, n)
+            _require(abs(got - w) <= 1e-9 * w,
+                     f"for m={m}, n={n} your risk is too {'large' if got > w else 'small'}. "
+                     f"Hint: {hint}")
+    except Wrong as err:
+        if str(err).startswith(f"{name}:"):
+            raise
+        raise Wrong(f"{name}: {err}") from None
+    return _ok(done)
+
+
 def check_flat_risk(flat_risk) -> None:
     """Self-check of the exercise *uniform attention* (label ``ex-icl-flat``): ``flat_risk(m,
     n)`` must return the population risk of the structured Softmax layer at ``W_Q = 0`` for
     isotropic covariates; compared with the closed form on several sizes. Prints ``correct``
     or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
-    from .selfcheck import Wrong, _call, _num, _ok, _require
-
-    try:
-        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
-            got = _num("flat_risk", _call("flat_risk", flat_risk, m, n))
-            want = flat_softmax_risk(m, n)
-            _require(abs(got - want) <= 1e-9 * want,
-                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
-                     "Hint: the query's own token has weight 1/n and value 0; given w, the "
-                     "examples and the query are independent with mean zero")
-    except Wrong as err:
-        if str(err).startswith("flat_risk:"):
-            raise
-        raise Wrong(f"flat_risk: {err}") from None
-    return _ok("the risk of uniform Softmax attention is right on four sizes")
+    return _check_flat("flat_risk", flat_risk, flat_softmax_risk,
+                       "the query's own token has weight 1/n and value 0; given w, the "
+                       "examples and the query are independent with mean zero",
+                       "the risk of uniform Softmax attention is right on four sizes")
 
 
 def flat_gaussian_risk(m: int, n: int) -> float:
@@ -1195,21 +1204,10 @@ def check_flat_gaussian_risk(flat_gaussian) -> None:
     """Self-check of the exercise *a Gaussian start* (label ``ex-icl-flat-gauss``):
     ``flat_gaussian(m, n)`` must return :func:`flat_gaussian_risk` on several sizes. Prints
     ``correct`` or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
-    from .selfcheck import Wrong, _call, _num, _ok, _require
-
-    try:
-        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
-            got = _num("flat_gaussian", _call("flat_gaussian", flat_gaussian, m, n))
-            want = flat_gaussian_risk(m, n)
-            _require(abs(got - want) <= 1e-9 * want,
-                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
-                     "Hint: the weights are not normalised; E[exp(-b |x|^2) x x^T] is a "
-                     "multiple of the identity")
-    except Wrong as err:
-        if str(err).startswith("flat_gaussian:"):
-            raise
-        raise Wrong(f"flat_gaussian: {err}") from None
-    return _ok("the risk of the Gaussian layer at W_Q = 0 is right on four sizes")
+    return _check_flat("flat_gaussian", flat_gaussian, flat_gaussian_risk,
+                       "the weights are not normalised; E[exp(-b |x|^2) x x^T] is a "
+                       "multiple of the identity",
+                       "the risk of the Gaussian layer at W_Q = 0 is right on four sizes")
 
 
 def main(argv=None) -> int:
@@ -1218,7 +1216,6 @@ def main(argv=None) -> int:
     ``--checkpoint``)."""
     import argparse
     import sys
-    from pathlib import Path
 
     from . import book
     from . import sweep as runner
@@ -1231,22 +1228,17 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     runner.add_arguments(ap)
     args = ap.parse_args(argv)
-    out = Path(args.out)
     try:
-        if out.suffix in (".json", ".npz") or out.is_file():
-            raise ValueError(f"--out: expected a folder, got {args.out}")
-        book.check_writable(out / "results.json")
-        where = runner.options(args, out / ".sweep-parts")
+        path, where = runner.out_folder(args)
         bridge_tasks(seeds=args.seeds, kernels=args.kernels)      # refuse bad options now
     except (ValueError, TypeError, OSError) as err:
         ap.error(f"bad configuration: {err}")
     book.git_state()
     torch.set_num_threads(1)
-    cmd = "python -m tdlib.icl " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = bridge_sweep(command=cmd, quiet=not args.progress, seeds=args.seeds,
-                       kernels=args.kernels, **where)
-    path = book.save_json(out / "results.json", doc)
-    runner.clear(where["checkpoint"])
+    doc = bridge_sweep(command=runner.command("python -m tdlib.icl", argv),
+                       quiet=not args.progress, seeds=args.seeds, kernels=args.kernels,
+                       **where)
+    path = runner.save(path, doc, where)
     print(f"wrote {path} in {doc['provenance']['wall_seconds']:.0f} s", file=sys.stderr)
     return 0
 
