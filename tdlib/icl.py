@@ -1291,7 +1291,6 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    from . import book
     from . import sweep as runner
 
     ap = argparse.ArgumentParser(prog="python -m tdlib.icl",
@@ -1302,13 +1301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     runner.add_arguments(ap)
     args = ap.parse_args(argv)
-    try:
-        path, where = runner.out_folder(args)
-        bridge_tasks(seeds=args.seeds, kernels=args.kernels)      # refuse bad options now
-    except (ValueError, TypeError, OSError) as err:
-        ap.error(f"bad configuration: {err}")
-    book.git_state()
-    torch.set_num_threads(1)
+    path, where = runner.start(ap, args, lambda: bridge_tasks(seeds=args.seeds,
+                                                              kernels=args.kernels))
     doc = bridge_sweep(command=runner.command("python -m tdlib.icl", argv),
                        quiet=not args.progress, seeds=args.seeds, kernels=args.kernels,
                        **where)

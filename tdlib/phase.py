@@ -38,7 +38,6 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -981,13 +980,7 @@ def main(argv=None) -> int:
                       d_out=args.d_out, instances=args.instances, steps=args.steps,
                       max_steps=args.max_steps, tol=args.tol, seed=args.seed, audit=args.audit,
                       zero_tol=args.zero_tol)
-    try:
-        cfg.validate()
-        path, where = runner.out_folder(args)
-    except (ValueError, TypeError, OSError) as err:
-        p.error(f"bad configuration: {err}")
-    book.git_state()  # the code this process runs, read before any long work
-    torch.set_num_threads(1)
+    path, where = runner.start(p, args, cfg.validate)
     res = sweep(cfg, progress=not args.quiet, **where)
     res["provenance"]["command"] = runner.command("python -m tdlib.phase", argv)
     path = runner.save(path, res, where)

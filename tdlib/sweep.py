@@ -544,3 +544,22 @@ def save(path, doc: dict, where: dict) -> Path:
     path = book.save_json(path, doc)
     clear(where["checkpoint"])
     return path
+
+
+def start(parser, args, check: Optional[Callable] = None) -> tuple:
+    """Everything a sweep command does before its runs: :func:`out_folder` of the parsed
+    ``args`` and ``check()`` (the command's own checks of its options), a bad one refused
+    by ``parser.error("bad configuration: ...")`` before any work; then the code's git
+    state is recorded and torch set to one thread. Returns ``(OUT/results.json,
+    keywords of run)``."""
+    import torch
+
+    try:
+        path, where = out_folder(args)
+        if check is not None:
+            check()
+    except (ValueError, TypeError, OSError) as err:
+        parser.error(f"bad configuration: {err}")
+    book.git_state()  # the code this process runs, read before any long work
+    torch.set_num_threads(1)
+    return path, where

@@ -29,7 +29,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -740,13 +739,8 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     runner.add_arguments(ap)
     args = ap.parse_args(argv)
-    try:
-        path, where = runner.out_folder(args)
-        tasks(instances=args.instances, kernels=args.kernels)     # refuse bad options now
-    except (ValueError, TypeError, OSError) as err:
-        ap.error(f"bad configuration: {err}")
-    book.git_state()   # record the code as it is when the run starts
-    torch.set_num_threads(1)
+    path, where = runner.start(ap, args, lambda: tasks(instances=args.instances,
+                                                       kernels=args.kernels))
     doc = sweep(command=runner.command("python -m tdlib.zoo", argv), quiet=not args.progress,
                 instances=args.instances, kernels=args.kernels, **where)
     path = runner.save(path, doc, where)
