@@ -1317,7 +1317,7 @@ def main(argv=None) -> int:
                 runs = check_runs([r for d in docs for r in d["runs"]])
         except (ValueError, FileNotFoundError, KeyError) as err:
             p.error(str(err))
-        merge = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+        merge = runner.command("python -m tdlib.experiments", argv)
         # the recorded command remakes the parts (in any order, or in parallel) and joins them
         parts = [d["provenance"]["command"] for d in docs]
         parts_git = [d["provenance"].get("git") for d in docs]
@@ -1332,7 +1332,7 @@ def main(argv=None) -> int:
                     extra={"parts": parts, "parts_git": parts_git, **shared_extras(docs)})
         print(f"wrote {path} ({len(runs)} runs)")
         return 0
-    command = "python -m tdlib.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = runner.command("python -m tdlib.experiments", argv)
     try:
         cfg = _config_from_args(a)
         if a.threads is not None:

@@ -45,11 +45,32 @@ def _count(name: str, value, low: int) -> int:
     return int(value)
 
 
+def _seed(value) -> int:
+    """A seed: an integer in ``[0, 2^63)`` (what torch's generators take), or a clear
+    error."""
+    seed = _count("seed", value, 0)
+    if seed >= 2 ** 63:
+        raise ValueError(f"seed must be below 2**63, got {seed}")
+    return seed
+
+
+def _real(name: str, value, want: str = "an array of real numbers") -> torch.Tensor:
+    """``value`` as a float64 tensor (a tensor keeps its autograd graph), or a
+    ``TypeError`` naming ``name`` and saying ``want``: strings, ``None``, booleans and
+    complex numbers are refused (a cast would turn them into numbers silently). Shape
+    and finiteness are left to the caller."""
+    from .checks import real_array
+
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(torch.float64)
+    return torch.from_numpy(real_array(name, value, want))
+
+
 def _covariance(cov, m: int) -> torch.Tensor:
     """``cov`` as an ``m x m`` float64 symmetric positive definite tensor (identity if None)."""
     if cov is None:
         return torch.eye(m, dtype=torch.float64)
-    S = torch.as_tensor(cov, dtype=torch.float64)
+    S = _real("cov", cov, f"an ({m}, {m}) covariance matrix")
     if S.shape != (m, m):
         raise ValueError(f"cov must have shape ({m}, {m}), got {tuple(S.shape)}")
     tol = 1e-12 * (1 + float(S.abs().max()))
@@ -62,7 +83,7 @@ def _covariance(cov, m: int) -> torch.Tensor:
 
 def _square(cov) -> torch.Tensor:
     """A covariance given without its size: checked by :func:`_covariance`."""
-    S = torch.as_tensor(cov, dtype=torch.float64)
+    S = _real("cov", cov, "a square covariance matrix")
     if S.ndim != 2 or S.shape[0] != S.shape[1] or S.shape[0] == 0:
         raise ValueError(f"cov must be a non-empty square matrix, got shape {tuple(S.shape)}")
     return _covariance(S, S.shape[0])
@@ -92,6 +113,7 @@ def prompts(N: int, n: int, m: int, *, cov=None, seed: int = 0,
 
 def tokens(P: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The layer's input ``X`` (``N x n x (m+1)``): rows ``(x_j, y_j)`` and ``(x_q, 0)`` last."""
+    _prompts(P)
     y = P["y"].clone()
     y[:, -1] = 0
     return torch.cat([P["x"], y[..., None]], dim=-1)
@@ -100,11 +122,10 @@ def tokens(P: Dict[str, torch.Tensor]) -> torch.Tensor:
 def predict(W_QK: torch.Tensor, P: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The prediction (ICL) ``x_q^T W_QK Sigma_hat_xy`` for every prompt (a vector of length
     ``N``)."""
+    _prompts(P)
     x, y = P["x"], P["y"]
     n, m = x.shape[1], x.shape[2]
-    W_QK = torch.as_tensor(W_QK, dtype=x.dtype)
-    if W_QK.shape != (m, m):
-        raise ValueError(f"W_QK must have shape ({m}, {m}), got {tuple(W_QK.shape)}")
+    W_QK = _matrix("W_QK", W_QK, m).to(x.dtype)
     h = torch.einsum("inm,in->im", x[:, :-1], y[:, :-1]) / n
     return torch.einsum("im,mk,ik->i", x[:, -1], W_QK, h)
 
@@ -122,9 +143,7 @@ def population_risk(W_QK, cov, n: int) -> torch.Tensor:
     """``R(W_QK) = 1/2 E[(y_hat - y_q)^2]`` in closed form (float64 scalar tensor)."""
     B, A = moments(cov, n)
     S = _square(cov)
-    G = torch.as_tensor(W_QK, dtype=torch.float64)
-    if G.shape != S.shape:
-        raise ValueError(f"W_QK must have shape {tuple(S.shape)}, got {tuple(G.shape)}")
+    G = _matrix("W_QK", W_QK, S.shape[0])
     return 0.5 * torch.trace(S @ G @ A @ G.T) - torch.trace(S @ G @ B) + 0.5 * torch.trace(S)
 
 
@@ -146,11 +165,7 @@ def _matrix(name: str, value, m: int) -> torch.Tensor:
     """``value`` as a finite float64 ``m x m`` tensor, or an error naming ``name``."""
     if isinstance(value, (str, bool)) or value is None:
         raise TypeError(f"{name}: expected an ({m}, {m}) array of numbers, got {value!r:.60}")
-    try:
-        M = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name}: expected an ({m}, {m}) array of numbers, got "
-                        f"{type(value).__name__}") from None
+    M = _real(name, value, f"an ({m}, {m}) array of numbers")
     if M.shape != (m, m):
         raise ValueError(f"{name}: expected shape ({m}, {m}), got {tuple(M.shape)}")
     if not torch.isfinite(M).all():
@@ -178,7 +193,7 @@ def random_covariance(m: int, *, seed: int = 0, low: float = 0.25,
                       high: float = 2.0) -> torch.Tensor:
     """A random ``m x m`` covariance ``Sigma = U diag(lambda) U^T`` (float64): ``U`` a random
     orthogonal matrix, eigenvalues ``lambda_i`` uniform in ``[low, high]`` (``0 < low < high``)."""
-    m, seed = _count("m", m, 1), _count("seed", seed, 0)
+    m, seed = _count("m", m, 1), _seed(seed)
     for name, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise TypeError(f"{name}: expected a finite number, got {v!r}")
@@ -285,10 +300,7 @@ def preconditioned_step(P, precond, w=None) -> torch.Tensor:
     if w is None:
         w0 = torch.zeros(N, m, dtype=torch.float64)
     else:
-        try:
-            w0 = torch.as_tensor(w, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"w: expected an array of numbers, got {type(w).__name__}") from None
+        w0 = _real("w", w, "an array of numbers")
         if w0.shape not in ((m,), (N, m)) or not torch.isfinite(w0).all():
             raise ValueError(f"w: expected finite numbers of shape ({m},) or ({N}, {m}), got "
                              f"shape {tuple(w0.shape)}")
@@ -435,9 +447,9 @@ def _dyn_start(direction, m: int, seed) -> np.ndarray:
     """The unit (Frobenius) direction ``U`` of the merged start ``U_QK = eps U``: ``direction``
     normalised, or a Gaussian matrix drawn with ``seed`` (``m x m``, float64 NumPy)."""
     if direction is None:
-        return _dyn_unit(torch.Generator().manual_seed(_count("seed", seed, 0)),
+        return _dyn_unit(torch.Generator().manual_seed(_seed(seed)),
                      m * m).reshape(m, m)
-    U = torch.as_tensor(direction, dtype=torch.float64).numpy()
+    U = _real("direction", direction, f"a {m} x {m} matrix").numpy()
     if U.shape != (m, m) or not np.isfinite(U).all() or not np.abs(U).sum() > 0:
         raise ValueError(f"direction must be a finite non-zero {m} x {m} matrix")
     return U / np.linalg.norm(U)
@@ -497,7 +509,7 @@ def gd_separate(cov, n: int, *, H: int, eps: float, eta: float, steps: int,
     B, A = (x.numpy() for x in moments(cov, n))
     S = _square(cov).numpy()
     m = S.shape[0]
-    g = torch.Generator().manual_seed(_count("seed", seed, 0))
+    g = torch.Generator().manual_seed(_seed(seed))
     v = eps * np.sign(_dyn_unit(g, H, 1)[:, 0])
     Q, K = eps * _dyn_unit(g, H, m), eps * _dyn_unit(g, H, m)
     if init is not None:
@@ -563,6 +575,10 @@ def restricted_optimum(cov, n: int, S_dirs) -> tuple:
     (the levels (eq-icl-levels)). Returns ``(W_I, R_I)`` (tensor, float)."""
     lam = _dyn_eigenvalues(cov)
     n = _count("n", n, 2)
+    if isinstance(S_dirs, (str, bytes)) or not hasattr(S_dirs, "__iter__") or any(
+            isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in S_dirs):
+        raise TypeError(f"S_dirs must be a set of integer indices in "
+                        f"0..{len(lam) - 1}, got {S_dirs!r:.60}")
     idx = sorted(set(int(i) for i in S_dirs))
     if any(i < 0 or i >= len(lam) for i in idx):
         raise ValueError(f"S_dirs must hold indices in 0..{len(lam) - 1}, got {list(S_dirs)}")
@@ -588,9 +604,11 @@ def learning_steps(diag, cov, n: int) -> np.ndarray:
     (``-1`` if never)."""
     lam = _dyn_eigenvalues(cov)
     n = _count("n", n, 2)
-    D = np.asarray(diag, dtype=np.float64)
-    if D.ndim != 2 or D.shape[1] != len(lam):
-        raise ValueError(f"diag must have shape (steps, {len(lam)}), got {D.shape}")
+    D = _real("diag", diag, f"a (steps, {len(lam)}) array of numbers").numpy()
+    if D.ndim != 2 or D.shape[1] != len(lam) or not len(D) \
+            or not np.isfinite(D).all():
+        raise ValueError(f"diag must be finite numbers of shape (steps, {len(lam)}), "
+                         f"got shape {D.shape}")
     half = 0.5 * n / (n * lam + lam.sum())
     hit = D >= half
     return np.where(hit.any(0), hit.argmax(0), -1)
@@ -600,11 +618,20 @@ def measured_plateaus(risk, steps_learned) -> list:
     """The plateau values of a risk curve cut at the learning steps: in each interval between
     consecutive learning steps (and before the first, after the last) the risk where the curve
     is flattest in log time, i.e. where ``(k + 1) |R_{k+1} - R_k|`` is smallest."""
-    R = np.asarray(risk, dtype=np.float64)
+    R = _real("risk", risk, "a curve of numbers").numpy()
+    if isinstance(steps_learned, (str, bytes)) \
+            or not hasattr(steps_learned, "__iter__") \
+            or any(isinstance(k, bool) or not isinstance(k, numbers.Integral)
+                   for k in steps_learned):
+        raise TypeError(f"steps_learned must be integer indices of the curve, got "
+                        f"{steps_learned!r:.60}")
+    if R.ndim != 1 or not np.isfinite(R).all():
+        raise ValueError(f"risk must be a finite curve, got shape {R.shape}")
     cuts = sorted(int(k) for k in steps_learned)
     if R.ndim != 1 or len(R) < 2 or any(k < 0 or k >= len(R) for k in cuts):
-        raise ValueError("risk must be a curve of length >= 2 and every learning step one of "
-                         f"its indices, got {len(R)} points and steps {cuts}")
+        raise ValueError("risk must be a curve of length >= 2 and every learning step "
+                         f"(steps_learned) one of its indices, got {len(R)} points "
+                         f"and steps {cuts}")
     flat = (np.arange(len(R) - 1) + 1) * np.abs(np.diff(R))
     out = []
     for lo, hi in zip([0] + cuts, cuts + [len(R) - 1]):
@@ -617,7 +644,7 @@ def measured_plateaus(risk, steps_learned) -> list:
 def drop_step(risk, cov, n: int) -> int:
     """The first step at which ``risk`` is at most ``(R_0 + R*) / 2``, halfway from the risk
     at zero, ``R_0 = 1/2 tr Sigma``, down to the minimum ``R*`` (``-1`` if never)."""
-    R = np.asarray(risk, dtype=np.float64)
+    R = _real("risk", risk, "a curve of numbers").numpy()
     if R.ndim != 1 or len(R) == 0 or not np.isfinite(R).all():
         raise ValueError(f"risk must be a non-empty finite curve, got shape {R.shape}")
     R0 = 0.5 * float(torch.trace(_square(cov)))
@@ -630,8 +657,9 @@ def _dyn_isotropic(m: int, n: int, eps) -> tuple:
     """``(lambda_s, rho*, rho_0)`` of the isotropic theorem: ``lambda_s = sqrt(m) (n-1)/n``,
     ``rho* = n/(n+m)``, ``rho_0 = eps^2 / sqrt(m)``."""
     m, n = _count("m", m, 1), _count("n", n, 2)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) \
+            or not 0 < eps < math.inf:
+        raise ValueError(f"eps must be a finite positive number, got {eps!r}")
     rho_star, rho0 = n / (n + m), eps ** 2 / math.sqrt(m)
     if rho0 >= (1 - 2 ** -0.5) * rho_star:
         raise ValueError(f"eps = {eps} starts past the drop: need eps^2 / sqrt(m) < "
@@ -765,6 +793,29 @@ __all__ += ["BRIDGE_KERNELS", "BRIDGE_MODES", "bridge_layer", "structured_layer"
             "check_flat_gaussian_risk"]
 
 
+def _layer(model):
+    """``model`` if it is the book's layer (:class:`~tdlib.attention.AttentionLayer`),
+    else a ``TypeError`` naming it."""
+    from .attention import AttentionLayer
+
+    if not isinstance(model, AttentionLayer):
+        raise TypeError(f"model: expected an AttentionLayer (bridge_layer or "
+                        f"structured_layer), got {type(model).__name__}")
+    return model
+
+
+def _kernels(kernels) -> list:
+    """``kernels`` as a non-empty list of registered kernel names, or a clear error."""
+    if isinstance(kernels, (str, bytes)) or not hasattr(kernels, "__iter__") \
+            or not list(kernels):
+        raise ValueError(f"kernels: expected a non-empty list of kernel names such as "
+                         f"{list(BRIDGE_KERNELS)}, got {kernels!r:.60}")
+    try:
+        return [_kernel(k) for k in kernels]
+    except ValueError as err:
+        raise ValueError(f"kernels: {err}") from None
+
+
 def _kernel(kernel) -> str:
     from .attention import KERNELS
 
@@ -807,17 +858,19 @@ def structured_layer(kernel: str, m: int, seed: int = 0, scale: float = 1.0):
 def query_output(model, X) -> torch.Tensor:
     """The layer's output at the query token, ``T(X_i)_{n,1}`` for every prompt (length N)."""
     with torch.no_grad():
-        return model(X)[:, -1, 0]
+        return _layer(model)(X)[:, -1, 0]
 
 
 def query_loss(model, X, y_q) -> torch.Tensor:
     """``f = 1/2 sum_i (T(X_i)_{n,1} - y_{q,i})^2``: the book's loss restricted to the query
     token (a 0-d tensor; ``X``: ``N x n x (m+1)``, ``y_q``: length ``N``)."""
-    X = model.check_X(X)
-    y_q = torch.as_tensor(y_q, dtype=X.dtype)
+    X = _layer(model).check_X(X)
+    y_q = _real("y_q", y_q, "one label per prompt").to(X.dtype)
     if y_q.shape != (X.shape[0],):
         raise ValueError(f"y_q: expected one label per prompt, shape ({X.shape[0]},), got "
                          f"{tuple(y_q.shape)}")
+    if not torch.isfinite(y_q).all():
+        raise ValueError("y_q: expected finite labels, got NaN or Inf")
     return 0.5 * ((model._forward(X)[:, -1, 0] - y_q) ** 2).sum()
 
 
@@ -827,7 +880,7 @@ def query_features(model, X) -> torch.Tensor:
     query outputs are ``B_q V W_O``."""
     from .zeroloss import feature_matrix
 
-    X = model.check_X(X)
+    X = _layer(model).check_X(X)
     N, n = X.shape[:2]
     return feature_matrix(model, X).reshape(N, n, -1)[:, -1]
 
@@ -836,7 +889,7 @@ def hull_floor(P: Dict[str, torch.Tensor]) -> float:
     """``1/2 sum_i dist(y_{q,i}, [a_i, b_i])^2`` with ``a_i = min(0, min_{j<n} y_{ij})`` and
     ``b_i = max(0, max_{j<n} y_{ij})``: a lower bound on the query-token loss of the structured
     layer (:func:`structured_layer`) with any row-stochastic kernel, at every ``W_Q``."""
-    y = P["y"].to(torch.float64)
+    y = _prompts(P)["y"]
     lo = y[:, :-1].min(dim=1).values.clamp(max=0)
     hi = y[:, :-1].max(dim=1).values.clamp(min=0)
     y_q = y[:, -1]
@@ -860,7 +913,7 @@ def gd_query(model, X, y_q, lr: float, steps: int, trainable=("W_Q", "W_K", "W_V
     every = check_int("every", every)
     tol = check_positive("tol", tol, strict=False)
     trainable = _check_trainable(trainable)
-    ps = [getattr(model, p) for p in trainable]
+    ps = [getattr(_layer(model), p) for p in trainable]
     curve, f0, diverged, grad, t, last = [], None, False, float("nan"), 0, float("nan")
     for t in range(steps + 1):
         loss = query_loss(model, X, y_q)
@@ -887,7 +940,7 @@ def test_risk(model, P: Dict[str, torch.Tensor]) -> float:
     """``1/2 mean_i (T(X_i)_{n,1} - y_{q,i})^2`` over the prompts ``P``: on fresh prompts, a
     Monte Carlo estimate of the population risk ``R`` of the trained layer."""
     with torch.no_grad():
-        r = query_output(model, tokens(P)) - P["y"][:, -1]
+        r = query_output(_layer(model), tokens(P)) - P["y"][:, -1]
     return float(0.5 * (r ** 2).mean())
 
 
@@ -905,6 +958,26 @@ BRIDGE_ZERO = 1e-12
 (the loss of the zero output)."""
 
 
+def _check_task(mode, seed, kernels, m, n, N, H, inits, steps, lrN, N_test) -> None:
+    """Refuse a :func:`bridge_task` with a bad argument (an error naming it), before any
+    run."""
+    from .checks import check_choice
+
+    check_choice("mode", mode, BRIDGE_MODES)
+    _seed(seed)
+    _kernels(kernels)
+    for name, v, low in (("m", m, 1), ("n", n, 2), ("N", N, 1), ("H", H, 1),
+                         ("inits", inits, 1), ("steps", steps, 0),
+                         ("N_test", N_test, 1)):
+        _count(name, v, low)
+    bad = lambda c: (isinstance(c, bool) or not isinstance(c, numbers.Real)
+                     or not 0 < c < math.inf)
+    if isinstance(lrN, (str, bytes)) or not hasattr(lrN, "__iter__") or not list(lrN) \
+            or any(bad(c) for c in lrN):
+        raise ValueError(f"lrN: expected a non-empty list of positive step sizes "
+                         f"(lr * N), got {lrN!r:.60}")
+
+
 def bridge_task(mode: str, seed: int, kernels, m: int, n: int, N: int, H: int, inits: int,
                 steps: int, lrN, N_test: int) -> dict:
     """One seed of the bridge sweep in one mode: ``N`` training prompts and ``N_test`` test
@@ -915,11 +988,10 @@ def bridge_task(mode: str, seed: int, kernels, m: int, n: int, N: int, H: int, i
     plateau`` (the final loss is, to 1e-3, that of the zero output), ``risk`` (test),
     ``norm_WQ``, ``lam0`` (``lambda_min(B_q B_q^T)`` at the start, joint mode) and ``loss``
     (every 50 steps)."""
-    from .checks import check_choice
     from .zeroloss import lambda_min
 
     torch.set_num_threads(1)
-    check_choice("mode", mode, BRIDGE_MODES)
+    _check_task(mode, seed, kernels, m, n, N, H, inits, steps, lrN, N_test)
     P = prompts(N, n, m, seed=seed)
     Pt = prompts(N_test, n, m, seed=seed + 2 ** 40)
     X, y_q = tokens(P), P["y"][:, -1]
@@ -957,9 +1029,9 @@ def _bridge_config(**options) -> dict:
         if k not in cfg:
             raise ValueError(f"bridge option: expected one of {', '.join(cfg)}, got {k!r}")
         cfg[k] = v
-    for k in cfg["kernels"]:
-        _kernel(k)
+    _kernels(cfg["kernels"])
     _count("seeds", cfg["seeds"], 1)
+    _seed(cfg["seed"])
     return cfg
 
 
@@ -974,6 +1046,8 @@ def bridge_tasks(**options) -> list:
             out.append(dict(mode=mode, seed=int(cfg["seed"] + 1 + s),
                             kernels=list(cfg["kernels"]), m=cfg["m"], n=cfg["n"],
                             N_test=cfg["N_test"], **mc))
+    for t in out:
+        _check_task(**t)
     return out
 
 
@@ -1160,26 +1234,35 @@ def flat_softmax_risk(m: int, n: int) -> float:
     return 0.5 * m * (1 + (n - 1) / n ** 2)
 
 
+def _check_flat(name: str, answer, want, hint: str, done: str) -> None:
+    """Compare the reader's ``answer(m, n)`` with ``want(m, n)`` (to relative 1e-9) on four
+    sizes; a wrong or malformed answer raises :class:`tdlib.selfcheck.Wrong` starting with
+    ``name`` (with ``hint`` when the value is off); prints ``correct`` (``done``) otherwise."""
+    from .selfcheck import Wrong, _call, _num, _ok, _require
+
+    try:
+        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
+            got = _num(name, _call(name, answer, m, n))
+            w = want(m, n)
+            _require(abs(got - w) <= 1e-9 * w,
+                     f"for m={m}, n={n} your risk is too {'large' if got > w else 'small'}. "
+                     f"Hint: {hint}")
+    except Wrong as err:
+        if str(err).startswith(f"{name}:"):
+            raise
+        raise Wrong(f"{name}: {err}") from None
+    return _ok(done)
+
+
 def check_flat_risk(flat_risk) -> None:
     """Self-check of the exercise *uniform attention* (label ``ex-icl-flat``): ``flat_risk(m,
     n)`` must return the population risk of the structured Softmax layer at ``W_Q = 0`` for
     isotropic covariates; compared with the closed form on several sizes. Prints ``correct``
     or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
-    from .selfcheck import Wrong, _call, _num, _ok, _require
-
-    try:
-        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
-            got = _num("flat_risk", _call("flat_risk", flat_risk, m, n))
-            want = flat_softmax_risk(m, n)
-            _require(abs(got - want) <= 1e-9 * want,
-                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
-                     "Hint: the query's own token has weight 1/n and value 0; given w, the "
-                     "examples and the query are independent with mean zero")
-    except Wrong as err:
-        if str(err).startswith("flat_risk:"):
-            raise
-        raise Wrong(f"flat_risk: {err}") from None
-    return _ok("the risk of uniform Softmax attention is right on four sizes")
+    return _check_flat("flat_risk", flat_risk, flat_softmax_risk,
+                       "the query's own token has weight 1/n and value 0; given w, the "
+                       "examples and the query are independent with mean zero",
+                       "the risk of uniform Softmax attention is right on four sizes")
 
 
 def flat_gaussian_risk(m: int, n: int) -> float:
@@ -1195,21 +1278,10 @@ def check_flat_gaussian_risk(flat_gaussian) -> None:
     """Self-check of the exercise *a Gaussian start* (label ``ex-icl-flat-gauss``):
     ``flat_gaussian(m, n)`` must return :func:`flat_gaussian_risk` on several sizes. Prints
     ``correct`` or raises :class:`tdlib.selfcheck.Wrong` with a hint."""
-    from .selfcheck import Wrong, _call, _num, _ok, _require
-
-    try:
-        for m, n in ((1, 2), (3, 8), (5, 4), (2, 20)):
-            got = _num("flat_gaussian", _call("flat_gaussian", flat_gaussian, m, n))
-            want = flat_gaussian_risk(m, n)
-            _require(abs(got - want) <= 1e-9 * want,
-                     f"for m={m}, n={n} your risk is too {'large' if got > want else 'small'}. "
-                     "Hint: the weights are not normalised; E[exp(-b |x|^2) x x^T] is a "
-                     "multiple of the identity")
-    except Wrong as err:
-        if str(err).startswith("flat_gaussian:"):
-            raise
-        raise Wrong(f"flat_gaussian: {err}") from None
-    return _ok("the risk of the Gaussian layer at W_Q = 0 is right on four sizes")
+    return _check_flat("flat_gaussian", flat_gaussian, flat_gaussian_risk,
+                       "the weights are not normalised; E[exp(-b |x|^2) x x^T] is a "
+                       "multiple of the identity",
+                       "the risk of the Gaussian layer at W_Q = 0 is right on four sizes")
 
 
 def main(argv=None) -> int:
@@ -1218,9 +1290,7 @@ def main(argv=None) -> int:
     ``--checkpoint``)."""
     import argparse
     import sys
-    from pathlib import Path
 
-    from . import book
     from . import sweep as runner
 
     ap = argparse.ArgumentParser(prog="python -m tdlib.icl",
@@ -1231,22 +1301,12 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     runner.add_arguments(ap)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    try:
-        if out.suffix in (".json", ".npz") or out.is_file():
-            raise ValueError(f"--out: expected a folder, got {args.out}")
-        book.check_writable(out / "results.json")
-        where = runner.options(args, out / ".sweep-parts")
-        bridge_tasks(seeds=args.seeds, kernels=args.kernels)      # refuse bad options now
-    except (ValueError, TypeError, OSError) as err:
-        ap.error(f"bad configuration: {err}")
-    book.git_state()
-    torch.set_num_threads(1)
-    cmd = "python -m tdlib.icl " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = bridge_sweep(command=cmd, quiet=not args.progress, seeds=args.seeds,
-                       kernels=args.kernels, **where)
-    path = book.save_json(out / "results.json", doc)
-    runner.clear(where["checkpoint"])
+    path, where = runner.start(ap, args, lambda: bridge_tasks(seeds=args.seeds,
+                                                              kernels=args.kernels))
+    doc = bridge_sweep(command=runner.command("python -m tdlib.icl", argv),
+                       quiet=not args.progress, seeds=args.seeds, kernels=args.kernels,
+                       **where)
+    path = runner.save(path, doc, where)
     print(f"wrote {path} in {doc['provenance']['wall_seconds']:.0f} s", file=sys.stderr)
     return 0
 

@@ -38,7 +38,6 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -981,23 +980,10 @@ def main(argv=None) -> int:
                       d_out=args.d_out, instances=args.instances, steps=args.steps,
                       max_steps=args.max_steps, tol=args.tol, seed=args.seed, audit=args.audit,
                       zero_tol=args.zero_tol)
-    try:
-        cfg.validate()
-        out = Path(args.out)
-        if out.suffix in (".json", ".npz") or out.is_file():
-            raise ValueError(f"--out: expected a folder (results.json is written inside it), "
-                             f"got {args.out}")
-        book.check_writable(out / "results.json")
-        where = runner.options(args, out / ".sweep-parts")
-    except (ValueError, TypeError, OSError) as err:
-        p.error(f"bad configuration: {err}")
-    book.git_state()  # the code this process runs, read before any long work
-    torch.set_num_threads(1)
+    path, where = runner.start(p, args, cfg.validate)
     res = sweep(cfg, progress=not args.quiet, **where)
-    res["provenance"]["command"] = "python -m tdlib.phase " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    path = book.save_json(Path(args.out) / "results.json", res)
-    runner.clear(where["checkpoint"])
+    res["provenance"]["command"] = runner.command("python -m tdlib.phase", argv)
+    path = runner.save(path, res, where)
     prov = res["provenance"]
     print(f"wrote {path} in {prov['wall_seconds']:.0f} s ({prov.get('mode')}, "
           f"{prov.get('workers')} workers, {prov.get('resumed')} of {prov.get('tasks')} tasks "

@@ -517,3 +517,49 @@ def record(info: dict) -> dict:
     """The fields of a result's provenance that say how its sweep ran: ``workers`` (processes
     that ran tasks), ``mode``, ``tasks``, ``resumed`` and ``wall_seconds``."""
     return {k: info.get(k) for k in ("mode", "workers", "tasks", "resumed", "wall_seconds")}
+
+
+def command(prog: str, argv=None) -> str:
+    """The command line of a result's provenance: ``prog`` (``"python -m tdlib.zoo"``) and
+    its arguments ``argv`` (default ``sys.argv[1:]``), joined by spaces."""
+    return prog + " " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def out_folder(args, file: str = "results.json") -> tuple:
+    """For a command that writes ``OUT/file`` (``OUT`` = ``args.out``, a folder): checks that
+    ``OUT`` is a folder and ``OUT/file`` writable, and returns ``(OUT/file, keywords)``, the
+    keywords of :func:`run` from :func:`options` with the checkpoint ``OUT/.sweep-parts``.
+    Raises ``ValueError`` (or ``OSError``) for a bad ``--out`` or contradictory options."""
+    out = Path(args.out)
+    if out.suffix in (".json", ".npz") or out.is_file():
+        raise ValueError(f"--out: expected a folder ({file} is written inside it), got "
+                         f"{args.out}")
+    book.check_writable(out / file)
+    return out / file, options(args, out / ".sweep-parts")
+
+
+def save(path, doc: dict, where: dict) -> Path:
+    """Write ``doc`` to ``path`` (:func:`tdlib.book.save_json`), then remove the finished
+    runs kept in ``where["checkpoint"]`` (:func:`clear`); returns the path written."""
+    path = book.save_json(path, doc)
+    clear(where["checkpoint"])
+    return path
+
+
+def start(parser, args, check: Optional[Callable] = None) -> tuple:
+    """Everything a sweep command does before its runs: :func:`out_folder` of the parsed
+    ``args`` and ``check()`` (the command's own checks of its options), a bad one refused
+    by ``parser.error("bad configuration: ...")`` before any work; then the code's git
+    state is recorded and torch set to one thread. Returns ``(OUT/results.json,
+    keywords of run)``."""
+    import torch
+
+    try:
+        path, where = out_folder(args)
+        if check is not None:
+            check()
+    except (ValueError, TypeError, OSError) as err:
+        parser.error(f"bad configuration: {err}")
+    book.git_state()  # the code this process runs, read before any long work
+    torch.set_num_threads(1)
+    return path, where

@@ -29,7 +29,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -740,22 +739,11 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     runner.add_arguments(ap)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    try:
-        if out.suffix in (".json", ".npz") or out.is_file():
-            raise ValueError(f"--out: expected a folder, got {args.out}")
-        book.check_writable(out / "results.json")
-        where = runner.options(args, out / ".sweep-parts")
-        tasks(instances=args.instances, kernels=args.kernels)     # refuse bad options now
-    except (ValueError, TypeError, OSError) as err:
-        ap.error(f"bad configuration: {err}")
-    book.git_state()   # record the code as it is when the run starts
-    torch.set_num_threads(1)
-    cmd = "python -m tdlib.zoo " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = sweep(command=cmd, quiet=not args.progress, instances=args.instances,
-                kernels=args.kernels, **where)
-    path = book.save_json(out / "results.json", doc)
-    runner.clear(where["checkpoint"])
+    path, where = runner.start(ap, args, lambda: tasks(instances=args.instances,
+                                                       kernels=args.kernels))
+    doc = sweep(command=runner.command("python -m tdlib.zoo", argv), quiet=not args.progress,
+                instances=args.instances, kernels=args.kernels, **where)
+    path = runner.save(path, doc, where)
     prov = doc["provenance"]
     print(f"wrote {path} in {prov['wall_seconds']:.0f} s ({prov.get('mode')}, "
           f"{prov.get('workers')} workers)", file=sys.stderr)

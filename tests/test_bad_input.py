@@ -1014,6 +1014,216 @@ EXEMPT |= {
 }
 
 
+# ======================================================================================
+# in-context regression: prompts, the closed-form risk, the dynamics, the bridge sweep
+# (its errors say "must be ..." or "expected ...", both followed by what was given)
+# ======================================================================================
+
+from tdlib import icl  # noqa: E402
+
+MODULES += ["icl"]
+KINDS["indices"] = _kind(None, "ab", 3, [1.5], [True], [-1], [99])   # indices of a list
+SAY = ("expected", "must")
+COV = np.diag([1.0, 0.5])
+
+
+def icl_prompts(N=8, n=4):
+    return icl.prompts(N, n, 2, seed=1)
+
+
+def icl_layer():
+    return icl.structured_layer("softmax", 2, seed=0)
+
+
+def icl_xy():
+    P = icl_prompts()
+    return {"model": icl_layer(), "X": icl.tokens(P), "y_q": P["y"][:, -1]}
+
+
+def right_head_time(eps, lam, n):
+    return n / ((n - 1) * lam[0] ** 2 * eps)
+
+
+def right_balance(v, Q, K):
+    return torch.cat([v ** 2 - (Q ** 2).sum(1), v ** 2 - (K ** 2).sum(1)])
+
+
+def icl_call(fn, make, kinds, **kw):
+    return Call(fn, make, kinds, expect=kw.pop("expect", SAY), **kw)
+
+
+CURVE = [1.0, 0.5, 0.4, 0.39, 0.2, 0.1, 0.09, 0.05]
+TASK = dict(mode="query", seed=0, kernels=["linear-n"], m=2, n=3, N=4, H=1, inits=1,
+            steps=2, lrN=[0.1], N_test=4)
+CALLS.update({
+    # -- prompts and the closed-form risk ----------------------------------------------
+    "icl.prompts": icl_call(icl.prompts, lambda: {"N": 2, "n": 3, "m": 2},
+                            {"N": "count", "n": "count", "m": "count", "cov": "array",
+                             "seed": "seed"}),
+    "icl.tokens": icl_call(icl.tokens, lambda: {"P": icl_prompts()}, {"P": "mapping"}),
+    "icl.predict": icl_call(icl.predict,
+                            lambda: {"W_QK": np.eye(2), "P": icl_prompts()},
+                            {"W_QK": "array", "P": "mapping"}),
+    "icl.moments": icl_call(icl.moments, lambda: {"cov": COV, "n": 4},
+                            {"cov": "array", "n": "count"}),
+    "icl.population_risk": icl_call(
+        icl.population_risk, lambda: {"W_QK": np.eye(2), "cov": COV, "n": 4},
+        {"W_QK": "array", "cov": "array", "n": "count"}),
+    "icl.optimum": icl_call(icl.optimum, lambda: {"cov": COV, "n": 4},
+                            {"cov": "array", "n": "count"}),
+    "icl.random_covariance": icl_call(
+        icl.random_covariance, lambda: {"m": 2},
+        {"m": "count", "seed": "seed", "low": "positive", "high": "positive"}),
+    "icl.linear_layer": icl_call(icl.linear_layer, lambda: {"W_QK": np.eye(2)},
+                                 {"W_QK": "array"}),
+    "icl.merged_key_query": icl_call(icl.merged_key_query,
+                                     lambda: {"model": icl.linear_layer(np.eye(2))},
+                                     {"model": "model"}),
+    "icl.risk_gradient": icl_call(
+        icl.risk_gradient, lambda: {"W_QK": np.eye(2), "cov": COV, "n": 4},
+        {"W_QK": "array", "cov": "array", "n": "count"}),
+    "icl.minimum_risk": icl_call(icl.minimum_risk, lambda: {"cov": COV, "n": 4},
+                                 {"cov": "array", "n": "count"}),
+    "icl.hessian_eigenvalues": icl_call(icl.hessian_eigenvalues,
+                                        lambda: {"cov": COV, "n": 4},
+                                        {"cov": "array", "n": "count"}),
+    "icl.preconditioned_step": icl_call(
+        icl.preconditioned_step, lambda: {"P": icl_prompts(), "precond": np.eye(2),
+                                          "w": np.zeros(2)},
+        {"P": "mapping", "precond": "array", "w": "array"}),
+    "icl.training_loss": icl_call(icl.training_loss,
+                                  lambda: {"W_QK": np.eye(2), "P": icl_prompts()},
+                                  {"W_QK": "array", "P": "mapping"}),
+    "icl.empirical_minimiser": icl_call(icl.empirical_minimiser,
+                                        lambda: {"P": icl_prompts()}, {"P": "mapping"}),
+    "icl.training_hessian_eigenvalues": icl_call(
+        icl.training_hessian_eigenvalues, lambda: {"P": icl_prompts()},
+        {"P": "mapping"}),
+    "icl.population_gd": icl_call(
+        icl.population_gd, lambda: {"cov": COV, "n": 4, "lr": 0.1, "steps": 3,
+                                    "W0": np.zeros((2, 2))},
+        {"cov": "array", "n": "count", "lr": "positive", "steps": "count0",
+         "W0": "array"}),
+    "icl.training_gd": icl_call(
+        icl.training_gd, lambda: {"P": icl_prompts(), "lr": 1e-3, "steps": 3,
+                                  "W0": np.zeros((2, 2))},
+        {"P": "mapping", "lr": "positive", "steps": "count0", "W0": "array"}),
+    # -- the dynamics ------------------------------------------------------------------
+    "icl.saddle_rate": icl_call(icl.saddle_rate, lambda: {"cov": COV, "n": 4},
+                                {"cov": "array", "n": "count"}),
+    "icl.gd_merged": icl_call(
+        icl.gd_merged, lambda: {"cov": COV, "n": 4, "eps": 0.1, "eta": 0.1, "steps": 3},
+        {"cov": "array", "n": "count", "eps": "positive", "eta": "positive",
+         "steps": "count", "seed": "seed"}),
+    "icl.gd_merged(direction)": icl_call(
+        icl.gd_merged, lambda: {"cov": COV, "n": 4, "eps": 0.1, "eta": 0.1, "steps": 3,
+                                "direction": np.eye(2)},
+        {"direction": "array"}),
+    "icl.gd_separate": icl_call(
+        icl.gd_separate, lambda: {"cov": COV, "n": 4, "H": 2, "eps": 0.1, "eta": 0.1,
+                                  "steps": 3},
+        {"cov": "array", "n": "count", "H": "count", "eps": "positive",
+         "eta": "positive", "steps": "count", "seed": "seed"}),
+    "icl.sgd_merged": icl_call(
+        icl.sgd_merged, lambda: {"cov": COV, "n": 4, "eps": 0.1, "eta": 0.01,
+                                 "steps": 2, "batch": 4},
+        {"cov": "array", "n": "count", "eps": "positive", "eta": "positive",
+         "steps": "count", "batch": "count", "seed": "seed"}),
+    "icl.restricted_optimum": icl_call(
+        icl.restricted_optimum, lambda: {"cov": COV, "n": 4, "S_dirs": [0]},
+        {"cov": "array", "n": "count", "S_dirs": "indices"}),
+    "icl.plateau_levels": icl_call(icl.plateau_levels, lambda: {"cov": COV, "n": 4},
+                                   {"cov": "array", "n": "count"}),
+    "icl.learning_steps": icl_call(
+        icl.learning_steps, lambda: {"diag": np.full((5, 2), 0.3), "cov": COV, "n": 4},
+        {"diag": "array", "cov": "array", "n": "count"}),
+    "icl.measured_plateaus": icl_call(
+        icl.measured_plateaus, lambda: {"risk": CURVE, "steps_learned": [3, 5]},
+        {"risk": "tensor", "steps_learned": "indices"}),
+    "icl.drop_step": icl_call(icl.drop_step,
+                              lambda: {"risk": CURVE, "cov": COV, "n": 4},
+                              {"risk": "tensor", "cov": "array", "n": "count"}),
+    "icl.drop_time_flow": icl_call(icl.drop_time_flow,
+                                   lambda: {"m": 2, "n": 8, "eps": 0.05},
+                                   {"m": "count", "n": "count", "eps": "positive"}),
+    "icl.drop_step_bounds": icl_call(
+        icl.drop_step_bounds, lambda: {"m": 2, "n": 8, "eps": 0.05, "eta": 0.1},
+        {"m": "count", "n": "count", "eps": "positive", "eta": "positive"}),
+    "icl.check_balance": Call(icl.check_balance, lambda: {"conserved": right_balance},
+                              {"conserved": "answer"}, errors=W, expect=SAYS),
+    "icl.check_head_time": Call(icl.check_head_time,
+                                lambda: {"head_time": right_head_time},
+                                {"head_time": "answer"}, errors=W, expect=SAYS),
+    # -- the bridge: the book's layer on the same task ---------------------------------
+    "icl.bridge_layer": icl_call(
+        icl.bridge_layer, lambda: {"kernel": "softmax", "m": 2},
+        {"kernel": "kernel", "m": "count", "H": "count", "seed": "seed",
+         "scale": "nonneg"}),
+    "icl.structured_layer": icl_call(
+        icl.structured_layer, lambda: {"kernel": "gaussian", "m": 2},
+        {"kernel": "kernel", "m": "count", "seed": "seed", "scale": "nonneg"}),
+    "icl.query_output": icl_call(
+        icl.query_output, lambda: {k: v for k, v in icl_xy().items() if k != "y_q"},
+        {"model": "model", "X": "array"}),
+    "icl.query_loss": icl_call(icl.query_loss, icl_xy,
+                               {"model": "model", "X": "array", "y_q": "array"}),
+    "icl.query_features": icl_call(
+        icl.query_features, lambda: {k: v for k, v in icl_xy().items() if k != "y_q"},
+        {"model": "model", "X": "array"}),
+    "icl.hull_floor": icl_call(icl.hull_floor, lambda: {"P": icl_prompts()},
+                               {"P": "mapping"}),
+    "icl.gd_query": icl_call(
+        icl.gd_query, lambda: {**icl_xy(), "lr": 0.01, "steps": 2},
+        {"model": "model", "X": "array", "y_q": "array", "lr": "positive",
+         "steps": "count0", "tol": "nonneg", "every": "count"}),
+    "icl.test_risk": icl_call(icl.test_risk, lambda: {"model": icl_layer(),
+                                                      "P": icl_prompts()},
+                              {"model": "model", "P": "mapping"}),
+    "icl.bridge_task": icl_call(
+        icl.bridge_task, lambda: dict(TASK),
+        {"mode": "choice", "seed": "seed", "kernels": "kernels", "m": "count",
+         "n": "count", "N": "count", "H": "count", "inits": "count", "steps": "count0",
+         "lrN": "positives", "N_test": "count"}),
+    "icl.bridge_tasks": icl_call(
+        icl.bridge_tasks, lambda: {"seeds": 1, "kernels": ["softmax"]},
+        {"seeds": "count", "kernels": "kernels", "seed": "seed", "m": "count",
+         "n": "count", "N_test": "count"},
+        none_ok=("seeds", "kernels", "seed", "m", "n", "N_test")),
+    "icl.flat_softmax_risk": icl_call(icl.flat_softmax_risk, lambda: {"m": 2, "n": 4},
+                                      {"m": "count", "n": "count"}),
+    "icl.flat_gaussian_risk": icl_call(icl.flat_gaussian_risk, lambda: {"m": 2, "n": 4},
+                                       {"m": "count", "n": "count"}),
+    "icl.check_flat_risk": Call(icl.check_flat_risk,
+                                lambda: {"flat_risk": icl.flat_softmax_risk},
+                                {"flat_risk": "answer"}, errors=W, expect=SAYS),
+    "icl.check_flat_gaussian_risk": Call(
+        icl.check_flat_gaussian_risk, lambda: {"flat_gaussian": icl.flat_gaussian_risk},
+        {"flat_gaussian": "answer"}, errors=W, expect=SAYS),
+    "icl.bridge_runs": icl_call(icl.bridge_runs, lambda: {"doc": stored_bridge(),
+                                                          "mode": "query"},
+                                {"mode": "choice"}),
+    "icl.tuned_lr": icl_call(icl.tuned_lr,
+                             lambda: {"doc": stored_bridge(), "mode": "query",
+                                      "kernel": "softmax"},
+                             {"mode": "choice", "kernel": "kernel"}),
+})
+
+
+@functools.lru_cache(maxsize=None)
+def stored_bridge():
+    """The stored bridge sweep, read and validated once."""
+    return icl.load_bridge()
+
+
+EXEMPT |= {
+    # the sweep (its options are checked by bridge_tasks, listed above, before any
+    # run), the validators of a stored sweep (they return its problems;
+    # tests/test_icl_bridge.py), the readings of a stored sweep (validated on
+    # load by check_bridge) and the command line (tests/test_icl_bridge.py)
+    "icl.bridge_sweep", "icl.check_bridge", "icl.load_bridge", "icl.shared_lr",
+    "icl.paired", "icl.kernel_summary", "icl.main",
+}
+
 def public_functions():
     for name in MODULES:
         mod = importlib.import_module(f"tdlib.{name}")
