@@ -891,6 +891,265 @@ def test_risk(model, P: Dict[str, torch.Tensor]) -> float:
     return float(0.5 * (r ** 2).mean())
 
 
+# ---------------------------------------------------------------------------------------------
+# A certified trap: the Softmax query loss near a stopped run, in interval arithmetic
+# ---------------------------------------------------------------------------------------------
+
+# Only the acting block Z = W_Q[:m, :m] of the structured Softmax layer is free. The score of
+# token j in prompt i is s_ij = <a_ij, Z> + b_ij with a_ij = X_in[:m] k_ij[:m]^T / sqrt(d)
+# (k_ij = X_ij W_K), the query output is o_i = sum_j p_ij u_ij with p_i = softmax(s_i) and
+# u_ij = X_ij W_V W_O, and f(Z) = 1/2 sum_i (o_i - y_qi)^2. With c_ij = u_ij - o_i and
+# a_bar_i = sum_j p_ij a_ij (proved in the chapter, prop-icl-softmax-derivatives):
+#     grad o_i = sum_j p_ij c_ij (a_ij - a_bar_i),
+#     hess o_i = sum_j p_ij c_ij (a_ij - a_bar_i)(a_ij - a_bar_i)^T,
+#     grad f = sum_i r_i grad o_i,   hess f = sum_i grad o_i grad o_i^T + r_i hess o_i,
+# r_i = o_i - y_qi. trap_box evaluates them in outward-rounded arithmetic (tdlib.intervals.Box),
+# so that they enclose the exact values for every Z of a box; trap_certificate turns that into
+# a proof (lem-icl-trap-certificate).
+
+__all__ += ["trap_weights", "trap_box", "trap_derivatives", "trap_certificate",
+            "trap_pairs", "rerun_query_start"]
+
+
+def trap_weights(model) -> dict:
+    """The fixed weights of a one-head Softmax layer with one output as float64 arrays:
+    ``W_Q (D, d)`` (its block ``[:m, :m]``, ``m = D - 1``, is the free one), ``W_K (D, d)``,
+    ``W_V (D, d_v)``, ``W_O (d_v, 1)``. A clear error for any other layer."""
+    from .attention import AttentionLayer
+
+    if not isinstance(model, AttentionLayer):
+        raise TypeError(f"model: expected a tdlib AttentionLayer, got {type(model).__name__}")
+    if model.kernel_name != "softmax" or model.H != 1 or model.d_out != 1:
+        raise ValueError(f"model: expected one Softmax head with d_out = 1 (as "
+                         f"structured_layer('softmax', m)), got kernel "
+                         f"{model.kernel_name!r}, H = {model.H}, d_out = {model.d_out}")
+    if model.D < 2 or model.d < model.D - 1:
+        raise ValueError(f"model: expected D >= 2 and d >= m = D - 1, got D = {model.D}, "
+                         f"d = {model.d}")
+    w = {k: getattr(model, k).detach().to(torch.float64)[0].numpy().copy()
+         for k in ("W_Q", "W_K", "W_V", "W_O")}
+    for k, v in w.items():
+        if not np.isfinite(v).all():
+            raise ValueError(f"model: {k} has entries that are not finite")
+    return w
+
+
+def _trap_data(model, X, y_q):
+    from .checks import as_array
+
+    w = trap_weights(model)
+    X = as_array("X", X, "(N, n, D)").numpy()
+    D = w["W_Q"].shape[0]
+    if X.shape[2] != D or X.shape[1] < 2:
+        raise ValueError(f"X: expected shape (N, n, D) with n >= 2 and D = {D}, got "
+                         f"{X.shape}")
+    y_q = as_array("y_q", y_q, "(N,)").numpy()
+    if y_q.shape != (X.shape[0],):
+        raise ValueError(f"y_q: expected one label per prompt, shape ({X.shape[0]},), got "
+                         f"{y_q.shape}")
+    return w, X, y_q
+
+
+def _with_block(W_Q: np.ndarray, Z):
+    """The box of ``W_Q`` with its block ``[:m, :m]`` replaced by the box ``Z``."""
+    from .intervals import Box
+
+    m = Z.lo.shape[0]
+    lo, hi = W_Q.copy(), W_Q.copy()
+    lo[:m, :m], hi[:m, :m] = Z.lo, Z.hi
+    return Box(lo, hi)
+
+
+def trap_box(w: dict, X: np.ndarray, y_q: np.ndarray, Z, order: int = 2):
+    """Enclosures of the exact ``f``, ``grad f`` (length ``m^2``, row-major in ``Z``) and
+    ``hess f`` (``m^2 x m^2``) of the query loss for every block ``Z`` in the box ``Z``
+    (a :class:`tdlib.intervals.Box` of shape ``(m, m)``; the other entries of ``W_Q`` and all
+    data taken as exact): ``(f, grad, hess)``, the last two ``None`` below ``order`` 1 and 2.
+    ``w`` is :func:`trap_weights`; ``X (N, n, D)``, ``y_q (N,)`` float64 arrays."""
+    from .intervals import Box
+
+    N, n, D = X.shape
+    m, d = D - 1, w["W_K"].shape[1]
+    rt = Box(float(d)).sqrt()
+    Xb = Box(X[..., None])                                        # (N, n, D, 1)
+    q = (Box(X[:, -1, :, None]) * _with_block(w["W_Q"], Z)).sum(1)   # (N, d)
+    K = (Xb * Box(w["W_K"])).sum(2)                               # (N, n, d)
+    u = ((Xb * Box(w["W_V"])).sum(2) * Box(w["W_O"][:, 0])).sum(2)   # (N, n)
+    s = (q[:, None, :] * K).sum(2) / rt                           # (N, n)
+    E = (s[:, None, :] - s[:, :, None]).exp()                      # e^{s_ik - s_ij}
+    j = np.arange(n)
+    E.lo[:, j, j] = E.hi[:, j, j] = 1.0
+    p = E.sum(2).inv()                                            # p_ij = 1 / sum_k E_ijk
+    o = (p * u).sum(1)
+    r = o - Box(y_q)
+    f = r.sq().sum(0) * 0.5
+    if order < 1:
+        return f, None, None
+    a = Box(X[:, -1, None, :m, None]) * K[:, :, None, :m] / rt   # (N, n, m, m)
+    a = Box(a.lo.reshape(N, n, m * m), a.hi.reshape(N, n, m * m))
+    da = a - (p[..., None] * a).sum(1)[:, None, :]                # a_ij - a_bar_i
+    pc = p * (u - o[:, None])                                     # p_ij c_ij
+    g = (pc[..., None] * da).sum(1)                               # grad o_i, (N, m^2)
+    grad = (r[:, None] * g).sum(0)
+    if order < 2:
+        return f, grad, None
+    Ho = (pc[..., None, None] * (da[..., :, None] * da[..., None, :])).sum(1)
+    return f, grad, (g[:, :, None] * g[:, None, :] + r[:, None, None] * Ho).sum(0)
+
+
+def _block(name: str, Z, m: int) -> np.ndarray:
+    from .checks import as_array
+
+    Z = as_array(name, Z, "(m, m)").numpy()
+    if Z.shape != (m, m):
+        raise ValueError(f"{name}: expected the acting block, shape ({m}, {m}), got "
+                         f"{Z.shape}")
+    return Z
+
+
+def trap_derivatives(model, X, y_q, Z) -> tuple:
+    """``(f, grad, hess)`` of the query loss of ``model`` (:func:`trap_weights`) as a function
+    of the block ``Z = W_Q[:m, :m]`` at ``Z (m, m)``, from the closed forms above in float64
+    (the midpoints of :func:`trap_box` on the point ``Z``): a float, an ``(m, m)`` array and
+    an ``(m^2, m^2)`` array (row-major: entry ``(a m + b, c m + e)`` is
+    ``d^2 f / dZ_ab dZ_ce``)."""
+    from .intervals import Box
+
+    w, X, y_q = _trap_data(model, X, y_q)
+    m = X.shape[2] - 1
+    Z = _block("Z", Z, m)
+    f, g, H = trap_box(w, X, y_q, Box(Z), order=2)
+    mid = lambda b: 0.5 * (b.lo + b.hi)
+    return float(mid(f)), mid(g).reshape(m, m), mid(H)
+
+
+def _norm_hi(v) -> float:
+    """An upper bound on the Euclidean norm of every vector in the box ``v``."""
+    from .intervals import Box
+
+    return float(Box(np.maximum(np.abs(v.lo), np.abs(v.hi))).sq().sum(0).sqrt().hi)
+
+
+def _lam_lo(H) -> float:
+    """The best proved lower bound on ``lambda_min`` over the box ``H`` from a few margins
+    (0 when the enclosure is not finite: a box too wide for the arithmetic proves nothing)."""
+    from .separation import lambda_min_lower
+
+    if not (np.isfinite(H.lo).all() and np.isfinite(H.hi).all()):
+        return 0.0
+    return max(float(lambda_min_lower(H, shrink=s)) for s in (1e-6, 1e-4, 1e-2, 0.1, 0.5))
+
+
+def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
+    """Prove, in outward-rounded interval arithmetic with every float64 input taken as exact,
+    that the query loss ``f`` of the Softmax layer ``model`` (one head, ``d_out = 1``; ``X (N,
+    n, D)``, ``y_q (N,)``) has a strict local minimum ``W*`` near ``Z0`` in its block ``Z =
+    W_Q[:m, :m]`` whose loss exceeds ``f(W_Q_other)`` (``W_Q_other (D, d)``), by the lemma
+    ``lem-icl-trap-certificate`` of the chapter:
+
+    * ``grad_hi`` >= ``||grad f(Z0)||_F`` and ``f0 = (lo, hi)`` encloses ``f(Z0)``;
+    * for the radius ``r`` (the first of ``radii`` with which it works; default ``grad_hi /
+      lam_float`` times 2, 10, 100, 1000), ``lam_lo`` <= ``lambda_min(hess f)`` on the box
+      ``Z0 +- r`` (hence on the Frobenius ball of radius ``r``), and ``grad_hi < lam_lo r``;
+    * then ``Z*`` is unique in the ball, ``||Z* - Z0||_F <= dist_hi``, and
+      ``f(Z*) >= f_star_lo = f0_lo - grad_hi^2 / (2 lam_lo)``; ``f_other_hi >= f(W_Q_other)``.
+
+    ``ok`` is True when all of this is proved, ``f_star_lo > f_other_hi`` and ``f`` depends on
+    ``W_Q`` only through ``Z`` (``block_only``: the query tokens' last coordinate and the last
+    columns of ``W_K`` are exactly 0), so ``W*`` is a local minimum of ``f`` over all of
+    ``W_Q`` (not strict there: ``f`` is flat in the other entries) and not a global one.
+    ``reasons`` says what failed; ``tried`` lists ``(r, lam_lo)`` for every radius tried;
+    ``lam_float`` is the float64 ``lambda_min`` of the Hessian at ``Z0`` (a measurement)."""
+    import math
+
+    from .checks import as_array
+    from .intervals import Box
+
+    w, X, y_q = _trap_data(model, X, y_q)
+    D, d = w["W_Q"].shape
+    m = D - 1
+    Z0 = _block("Z0", Z0, m)
+    W_o = as_array("W_Q_other", W_Q_other, "(D, d)").numpy()
+    if W_o.shape != (D, d):
+        raise ValueError(f"W_Q_other: expected a query matrix of shape ({D}, {d}), got "
+                         f"{W_o.shape}")
+    if radii is not None:
+        radii = [float(r) for r in np.atleast_1d(np.asarray(radii, dtype=np.float64))]
+        if not radii or not all(math.isfinite(r) and r > 0 for r in radii):
+            raise ValueError(f"radii: expected positive finite radii, got {radii}")
+    block_only = bool((X[:, -1, m:] == 0).all() and (w["W_K"][:, m:] == 0).all())
+    f0, g0, H0 = trap_box(w, X, y_q, Box(Z0), order=2)
+    grad_hi = _norm_hi(g0)
+    f_other_hi = float(trap_box(dict(w, W_Q=W_o), X, y_q,
+                                Box(W_o[:m, :m]), order=0)[0].hi)
+    lam_float = float(np.linalg.eigvalsh(0.5 * (H0.lo + H0.hi))[0])
+    out = {"ok": False, "radius": None, "lam_lo": 0.0, "lam_float": lam_float,
+           "grad_hi": grad_hi, "f0": (float(f0.lo), float(f0.hi)), "f_star_lo": None,
+           "f_other_hi": f_other_hi, "dist_hi": None, "block_only": block_only,
+           "tried": [], "reasons": []}
+    if radii is None:
+        if not lam_float > 0:
+            out["reasons"].append(f"the float64 Hessian at Z0 is not positive definite "
+                                  f"(smallest eigenvalue {lam_float:.2e})")
+            return out
+        radii = [c * max(grad_hi, 1e-300) / lam_float for c in (2, 10, 100, 1000)]
+    for r in radii:
+        box = Box(np.nextafter(Z0 - r, -np.inf), np.nextafter(Z0 + r, np.inf))
+        with np.errstate(over="ignore", invalid="ignore"):
+            lam = _lam_lo(trap_box(w, X, y_q, box, order=2)[2])
+        out["tried"].append((r, lam))
+        if lam > 0 and grad_hi < float((Box(lam) * r).lo):
+            out.update(radius=r, lam_lo=lam)
+            break
+    else:
+        out["reasons"].append("no radius r gave a Hessian bound lam_lo > 0 on the box with "
+                              "||grad f(Z0)|| < lam_lo r")
+        return out
+    lam, gb = Box(out["lam_lo"]), Box(grad_hi)
+    out["f_star_lo"] = float((Box(f0.lo) - gb.sq() / (lam * 2.0)).lo)
+    out["dist_hi"] = float((gb / lam).hi)
+    if not out["f_star_lo"] > f_other_hi:
+        out["reasons"].append("the lower bound on f(Z*) does not exceed the upper bound on "
+                              "f at the other point")
+    if not block_only:
+        out["reasons"].append("f may depend on entries of W_Q outside the block: a minimum "
+                              "in the block is not shown to be one in W_Q")
+    out["ok"] = not out["reasons"]
+    return out
+
+
+def trap_pairs(doc: dict, grad_tol: float = 1e-9, gap: float = 1e-6) -> list:
+    """Pairs ``(a, b)`` of stored query-only Softmax runs of the bridge sweep ``doc`` at
+    Softmax's tuned step size, on the same prompts (seed), where ``a`` stopped (final gradient
+    norm below ``grad_tol``) and ``b`` ended lower by more than ``gap`` times the zero
+    output's loss (``rel`` below ``a``'s ``rel - gap``); in the order of the stored runs."""
+    c = tuned_lr(doc, "query", "softmax")
+    soft = [r for r in bridge_runs(doc, "query")
+            if r["kernel"] == "softmax" and r["lrN"] == c and not r["diverged"]]
+    return [(a, b) for a in soft for b in soft if a["seed"] == b["seed"]
+            and a["grad"] < grad_tol and b["rel"] < a["rel"] - gap]
+
+
+def rerun_query_start(doc: dict, run: dict) -> tuple:
+    """Rerun the stored query-only run ``run`` (an entry of :func:`bridge_runs`) of the bridge
+    sweep ``doc``: the prompts of its seed, the structured layer of its start, GD on ``W_Q``
+    at its step size and budget with the sweep's stopping level. Returns ``(model, X, y_q,
+    result)`` (:func:`gd_query`'s result); raises ``ValueError`` if the rerun does not end
+    where the stored run ended (relative difference above 1e-6)."""
+    cfg = doc["bridge_config"]
+    mc = cfg["modes"]["query"]
+    P = prompts(mc["N"], cfg["n"], cfg["m"], seed=run["seed"])
+    X, y_q = tokens(P), P["y"][:, -1]
+    f_zero = 0.5 * float((y_q ** 2).sum())
+    model = structured_layer(run["kernel"], cfg["m"], seed=run["seed"] * 1000 + run["init"])
+    out = gd_query(model, X, y_q, run["lrN"] / mc["N"], mc["steps"], ("W_Q",),
+                   tol=doc["zero_fraction"] * f_zero)
+    if not abs(out["final"] - run["final"]) <= 1e-6 * abs(run["final"]):
+        raise ValueError(f"run: the rerun of seed {run['seed']}, start {run['init']} ends at "
+                         f"f = {out['final']:.6g}, the stored run at {run['final']:.6g}")
+    return model, X, y_q, out
+
+
 BRIDGE_DEFAULTS = dict(kernels=list(BRIDGE_KERNELS), m=3, n=8, N_test=2000, seeds=6, seed=0,
                        modes={"query": dict(N=64, H=1, inits=3, steps=1000,
                                              lrN=[0.3, 1.0, 3.0, 10.0]),
