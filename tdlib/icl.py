@@ -895,17 +895,19 @@ def test_risk(model, P: Dict[str, torch.Tensor]) -> float:
 # A certified trap: the Softmax query loss near a stopped run, in interval arithmetic
 # ---------------------------------------------------------------------------------------------
 
-# Only the acting block Z = W_Q[:m, :m] of the structured Softmax layer is free. The score of
-# token j in prompt i is s_ij = <a_ij, Z> + b_ij with a_ij = X_in[:m] k_ij[:m]^T / sqrt(d)
-# (k_ij = X_ij W_K), the query output is o_i = sum_j p_ij u_ij with p_i = softmax(s_i) and
-# u_ij = X_ij W_V W_O, and f(Z) = 1/2 sum_i (o_i - y_qi)^2. With c_ij = u_ij - o_i and
-# a_bar_i = sum_j p_ij a_ij (proved in the chapter, prop-icl-softmax-derivatives):
-#     grad o_i = sum_j p_ij c_ij (a_ij - a_bar_i),
-#     hess o_i = sum_j p_ij c_ij (a_ij - a_bar_i)(a_ij - a_bar_i)^T,
-#     grad f = sum_i r_i grad o_i,   hess f = sum_i grad o_i grad o_i^T + r_i hess o_i,
-# r_i = o_i - y_qi. trap_box evaluates them in outward-rounded arithmetic (tdlib.intervals.Box),
-# so that they enclose the exact values for every Z of a box; trap_certificate turns that into
-# a proof (lem-icl-trap-certificate).
+# Only the acting block W_xx = W_Q[:m, :m] of a one-head Softmax layer is free (the chapter's
+# W^Q_xx). The score of token j in prompt i is z_ij = <grad z_ij, W_xx> + (the rest of W_Q's
+# part), with grad z_ij = X_in[:m] k_ij[:m]^T / sqrt(d) (k_ij = X_ij W_K, X_in the query
+# token); the query's output is o_i = sum_j p_ij v_ij with p_i = softmax(z_i) and values
+# v_ij = X_ij W_V W_O, and f_xx(W_xx) = 1/2 sum_i (o_i - y_qi)^2. With the mean
+# zbar_i = sum_j p_ij grad z_ij (prop-icl-trap-certificate (1) of the chapter):
+#     grad o_i = sum_j p_ij (v_ij - o_i) (grad z_ij - zbar_i),
+#     hess o_i = sum_j p_ij (v_ij - o_i) (grad z_ij - zbar_i)(grad z_ij - zbar_i)^T,
+#     grad f_xx = sum_i (o_i - y_qi) grad o_i,
+#     hess f_xx = sum_i grad o_i grad o_i^T + (o_i - y_qi) hess o_i.
+# trap_box evaluates them in outward-rounded arithmetic (tdlib.intervals.Box), so that they
+# enclose the exact values for every W_xx of a box; trap_certificate turns that into a proof
+# (prop-icl-trap-certificate (2) and (3)).
 
 __all__ += ["trap_weights", "trap_box", "trap_derivatives", "trap_certificate",
             "trap_pairs", "rerun_query_start"]
@@ -950,19 +952,19 @@ def _trap_data(model, X, y_q):
     return w, X, y_q
 
 
-def _with_block(W_Q: np.ndarray, Z):
-    """The box of ``W_Q`` with its block ``[:m, :m]`` replaced by the box ``Z``."""
+def _with_block(W_Q: np.ndarray, W_xx):
+    """The box of ``W_Q`` with its block ``[:m, :m]`` replaced by the box ``W_xx``."""
     from .intervals import Box
 
-    m = Z.lo.shape[0]
+    m = W_xx.lo.shape[0]
     lo, hi = W_Q.copy(), W_Q.copy()
-    lo[:m, :m], hi[:m, :m] = Z.lo, Z.hi
+    lo[:m, :m], hi[:m, :m] = W_xx.lo, W_xx.hi
     return Box(lo, hi)
 
 
-def trap_box(w: dict, X: np.ndarray, y_q: np.ndarray, Z, order: int = 2):
-    """Enclosures of the exact ``f``, ``grad f`` (length ``m^2``, row-major in ``Z``) and
-    ``hess f`` (``m^2 x m^2``) of the query loss for every block ``Z`` in the box ``Z``
+def trap_box(w: dict, X: np.ndarray, y_q: np.ndarray, W_xx, order: int = 2):
+    """Enclosures of the exact ``f_xx``, ``grad f_xx`` (length ``m^2``, row-major in ``W_xx``)
+    and ``hess f_xx`` (``m^2 x m^2``) of the query loss for every block in the box ``W_xx``
     (a :class:`tdlib.intervals.Box` of shape ``(m, m)``; the other entries of ``W_Q`` and all
     data taken as exact): ``(f, grad, hess)``, the last two ``None`` below ``order`` 1 and 2.
     ``w`` is :func:`trap_weights`; ``X (N, n, D)``, ``y_q (N,)`` float64 arrays."""
@@ -972,53 +974,53 @@ def trap_box(w: dict, X: np.ndarray, y_q: np.ndarray, Z, order: int = 2):
     m, d = D - 1, w["W_K"].shape[1]
     rt = Box(float(d)).sqrt()
     Xb = Box(X[..., None])                                        # (N, n, D, 1)
-    q = (Box(X[:, -1, :, None]) * _with_block(w["W_Q"], Z)).sum(1)   # (N, d)
+    q = (Box(X[:, -1, :, None]) * _with_block(w["W_Q"], W_xx)).sum(1)   # (N, d)
     K = (Xb * Box(w["W_K"])).sum(2)                               # (N, n, d)
-    u = ((Xb * Box(w["W_V"])).sum(2) * Box(w["W_O"][:, 0])).sum(2)   # (N, n)
-    s = (q[:, None, :] * K).sum(2) / rt                           # (N, n)
-    E = (s[:, None, :] - s[:, :, None]).exp()                      # e^{s_ik - s_ij}
+    v = ((Xb * Box(w["W_V"])).sum(2) * Box(w["W_O"][:, 0])).sum(2)   # (N, n)
+    z = (q[:, None, :] * K).sum(2) / rt                           # scores (N, n)
+    E = (z[:, None, :] - z[:, :, None]).exp()                      # e^{z_ij' - z_ij}
     j = np.arange(n)
     E.lo[:, j, j] = E.hi[:, j, j] = 1.0
-    p = E.sum(2).inv()                                            # p_ij = 1 / sum_k E_ijk
-    o = (p * u).sum(1)
-    r = o - Box(y_q)
-    f = r.sq().sum(0) * 0.5
+    p = E.sum(2).inv()                                            # p_ij = 1 / sum_j' E_ijj'
+    o = (p * v).sum(1)
+    err = o - Box(y_q)                                            # o_i - y_qi
+    f = err.sq().sum(0) * 0.5
     if order < 1:
         return f, None, None
-    a = Box(X[:, -1, None, :m, None]) * K[:, :, None, :m] / rt   # (N, n, m, m)
-    a = Box(a.lo.reshape(N, n, m * m), a.hi.reshape(N, n, m * m))
-    da = a - (p[..., None] * a).sum(1)[:, None, :]                # a_ij - a_bar_i
-    pc = p * (u - o[:, None])                                     # p_ij c_ij
+    dz = Box(X[:, -1, None, :m, None]) * K[:, :, None, :m] / rt   # grad z_ij (N, n, m, m)
+    dz = Box(dz.lo.reshape(N, n, m * m), dz.hi.reshape(N, n, m * m))
+    da = dz - (p[..., None] * dz).sum(1)[:, None, :]              # grad z_ij - zbar_i
+    pc = p * (v - o[:, None])                                     # p_ij (v_ij - o_i)
     g = (pc[..., None] * da).sum(1)                               # grad o_i, (N, m^2)
-    grad = (r[:, None] * g).sum(0)
+    grad = (err[:, None] * g).sum(0)
     if order < 2:
         return f, grad, None
     Ho = (pc[..., None, None] * (da[..., :, None] * da[..., None, :])).sum(1)
-    return f, grad, (g[:, :, None] * g[:, None, :] + r[:, None, None] * Ho).sum(0)
+    return f, grad, (g[:, :, None] * g[:, None, :] + err[:, None, None] * Ho).sum(0)
 
 
-def _block(name: str, Z, m: int) -> np.ndarray:
+def _block(name: str, W_xx, m: int) -> np.ndarray:
     from .checks import as_array
 
-    Z = as_array(name, Z, "(m, m)").numpy()
-    if Z.shape != (m, m):
+    W_xx = as_array(name, W_xx, "(m, m)").numpy()
+    if W_xx.shape != (m, m):
         raise ValueError(f"{name}: expected the acting block, shape ({m}, {m}), got "
-                         f"{Z.shape}")
-    return Z
+                         f"{W_xx.shape}")
+    return W_xx
 
 
-def trap_derivatives(model, X, y_q, Z) -> tuple:
+def trap_derivatives(model, X, y_q, W_xx) -> tuple:
     """``(f, grad, hess)`` of the query loss of ``model`` (:func:`trap_weights`) as a function
-    of the block ``Z = W_Q[:m, :m]`` at ``Z (m, m)``, from the closed forms above in float64
-    (the midpoints of :func:`trap_box` on the point ``Z``): a float, an ``(m, m)`` array and
+    of the block ``W_xx = W_Q[:m, :m]`` at ``W_xx (m, m)``, from the closed forms above in float64
+    (the midpoints of :func:`trap_box` on the point ``W_xx``): a float, an ``(m, m)`` array and
     an ``(m^2, m^2)`` array (row-major: entry ``(a m + b, c m + e)`` is
     ``d^2 f / dZ_ab dZ_ce``)."""
     from .intervals import Box
 
     w, X, y_q = _trap_data(model, X, y_q)
     m = X.shape[2] - 1
-    Z = _block("Z", Z, m)
-    f, g, H = trap_box(w, X, y_q, Box(Z), order=2)
+    W_xx = _block("W_xx", W_xx, m)
+    f, g, H = trap_box(w, X, y_q, Box(W_xx), order=2)
     mid = lambda b: 0.5 * (b.lo + b.hi)
     return float(mid(f)), mid(g).reshape(m, m), mid(H)
 
@@ -1040,26 +1042,28 @@ def _lam_lo(H) -> float:
     return max(float(lambda_min_lower(H, shrink=s)) for s in (1e-6, 1e-4, 1e-2, 0.1, 0.5))
 
 
-def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
+def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
     """Prove, in outward-rounded interval arithmetic with every float64 input taken as exact,
     that the query loss ``f`` of the Softmax layer ``model`` (one head, ``d_out = 1``; ``X (N,
-    n, D)``, ``y_q (N,)``) has a strict local minimum ``W*`` near ``Z0`` in its block ``Z =
-    W_Q[:m, :m]`` whose loss exceeds ``f(W_Q_other)`` (``W_Q_other (D, d)``), by the lemma
-    ``lem-icl-trap-certificate`` of the chapter:
+    n, D)``, ``y_q (N,)``) has a strict local minimum ``W_dagger`` in its block ``W_xx =
+    W_Q[:m, :m]`` near ``W_hat (m, m)``, whose loss exceeds ``f(W_Q_other)`` (``W_Q_other
+    (D, d)``), by prop-icl-trap-certificate of the chapter. Returns a dict:
 
-    * ``grad_hi`` >= ``||grad f(Z0)||_F`` and ``f0 = (lo, hi)`` encloses ``f(Z0)``;
-    * for the radius ``r`` (the first of ``radii`` with which it works; default ``grad_hi /
-      lam_float`` times 2, 10, 100, 1000), ``lam_lo`` <= ``lambda_min(hess f)`` on the box
-      ``Z0 +- r`` (hence on the Frobenius ball of radius ``r``), and ``grad_hi < lam_lo r``;
-    * then ``Z*`` is unique in the ball, ``||Z* - Z0||_F <= dist_hi``, and
-      ``f(Z*) >= f_star_lo = f0_lo - grad_hi^2 / (2 lam_lo)``; ``f_other_hi >= f(W_Q_other)``.
+    * ``grad_hi`` (the chapter's beta) >= ``||grad f_xx(W_hat)||_F``; ``f0 = (lo, hi)``
+      encloses ``f_xx(W_hat)``; ``f_other_hi >= f(W_Q_other)``;
+    * ``radius`` r: the first of ``radii`` (default ``grad_hi / lam_float`` times 2, 10, 100,
+      1000) with ``lam_lo <= lambda_min(hess f_xx)`` on the box ``W_hat +- r`` (so on the
+      Frobenius ball of radius r) and ``grad_hi < lam_lo r``; ``None`` if none works;
+    * then ``W_dagger`` is the only stationary point in the ball, ``||W_dagger - W_hat||_F <=
+      dist_hi`` and ``f_xx(W_dagger) >= f_star_lo = f0[0] - grad_hi^2 / (2 lam_lo)``.
 
     ``ok`` is True when all of this is proved, ``f_star_lo > f_other_hi`` and ``f`` depends on
-    ``W_Q`` only through ``Z`` (``block_only``: the query tokens' last coordinate and the last
-    columns of ``W_K`` are exactly 0), so ``W*`` is a local minimum of ``f`` over all of
-    ``W_Q`` (not strict there: ``f`` is flat in the other entries) and not a global one.
-    ``reasons`` says what failed; ``tried`` lists ``(r, lam_lo)`` for every radius tried;
-    ``lam_float`` is the float64 ``lambda_min`` of the Hessian at ``Z0`` (a measurement)."""
+    ``W_Q`` only through ``W_xx`` (``block_only``: the query tokens' last coordinate and the
+    last columns of ``W_K`` are exactly 0), so ``W_dagger`` gives a local minimum of ``f``
+    over all of ``W_Q`` (not strict there: ``f`` is flat in the other entries), not a global
+    one. ``reasons`` says what failed; ``tried`` lists ``(r, lam_lo)`` for every radius tried;
+    ``lam_float`` is the float64 ``lambda_min`` of the Hessian at ``W_hat`` (a measurement
+    that only chooses the radii)."""
     import math
 
     from .checks import as_array
@@ -1068,7 +1072,7 @@ def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
     w, X, y_q = _trap_data(model, X, y_q)
     D, d = w["W_Q"].shape
     m = D - 1
-    Z0 = _block("Z0", Z0, m)
+    W_hat = _block("W_hat", W_hat, m)
     W_o = as_array("W_Q_other", W_Q_other, "(D, d)").numpy()
     if W_o.shape != (D, d):
         raise ValueError(f"W_Q_other: expected a query matrix of shape ({D}, {d}), got "
@@ -1078,7 +1082,7 @@ def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
         if not radii or not all(math.isfinite(r) and r > 0 for r in radii):
             raise ValueError(f"radii: expected positive finite radii, got {radii}")
     block_only = bool((X[:, -1, m:] == 0).all() and (w["W_K"][:, m:] == 0).all())
-    f0, g0, H0 = trap_box(w, X, y_q, Box(Z0), order=2)
+    f0, g0, H0 = trap_box(w, X, y_q, Box(W_hat), order=2)
     grad_hi = _norm_hi(g0)
     f_other_hi = float(trap_box(dict(w, W_Q=W_o), X, y_q,
                                 Box(W_o[:m, :m]), order=0)[0].hi)
@@ -1089,12 +1093,12 @@ def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
            "tried": [], "reasons": []}
     if radii is None:
         if not lam_float > 0:
-            out["reasons"].append(f"the float64 Hessian at Z0 is not positive definite "
-                                  f"(smallest eigenvalue {lam_float:.2e})")
+            out["reasons"].append(f"the float64 Hessian at the given block is not positive "
+                                  f"definite (smallest eigenvalue {lam_float:.2e})")
             return out
         radii = [c * max(grad_hi, 1e-300) / lam_float for c in (2, 10, 100, 1000)]
     for r in radii:
-        box = Box(np.nextafter(Z0 - r, -np.inf), np.nextafter(Z0 + r, np.inf))
+        box = Box(np.nextafter(W_hat - r, -np.inf), np.nextafter(W_hat + r, np.inf))
         with np.errstate(over="ignore", invalid="ignore"):
             lam = _lam_lo(trap_box(w, X, y_q, box, order=2)[2])
         out["tried"].append((r, lam))
@@ -1102,18 +1106,20 @@ def trap_certificate(model, X, y_q, Z0, W_Q_other, radii=None) -> dict:
             out.update(radius=r, lam_lo=lam)
             break
     else:
-        out["reasons"].append("no radius r gave a Hessian bound lam_lo > 0 on the box with "
-                              "||grad f(Z0)|| < lam_lo r")
+        out["reasons"].append("no radius tried gave a positive lower bound on the "
+                              "Hessian's eigenvalues over its box that exceeds the gradient "
+                              "bound divided by the radius")
         return out
     lam, gb = Box(out["lam_lo"]), Box(grad_hi)
     out["f_star_lo"] = float((Box(f0.lo) - gb.sq() / (lam * 2.0)).lo)
     out["dist_hi"] = float((gb / lam).hi)
     if not out["f_star_lo"] > f_other_hi:
-        out["reasons"].append("the lower bound on f(Z*) does not exceed the upper bound on "
-                              "f at the other point")
+        out["reasons"].append("the lower bound on the loss at the minimum does not exceed "
+                              "the upper bound on the loss at the other point")
     if not block_only:
-        out["reasons"].append("f may depend on entries of W_Q outside the block: a minimum "
-                              "in the block is not shown to be one in W_Q")
+        out["reasons"].append("the loss may depend on entries of the query matrix outside "
+                              "the block: a minimum in the block is not shown to be one "
+                              "in the whole matrix")
     out["ok"] = not out["reasons"]
     return out
 

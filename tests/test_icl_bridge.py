@@ -307,15 +307,15 @@ def test_trap_box_encloses_the_values_at_points_of_the_box(trial):
     from tdlib.intervals import Box
 
     model, X, y_q = _softmax_instance(SEED + 10 + trial, structured=True)
-    Z0 = model.W_Q.detach()[0, :M, :M].numpy()
+    W_hat = model.W_Q.detach()[0, :M, :M].numpy()
     r = 1e-3
     w = icl.trap_weights(model)
-    f_b, g_b, H_b = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(Z0 - r, Z0 + r))
+    f_b, g_b, H_b = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(W_hat - r, W_hat + r))
     assert H_b.hi.max() - H_b.lo.min() < 1e6 and np.isfinite(H_b.lo).all()
     fa = _block_loss(model, X, y_q)
     g = np.random.default_rng(SEED + trial)
     for _ in range(5):
-        Z = torch.as_tensor(Z0 + r * g.uniform(-1, 1, Z0.shape))
+        Z = torch.as_tensor(W_hat + r * g.uniform(-1, 1, W_hat.shape))
         vals = [(f_b, float(fa(Z).detach())),
                 (g_b, torch.func.grad(fa)(Z).detach().numpy().ravel()),
                 (H_b, torch.autograd.functional.hessian(fa, Z).detach().reshape(M * M, -1)
@@ -323,7 +323,7 @@ def test_trap_box_encloses_the_values_at_points_of_the_box(trial):
         for box, v in vals:
             slack = 1e-12 * (1 + np.abs(v).max())      # the float64 value's own rounding
             assert (box.lo - slack <= v).all() and (v <= box.hi + slack).all()
-    f_p, g_p, _ = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(Z0), order=1)
+    f_p, g_p, _ = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(W_hat), order=1)
     assert f_p.hi - f_p.lo <= 1e-9 * f_p.hi       # a point box is tight
 
 
@@ -340,8 +340,8 @@ def trap():
 
 
 def test_trap_certificate_on_the_stored_trap(trap):
-    model, X, y_q, Z0, W_other = trap
-    c = icl.trap_certificate(model, X, y_q, Z0, W_other)
+    model, X, y_q, W_hat, W_other = trap
+    c = icl.trap_certificate(model, X, y_q, W_hat, W_other)
     assert c["ok"], c["reasons"]
     assert c["lam_lo"] > 0 and c["grad_hi"] < c["lam_lo"] * c["radius"]
     assert c["lam_lo"] <= c["lam_float"] and c["dist_hi"] < c["radius"]
@@ -351,47 +351,48 @@ def test_trap_certificate_on_the_stored_trap(trap):
         f_b = float(icl.query_loss(other, X, y_q))
     assert c["f0"][0] - 1e-12 * f_a <= f_a <= c["f0"][1] + 1e-12 * f_a
     assert c["f_star_lo"] > c["f_other_hi"] >= f_b * (1 - 1e-12)
-    # the lemma's conclusions, checked on Newton's iterates from Z0 (float64)
-    Z = Z0.numpy().copy()
+    # the lemma's conclusions, checked on Newton's iterates from W_hat (float64)
+    Z = W_hat.numpy().copy()
     for _ in range(3):
         f, g, H = icl.trap_derivatives(model, X, y_q, Z)
         Z = Z - np.linalg.solve(H, g.ravel()).reshape(M, M)
-    assert np.linalg.norm(Z - Z0.numpy()) <= c["dist_hi"] * (1 + 1e-6) + 1e-15
+    assert np.linalg.norm(Z - W_hat.numpy()) <= c["dist_hi"] * (1 + 1e-6) + 1e-15
     assert icl.trap_derivatives(model, X, y_q, Z)[0] >= c["f_star_lo"] - 1e-9
 
 
 def test_trap_certificate_fails_where_it_must(trap):
-    model, X, y_q, Z0, W_other = trap
-    away = icl.trap_certificate(model, X, y_q, Z0 + 0.1, W_other)   # not near a minimum
+    model, X, y_q, W_hat, W_other = trap
+    away = icl.trap_certificate(model, X, y_q, W_hat + 0.1, W_other)   # not near a minimum
     assert not away["ok"] and away["reasons"] and away["radius"] is None
-    tiny = icl.trap_certificate(model, X, y_q, Z0, W_other, radii=[1e-14])
+    tiny = icl.trap_certificate(model, X, y_q, W_hat, W_other, radii=[1e-14])
     assert not tiny["ok"] and tiny["tried"] == [(1e-14, tiny["tried"][0][1])]
-    same = icl.trap_certificate(model, X, y_q, Z0, model.W_Q.detach()[0])
+    same = icl.trap_certificate(model, X, y_q, W_hat, model.W_Q.detach()[0])
     assert not same["ok"] and "other point" in same["reasons"][0]
+    assert "positive lower bound" in tiny["reasons"][0]
     assert same["radius"] is not None         # the minimum itself is still proved
 
 
 def test_trap_certificate_bad_input():
     model, X, y_q = _softmax_instance(1, structured=True)
-    Z0, W = model.W_Q.detach()[0, :M, :M], model.W_Q.detach()[0]
+    W_hat, W = model.W_Q.detach()[0, :M, :M], model.W_Q.detach()[0]
     with pytest.raises(ValueError, match="one Softmax head"):
-        icl.trap_certificate(icl.structured_layer("linear-n", M), X, y_q, Z0, W)
+        icl.trap_certificate(icl.structured_layer("linear-n", M), X, y_q, W_hat, W)
     with pytest.raises(ValueError, match="acting block"):
         icl.trap_certificate(model, X, y_q, W, W)
     with pytest.raises(ValueError, match="finite"):
-        icl.trap_certificate(model, X, y_q, Z0 * float("nan"), W)
+        icl.trap_certificate(model, X, y_q, W_hat * float("nan"), W)
     with pytest.raises(ValueError, match="radii"):
-        icl.trap_certificate(model, X, y_q, Z0, W, radii=[1e-3, 0.0])
+        icl.trap_certificate(model, X, y_q, W_hat, W, radii=[1e-3, 0.0])
     with pytest.raises(ValueError, match="radii"):
-        icl.trap_certificate(model, X, y_q, Z0, W, radii=[-1.0])
+        icl.trap_certificate(model, X, y_q, W_hat, W, radii=[-1.0])
     with pytest.raises(ValueError, match="W_Q_other"):
-        icl.trap_certificate(model, X, y_q, Z0, Z0)
+        icl.trap_certificate(model, X, y_q, W_hat, W_hat)
     with pytest.raises(ValueError, match="one label per prompt"):
-        icl.trap_certificate(model, X, y_q[:3], Z0, W)
+        icl.trap_certificate(model, X, y_q[:3], W_hat, W)
     with pytest.raises(ValueError, match="X"):
-        icl.trap_certificate(model, X[..., :M], y_q, Z0, W)
+        icl.trap_certificate(model, X[..., :M], y_q, W_hat, W)
     with pytest.raises(TypeError, match="AttentionLayer"):
-        icl.trap_certificate("softmax", X, y_q, Z0, W)
+        icl.trap_certificate("softmax", X, y_q, W_hat, W)
     with pytest.raises(ValueError, match="differs|ends at"):
         doc = icl.load_bridge()
         run = dict(icl.bridge_runs(doc, "query")[0])
