@@ -910,7 +910,7 @@ def test_risk(model, P: Dict[str, torch.Tensor]) -> float:
 # (prop-icl-trap-certificate (2) and (3)).
 
 __all__ += ["trap_weights", "trap_box", "trap_derivatives", "trap_certificate",
-            "trap_pairs", "rerun_query_start"]
+            "trap_pairs", "rerun_query_start", "bound_text"]
 
 
 def trap_weights(model) -> dict:
@@ -1052,7 +1052,7 @@ def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
     * ``grad_hi`` (the chapter's beta) >= ``||grad f_xx(W_hat)||_F``; ``f0 = (lo, hi)``
       encloses ``f_xx(W_hat)``; ``f_other_hi >= f(W_Q_other)``;
     * ``radius`` r: the first of ``radii`` (default ``grad_hi / lam_float`` times 2, 10, 100,
-      1000) with ``lam_lo <= lambda_min(hess f_xx)`` on the box ``W_hat +- r`` (so on the
+      1000, rounded up to two significant digits) with ``lam_lo <= lambda_min(hess f_xx)`` on the box ``W_hat +- r`` (so on the
       Frobenius ball of radius r) and ``grad_hi < lam_lo r``; ``None`` if none works;
     * then ``W_dagger`` is the only stationary point in the ball, ``||W_dagger - W_hat||_F <=
       dist_hi`` and ``f_xx(W_dagger) >= f_star_lo = f0[0] - grad_hi^2 / (2 lam_lo)``.
@@ -1096,7 +1096,8 @@ def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
             out["reasons"].append(f"the float64 Hessian at the given block is not positive "
                                   f"definite (smallest eigenvalue {lam_float:.2e})")
             return out
-        radii = [c * max(grad_hi, 1e-300) / lam_float for c in (2, 10, 100, 1000)]
+        radii = [float(bound_text(c * max(grad_hi, 1e-300) / lam_float, up=True))
+                 for c in (2, 10, 100, 1000)]           # short numbers, easy to print
     for r in radii:
         box = Box(np.nextafter(W_hat - r, -np.inf), np.nextafter(W_hat + r, np.inf))
         with np.errstate(over="ignore", invalid="ignore"):
@@ -1122,6 +1123,28 @@ def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
                               "in the whole matrix")
     out["ok"] = not out["reasons"]
     return out
+
+
+def bound_text(x: float, *, up: bool, sig: int = 2, decimals: Optional[int] = None) -> str:
+    """A proved bound ``x`` as text that keeps it proved: rounded up (``up=True``, for an upper
+    bound) or down (a lower bound) to ``decimals`` places, or else to ``sig`` significant
+    digits in scientific notation. ``float(text) >= x`` (up) or ``<= x`` (down); a relative
+    margin of 1e-12 covers the rounding of the float operations used here."""
+    import math
+
+    from .checks import check_int, check_real
+
+    x = check_real("x", x)
+    if decimals is not None:
+        e = -check_int("decimals", decimals, minimum=0)
+    else:
+        sig = check_int("sig", sig)
+        e = (math.floor(math.log10(abs(x))) if x else 0) - sig + 1
+    v = x / 10.0 ** e
+    v = math.ceil(v + 1e-12 * abs(v)) if up else math.floor(v - 1e-12 * abs(v))
+    if decimals is not None:
+        return f"{v / 10 ** decimals:.{decimals}f}"
+    return f"{v / 10 ** (sig - 1):.{sig - 1}f}e{e + sig - 1:+03d}"
 
 
 def trap_pairs(doc: dict, grad_tol: float = 1e-9, gap: float = 1e-6) -> list:

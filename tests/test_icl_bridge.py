@@ -372,6 +372,20 @@ def test_trap_certificate_fails_where_it_must(trap):
     assert same["radius"] is not None         # the minimum itself is still proved
 
 
+def test_bound_text_rounds_outward():
+    g = np.random.default_rng(SEED)
+    for x in np.concatenate([g.normal(size=200) * 10.0 ** g.integers(-12, 6, 200),
+                             [0.5, 0.25, 1e-10, -2.0, 0.0]]):
+        for kw in ({"sig": 2}, {"sig": 4}, {"decimals": 3}, {"decimals": 8}):
+            lo, hi = icl.bound_text(x, up=False, **kw), icl.bound_text(x, up=True, **kw)
+            assert float(lo) <= x <= float(hi), (x, kw, lo, hi)
+    assert icl.bound_text(0.76387, up=False, decimals=4) == "0.7638"
+    assert icl.bound_text(0.76381, up=True, decimals=4) == "0.7639"
+    assert icl.bound_text(7.76e-11, up=True) == "7.8e-11"
+    with pytest.raises(ValueError, match="x"):
+        icl.bound_text(float("inf"), up=True)
+
+
 def test_trap_certificate_bad_input():
     model, X, y_q = _softmax_instance(1, structured=True)
     W_hat, W = model.W_Q.detach()[0, :M, :M], model.W_Q.detach()[0]
