@@ -944,6 +944,294 @@ def test_risk(model, P: Dict[str, torch.Tensor]) -> float:
     return float(0.5 * (r ** 2).mean())
 
 
+# ---------------------------------------------------------------------------------------------
+# A certified trap: the Softmax query loss near a stopped run, in interval arithmetic
+# ---------------------------------------------------------------------------------------------
+
+# Only the acting block W_xx = W_Q[:m, :m] of a one-head Softmax layer is free (the chapter's
+# W^Q_xx). The score of token j in prompt i is z_ij = <grad z_ij, W_xx> + (the rest of W_Q's
+# part), with grad z_ij = X_in[:m] k_ij[:m]^T / sqrt(d) (k_ij = X_ij W_K, X_in the query
+# token); the query's output is o_i = sum_j p_ij v_ij with p_i = softmax(z_i) and values
+# v_ij = X_ij W_V W_O, and f_xx(W_xx) = 1/2 sum_i (o_i - y_qi)^2. With the mean
+# zbar_i = sum_j p_ij grad z_ij (prop-icl-trap-certificate (1) of the chapter):
+#     grad o_i = sum_j p_ij (v_ij - o_i) (grad z_ij - zbar_i),
+#     hess o_i = sum_j p_ij (v_ij - o_i) (grad z_ij - zbar_i)(grad z_ij - zbar_i)^T,
+#     grad f_xx = sum_i (o_i - y_qi) grad o_i,
+#     hess f_xx = sum_i grad o_i grad o_i^T + (o_i - y_qi) hess o_i.
+# trap_box evaluates them in outward-rounded arithmetic (tdlib.intervals.Box), so that they
+# enclose the exact values for every W_xx of a box; trap_certificate turns that into a proof
+# (prop-icl-trap-certificate (2) and (3)).
+
+__all__ += ["trap_weights", "trap_box", "trap_derivatives", "trap_certificate",
+            "trap_pairs", "rerun_query_start", "bound_text"]
+
+
+def trap_weights(model) -> dict:
+    """The fixed weights of a one-head Softmax layer with one output as float64 arrays:
+    ``W_Q (D, d)`` (its block ``[:m, :m]``, ``m = D - 1``, is the free one), ``W_K (D, d)``,
+    ``W_V (D, d_v)``, ``W_O (d_v, 1)``. A clear error for any other layer."""
+    from .attention import AttentionLayer
+
+    if not isinstance(model, AttentionLayer):
+        raise TypeError(f"model: expected a tdlib AttentionLayer, got {type(model).__name__}")
+    if model.kernel_name != "softmax" or model.H != 1 or model.d_out != 1:
+        raise ValueError(f"model: expected one Softmax head with d_out = 1 (as "
+                         f"structured_layer('softmax', m)), got kernel "
+                         f"{model.kernel_name!r}, H = {model.H}, d_out = {model.d_out}")
+    if model.D < 2 or model.d < model.D - 1:
+        raise ValueError(f"model: expected D >= 2 and d >= m = D - 1, got D = {model.D}, "
+                         f"d = {model.d}")
+    w = {k: getattr(model, k).detach().to(torch.float64)[0].numpy().copy()
+         for k in ("W_Q", "W_K", "W_V", "W_O")}
+    for k, v in w.items():
+        if not np.isfinite(v).all():
+            raise ValueError(f"model: {k} has entries that are not finite")
+    return w
+
+
+def _trap_data(model, X, y_q):
+    from .checks import as_array
+
+    w = trap_weights(model)
+    X = as_array("X", X, "(N, n, D)").numpy()
+    D = w["W_Q"].shape[0]
+    if X.shape[2] != D or X.shape[1] < 2:
+        raise ValueError(f"X: expected shape (N, n, D) with n >= 2 and D = {D}, got "
+                         f"{X.shape}")
+    y_q = as_array("y_q", y_q, "(N,)").numpy()
+    if y_q.shape != (X.shape[0],):
+        raise ValueError(f"y_q: expected one label per prompt, shape ({X.shape[0]},), got "
+                         f"{y_q.shape}")
+    return w, X, y_q
+
+
+def _with_block(W_Q: np.ndarray, W_xx):
+    """The box of ``W_Q`` with its block ``[:m, :m]`` replaced by the box ``W_xx``."""
+    from .intervals import Box
+
+    m = W_xx.lo.shape[0]
+    lo, hi = W_Q.copy(), W_Q.copy()
+    lo[:m, :m], hi[:m, :m] = W_xx.lo, W_xx.hi
+    return Box(lo, hi)
+
+
+def trap_box(w: dict, X: np.ndarray, y_q: np.ndarray, W_xx, order: int = 2):
+    """Enclosures of the exact ``f_xx``, ``grad f_xx`` (length ``m^2``, row-major in ``W_xx``)
+    and ``hess f_xx`` (``m^2 x m^2``) of the query loss for every block in the box ``W_xx``
+    (a :class:`tdlib.intervals.Box` of shape ``(m, m)``; the other entries of ``W_Q`` and all
+    data taken as exact): ``(f, grad, hess)``, the last two ``None`` below ``order`` 1 and 2.
+    ``w`` is :func:`trap_weights`; ``X (N, n, D)``, ``y_q (N,)`` float64 arrays."""
+    from .intervals import Box
+
+    N, n, D = X.shape
+    m, d = D - 1, w["W_K"].shape[1]
+    rt = Box(float(d)).sqrt()
+    Xb = Box(X[..., None])                                        # (N, n, D, 1)
+    q = (Box(X[:, -1, :, None]) * _with_block(w["W_Q"], W_xx)).sum(1)   # (N, d)
+    K = (Xb * Box(w["W_K"])).sum(2)                               # (N, n, d)
+    v = ((Xb * Box(w["W_V"])).sum(2) * Box(w["W_O"][:, 0])).sum(2)   # (N, n)
+    z = (q[:, None, :] * K).sum(2) / rt                           # scores (N, n)
+    E = (z[:, None, :] - z[:, :, None]).exp()                      # e^{z_ij' - z_ij}
+    j = np.arange(n)
+    E.lo[:, j, j] = E.hi[:, j, j] = 1.0
+    p = E.sum(2).inv()                                            # p_ij = 1 / sum_j' E_ijj'
+    o = (p * v).sum(1)
+    err = o - Box(y_q)                                            # o_i - y_qi
+    f = err.sq().sum(0) * 0.5
+    if order < 1:
+        return f, None, None
+    dz = Box(X[:, -1, None, :m, None]) * K[:, :, None, :m] / rt   # grad z_ij (N, n, m, m)
+    dz = Box(dz.lo.reshape(N, n, m * m), dz.hi.reshape(N, n, m * m))
+    da = dz - (p[..., None] * dz).sum(1)[:, None, :]              # grad z_ij - zbar_i
+    pc = p * (v - o[:, None])                                     # p_ij (v_ij - o_i)
+    g = (pc[..., None] * da).sum(1)                               # grad o_i, (N, m^2)
+    grad = (err[:, None] * g).sum(0)
+    if order < 2:
+        return f, grad, None
+    Ho = (pc[..., None, None] * (da[..., :, None] * da[..., None, :])).sum(1)
+    return f, grad, (g[:, :, None] * g[:, None, :] + err[:, None, None] * Ho).sum(0)
+
+
+def _block(name: str, W_xx, m: int) -> np.ndarray:
+    from .checks import as_array
+
+    W_xx = as_array(name, W_xx, "(m, m)").numpy()
+    if W_xx.shape != (m, m):
+        raise ValueError(f"{name}: expected the acting block, shape ({m}, {m}), got "
+                         f"{W_xx.shape}")
+    return W_xx
+
+
+def trap_derivatives(model, X, y_q, W_xx) -> tuple:
+    """``(f, grad, hess)`` of the query loss of ``model`` (:func:`trap_weights`) as a function
+    of the block ``W_xx = W_Q[:m, :m]`` at ``W_xx (m, m)``, from the closed forms above in float64
+    (the midpoints of :func:`trap_box` on the point ``W_xx``): a float, an ``(m, m)`` array and
+    an ``(m^2, m^2)`` array (row-major: entry ``(a m + b, c m + e)`` is
+    ``d^2 f / dZ_ab dZ_ce``)."""
+    from .intervals import Box
+
+    w, X, y_q = _trap_data(model, X, y_q)
+    m = X.shape[2] - 1
+    W_xx = _block("W_xx", W_xx, m)
+    f, g, H = trap_box(w, X, y_q, Box(W_xx), order=2)
+    mid = lambda b: 0.5 * (b.lo + b.hi)
+    return float(mid(f)), mid(g).reshape(m, m), mid(H)
+
+
+def _norm_hi(v) -> float:
+    """An upper bound on the Euclidean norm of every vector in the box ``v``."""
+    from .intervals import Box
+
+    return float(Box(np.maximum(np.abs(v.lo), np.abs(v.hi))).sq().sum(0).sqrt().hi)
+
+
+def _lam_lo(H) -> float:
+    """The best proved lower bound on ``lambda_min`` over the box ``H`` from a few margins
+    (0 when the enclosure is not finite: a box too wide for the arithmetic proves nothing)."""
+    from .separation import lambda_min_lower
+
+    if not (np.isfinite(H.lo).all() and np.isfinite(H.hi).all()):
+        return 0.0
+    return max(float(lambda_min_lower(H, shrink=s)) for s in (1e-6, 1e-4, 1e-2, 0.1, 0.5))
+
+
+def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
+    """Prove, in outward-rounded interval arithmetic with every float64 input taken as exact,
+    that the query loss ``f`` of the Softmax layer ``model`` (one head, ``d_out = 1``; ``X (N,
+    n, D)``, ``y_q (N,)``) has a strict local minimum ``W_dagger`` in its block ``W_xx =
+    W_Q[:m, :m]`` near ``W_hat (m, m)``, whose loss exceeds ``f(W_Q_other)`` (``W_Q_other
+    (D, d)``), by prop-icl-trap-certificate of the chapter. Returns a dict:
+
+    * ``grad_hi`` (the chapter's beta) >= ``||grad f_xx(W_hat)||_F``; ``f0 = (lo, hi)``
+      encloses ``f_xx(W_hat)``; ``f_other_hi >= f(W_Q_other)``;
+    * ``radius`` r: the first of ``radii`` (default ``grad_hi / lam_float`` times 2, 10, 100,
+      1000, rounded up to two significant digits) with ``lam_lo <= lambda_min(hess f_xx)`` on the box ``W_hat +- r`` (so on the
+      Frobenius ball of radius r) and ``grad_hi < lam_lo r``; ``None`` if none works;
+    * then ``W_dagger`` is the only stationary point in the ball, ``||W_dagger - W_hat||_F <=
+      dist_hi`` and ``f_xx(W_dagger) >= f_star_lo = f0[0] - grad_hi^2 / (2 lam_lo)``.
+
+    ``ok`` is True when all of this is proved, ``f_star_lo > f_other_hi`` and ``f`` depends on
+    ``W_Q`` only through ``W_xx`` (``block_only``: the query tokens' last coordinate and the
+    last columns of ``W_K`` are exactly 0), so ``W_dagger`` gives a local minimum of ``f``
+    over all of ``W_Q`` (not strict there: ``f`` is flat in the other entries), not a global
+    one. ``reasons`` says what failed; ``tried`` lists ``(r, lam_lo)`` for every radius tried;
+    ``lam_float`` is the float64 ``lambda_min`` of the Hessian at ``W_hat`` (a measurement
+    that only chooses the radii)."""
+    import math
+
+    from .checks import as_array
+    from .intervals import Box
+
+    w, X, y_q = _trap_data(model, X, y_q)
+    D, d = w["W_Q"].shape
+    m = D - 1
+    W_hat = _block("W_hat", W_hat, m)
+    W_o = as_array("W_Q_other", W_Q_other, "(D, d)").numpy()
+    if W_o.shape != (D, d):
+        raise ValueError(f"W_Q_other: expected a query matrix of shape ({D}, {d}), got "
+                         f"{W_o.shape}")
+    if radii is not None:
+        radii = [float(r) for r in np.atleast_1d(np.asarray(radii, dtype=np.float64))]
+        if not radii or not all(math.isfinite(r) and r > 0 for r in radii):
+            raise ValueError(f"radii: expected positive finite radii, got {radii}")
+    block_only = bool((X[:, -1, m:] == 0).all() and (w["W_K"][:, m:] == 0).all())
+    f0, g0, H0 = trap_box(w, X, y_q, Box(W_hat), order=2)
+    grad_hi = _norm_hi(g0)
+    f_other_hi = float(trap_box(dict(w, W_Q=W_o), X, y_q,
+                                Box(W_o[:m, :m]), order=0)[0].hi)
+    lam_float = float(np.linalg.eigvalsh(0.5 * (H0.lo + H0.hi))[0])
+    out = {"ok": False, "radius": None, "lam_lo": 0.0, "lam_float": lam_float,
+           "grad_hi": grad_hi, "f0": (float(f0.lo), float(f0.hi)), "f_star_lo": None,
+           "f_other_hi": f_other_hi, "dist_hi": None, "block_only": block_only,
+           "tried": [], "reasons": []}
+    if radii is None:
+        if not lam_float > 0:
+            out["reasons"].append(f"the float64 Hessian at the given block is not positive "
+                                  f"definite (smallest eigenvalue {lam_float:.2e})")
+            return out
+        radii = [float(bound_text(c * max(grad_hi, 1e-300) / lam_float, up=True))
+                 for c in (2, 10, 100, 1000)]           # short numbers, easy to print
+    for r in radii:
+        box = Box(np.nextafter(W_hat - r, -np.inf), np.nextafter(W_hat + r, np.inf))
+        with np.errstate(over="ignore", invalid="ignore"):
+            lam = _lam_lo(trap_box(w, X, y_q, box, order=2)[2])
+        out["tried"].append((r, lam))
+        if lam > 0 and grad_hi < float((Box(lam) * r).lo):
+            out.update(radius=r, lam_lo=lam)
+            break
+    else:
+        out["reasons"].append("no radius tried gave a positive lower bound on the "
+                              "Hessian's eigenvalues over its box that exceeds the gradient "
+                              "bound divided by the radius")
+        return out
+    lam, gb = Box(out["lam_lo"]), Box(grad_hi)
+    out["f_star_lo"] = float((Box(f0.lo) - gb.sq() / (lam * 2.0)).lo)
+    out["dist_hi"] = float((gb / lam).hi)
+    if not out["f_star_lo"] > f_other_hi:
+        out["reasons"].append("the lower bound on the loss at the minimum does not exceed "
+                              "the upper bound on the loss at the other point")
+    if not block_only:
+        out["reasons"].append("the loss may depend on entries of the query matrix outside "
+                              "the block: a minimum in the block is not shown to be one "
+                              "in the whole matrix")
+    out["ok"] = not out["reasons"]
+    return out
+
+
+def bound_text(x: float, *, up: bool, sig: int = 2, decimals: Optional[int] = None) -> str:
+    """A proved bound ``x`` as text that keeps it proved: rounded up (``up=True``, for an upper
+    bound) or down (a lower bound) to ``decimals`` places, or else to ``sig`` significant
+    digits in scientific notation. ``float(text) >= x`` (up) or ``<= x`` (down); a relative
+    margin of 1e-12 covers the rounding of the float operations used here."""
+    import math
+
+    from .checks import check_int, check_real
+
+    x = check_real("x", x)
+    if decimals is not None:
+        e = -check_int("decimals", decimals, minimum=0)
+    else:
+        sig = check_int("sig", sig)
+        e = (math.floor(math.log10(abs(x))) if x else 0) - sig + 1
+    v = x / 10.0 ** e
+    v = math.ceil(v + 1e-12 * abs(v)) if up else math.floor(v - 1e-12 * abs(v))
+    if decimals is not None:
+        return f"{v / 10 ** decimals:.{decimals}f}"
+    return f"{v / 10 ** (sig - 1):.{sig - 1}f}e{e + sig - 1:+03d}"
+
+
+def trap_pairs(doc: dict, grad_tol: float = 1e-9, gap: float = 1e-6) -> list:
+    """Pairs ``(a, b)`` of stored query-only Softmax runs of the bridge sweep ``doc`` at
+    Softmax's tuned step size, on the same prompts (seed), where ``a`` stopped (final gradient
+    norm below ``grad_tol``) and ``b`` ended lower by more than ``gap`` times the zero
+    output's loss (``rel`` below ``a``'s ``rel - gap``); in the order of the stored runs."""
+    c = tuned_lr(doc, "query", "softmax")
+    soft = [r for r in bridge_runs(doc, "query")
+            if r["kernel"] == "softmax" and r["lrN"] == c and not r["diverged"]]
+    return [(a, b) for a in soft for b in soft if a["seed"] == b["seed"]
+            and a["grad"] < grad_tol and b["rel"] < a["rel"] - gap]
+
+
+def rerun_query_start(doc: dict, run: dict) -> tuple:
+    """Rerun the stored query-only run ``run`` (an entry of :func:`bridge_runs`) of the bridge
+    sweep ``doc``: the prompts of its seed, the structured layer of its start, GD on ``W_Q``
+    at its step size and budget with the sweep's stopping level. Returns ``(model, X, y_q,
+    result)`` (:func:`gd_query`'s result); raises ``ValueError`` if the rerun does not end
+    where the stored run ended (relative difference above 1e-6)."""
+    cfg = doc["bridge_config"]
+    mc = cfg["modes"]["query"]
+    P = prompts(mc["N"], cfg["n"], cfg["m"], seed=run["seed"])
+    X, y_q = tokens(P), P["y"][:, -1]
+    f_zero = 0.5 * float((y_q ** 2).sum())
+    model = structured_layer(run["kernel"], cfg["m"], seed=run["seed"] * 1000 + run["init"])
+    out = gd_query(model, X, y_q, run["lrN"] / mc["N"], mc["steps"], ("W_Q",),
+                   tol=doc["zero_fraction"] * f_zero)
+    if not abs(out["final"] - run["final"]) <= 1e-6 * abs(run["final"]):
+        raise ValueError(f"run: the rerun of seed {run['seed']}, start {run['init']} ends at "
+                         f"f = {out['final']:.6g}, the stored run at {run['final']:.6g}")
+    return model, X, y_q, out
+
+
 BRIDGE_DEFAULTS = dict(kernels=list(BRIDGE_KERNELS), m=3, n=8, N_test=2000, seeds=6, seed=0,
                        modes={"query": dict(N=64, H=1, inits=3, steps=1000,
                                              lrN=[0.3, 1.0, 3.0, 10.0]),

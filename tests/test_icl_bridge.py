@@ -266,3 +266,149 @@ def test_bad_input():
         icl.bridge_tasks(steps=3)
     with pytest.raises(SystemExit):
         icl.main(["--out", "x.json"])
+
+
+# ------------------------------------------------------------------ the certified trap
+def _block_loss(model, X, y_q):
+    """f as a function of the block Z = W_Q[:m, :m] (autograd), the other weights fixed."""
+    W = model.W_Q.detach()[0]
+
+    def f(Z):
+        W_Q = torch.cat([torch.cat([Z, W[:M, M:]], 1), W[M:]], 0)
+        T = torch.func.functional_call(model, {"W_Q": W_Q[None]}, (X,))
+        return 0.5 * ((T[:, -1, 0] - y_q) ** 2).sum()
+    return f
+
+
+def _softmax_instance(seed, structured):
+    model = (icl.structured_layer("softmax", M, seed=seed, scale=2.0) if structured
+             else icl.bridge_layer("softmax", M, H=1, seed=seed, scale=2.0))
+    P, X, y_q = data(7, seed)
+    return model, X, y_q
+
+
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("trial", range(3))
+def test_trap_derivatives_match_autograd(trial, structured):
+    model, X, y_q = _softmax_instance(SEED + trial, structured)
+    Z = model.W_Q.detach()[0, :M, :M].clone()
+    f, g, H = icl.trap_derivatives(model, X, y_q, Z)
+    fa = _block_loss(model, X, y_q)
+    want_g = torch.func.grad(fa)(Z).detach().numpy()
+    want_H = torch.autograd.functional.hessian(fa, Z).reshape(M * M, -1).detach().numpy()
+    assert abs(f - float(fa(Z).detach())) <= 1e-12 * (1 + abs(f))
+    assert np.abs(g - want_g).max() <= 1e-10 * (1 + np.abs(want_g).max())
+    assert np.abs(H - want_H).max() <= 1e-10 * (1 + np.abs(want_H).max())
+    assert np.abs(H - H.T).max() <= 1e-10 * (1 + np.abs(H).max())
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_trap_box_encloses_the_values_at_points_of_the_box(trial):
+    from tdlib.intervals import Box
+
+    model, X, y_q = _softmax_instance(SEED + 10 + trial, structured=True)
+    W_hat = model.W_Q.detach()[0, :M, :M].numpy()
+    r = 1e-3
+    w = icl.trap_weights(model)
+    f_b, g_b, H_b = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(W_hat - r, W_hat + r))
+    assert H_b.hi.max() - H_b.lo.min() < 1e6 and np.isfinite(H_b.lo).all()
+    fa = _block_loss(model, X, y_q)
+    g = np.random.default_rng(SEED + trial)
+    for _ in range(5):
+        Z = torch.as_tensor(W_hat + r * g.uniform(-1, 1, W_hat.shape))
+        vals = [(f_b, float(fa(Z).detach())),
+                (g_b, torch.func.grad(fa)(Z).detach().numpy().ravel()),
+                (H_b, torch.autograd.functional.hessian(fa, Z).detach().reshape(M * M, -1)
+                 .numpy())]
+        for box, v in vals:
+            slack = 1e-12 * (1 + np.abs(v).max())      # the float64 value's own rounding
+            assert (box.lo - slack <= v).all() and (v <= box.hi + slack).all()
+    f_p, g_p, _ = icl.trap_box(w, X.numpy(), y_q.numpy(), Box(W_hat), order=1)
+    assert f_p.hi - f_p.lo <= 1e-9 * f_p.hi       # a point box is tight
+
+
+@pytest.fixture(scope="module")
+def trap():
+    doc = icl.load_bridge()
+    pairs = icl.trap_pairs(doc)
+    if not pairs:
+        pytest.skip("the stored sweep has no stopped Softmax start above another start")
+    a, b = pairs[0]
+    model, X, y_q, run = icl.rerun_query_start(doc, a)
+    other = icl.rerun_query_start(doc, b)[0]
+    return model, X, y_q, model.W_Q.detach()[0, :M, :M], other.W_Q.detach()[0]
+
+
+def test_trap_certificate_on_the_stored_trap(trap):
+    model, X, y_q, W_hat, W_other = trap
+    c = icl.trap_certificate(model, X, y_q, W_hat, W_other)
+    assert c["ok"], c["reasons"]
+    assert c["lam_lo"] > 0 and c["grad_hi"] < c["lam_lo"] * c["radius"]
+    assert c["lam_lo"] <= c["lam_float"] and c["dist_hi"] < c["radius"]
+    with torch.no_grad():
+        f_a = float(icl.query_loss(model, X, y_q))
+        other = icl.structured_layer("softmax", M).set_weights(W_Q=W_other)
+        f_b = float(icl.query_loss(other, X, y_q))
+    assert c["f0"][0] - 1e-12 * f_a <= f_a <= c["f0"][1] + 1e-12 * f_a
+    assert c["f_star_lo"] > c["f_other_hi"] >= f_b * (1 - 1e-12)
+    # the lemma's conclusions, checked on Newton's iterates from W_hat (float64)
+    Z = W_hat.numpy().copy()
+    for _ in range(3):
+        f, g, H = icl.trap_derivatives(model, X, y_q, Z)
+        Z = Z - np.linalg.solve(H, g.ravel()).reshape(M, M)
+    assert np.linalg.norm(Z - W_hat.numpy()) <= c["dist_hi"] * (1 + 1e-6) + 1e-15
+    assert icl.trap_derivatives(model, X, y_q, Z)[0] >= c["f_star_lo"] - 1e-9
+
+
+def test_trap_certificate_fails_where_it_must(trap):
+    model, X, y_q, W_hat, W_other = trap
+    away = icl.trap_certificate(model, X, y_q, W_hat + 0.1, W_other)   # not near a minimum
+    assert not away["ok"] and away["reasons"] and away["radius"] is None
+    tiny = icl.trap_certificate(model, X, y_q, W_hat, W_other, radii=[1e-14])
+    assert not tiny["ok"] and tiny["tried"] == [(1e-14, tiny["tried"][0][1])]
+    same = icl.trap_certificate(model, X, y_q, W_hat, model.W_Q.detach()[0])
+    assert not same["ok"] and "other point" in same["reasons"][0]
+    assert "positive lower bound" in tiny["reasons"][0]
+    assert same["radius"] is not None         # the minimum itself is still proved
+
+
+def test_bound_text_rounds_outward():
+    g = np.random.default_rng(SEED)
+    for x in np.concatenate([g.normal(size=200) * 10.0 ** g.integers(-12, 6, 200),
+                             [0.5, 0.25, 1e-10, -2.0, 0.0]]):
+        for kw in ({"sig": 2}, {"sig": 4}, {"decimals": 3}, {"decimals": 8}):
+            lo, hi = icl.bound_text(x, up=False, **kw), icl.bound_text(x, up=True, **kw)
+            assert float(lo) <= x <= float(hi), (x, kw, lo, hi)
+    assert icl.bound_text(0.76387, up=False, decimals=4) == "0.7638"
+    assert icl.bound_text(0.76381, up=True, decimals=4) == "0.7639"
+    assert icl.bound_text(7.76e-11, up=True) == "7.8e-11"
+    with pytest.raises(ValueError, match="x"):
+        icl.bound_text(float("inf"), up=True)
+
+
+def test_trap_certificate_bad_input():
+    model, X, y_q = _softmax_instance(1, structured=True)
+    W_hat, W = model.W_Q.detach()[0, :M, :M], model.W_Q.detach()[0]
+    with pytest.raises(ValueError, match="one Softmax head"):
+        icl.trap_certificate(icl.structured_layer("linear-n", M), X, y_q, W_hat, W)
+    with pytest.raises(ValueError, match="acting block"):
+        icl.trap_certificate(model, X, y_q, W, W)
+    with pytest.raises(ValueError, match="finite"):
+        icl.trap_certificate(model, X, y_q, W_hat * float("nan"), W)
+    with pytest.raises(ValueError, match="radii"):
+        icl.trap_certificate(model, X, y_q, W_hat, W, radii=[1e-3, 0.0])
+    with pytest.raises(ValueError, match="radii"):
+        icl.trap_certificate(model, X, y_q, W_hat, W, radii=[-1.0])
+    with pytest.raises(ValueError, match="W_Q_other"):
+        icl.trap_certificate(model, X, y_q, W_hat, W_hat)
+    with pytest.raises(ValueError, match="one label per prompt"):
+        icl.trap_certificate(model, X, y_q[:3], W_hat, W)
+    with pytest.raises(ValueError, match="X"):
+        icl.trap_certificate(model, X[..., :M], y_q, W_hat, W)
+    with pytest.raises(TypeError, match="AttentionLayer"):
+        icl.trap_certificate("softmax", X, y_q, W_hat, W)
+    with pytest.raises(ValueError, match="differs|ends at"):
+        doc = icl.load_bridge()
+        run = dict(icl.bridge_runs(doc, "query")[0])
+        run["final"] *= 2
+        icl.rerun_query_start(doc, run)
