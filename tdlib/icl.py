@@ -1131,9 +1131,12 @@ def trap_certificate(model, X, y_q, W_hat, W_Q_other, radii=None) -> dict:
         raise ValueError(f"W_Q_other: expected a query matrix of shape ({D}, {d}), got "
                          f"{W_o.shape}")
     if radii is not None:
-        radii = [float(r) for r in np.atleast_1d(np.asarray(radii, dtype=np.float64))]
-        if not radii or not all(math.isfinite(r) and r > 0 for r in radii):
-            raise ValueError(f"radii: expected positive finite radii, got {radii}")
+        given = radii
+        radii = _real("radii", radii, "a list of positive finite radii").reshape(-1).tolist()
+        if np.ndim(given) != 1 or not radii or not all(math.isfinite(r) and r > 0
+                                                        for r in radii):
+            raise ValueError(f"radii: expected a list of positive finite radii, got "
+                             f"{given!r:.60}")
     block_only = bool((X[:, -1, m:] == 0).all() and (w["W_K"][:, m:] == 0).all())
     f0, g0, H0 = trap_box(w, X, y_q, Box(W_hat), order=2)
     grad_hi = _norm_hi(g0)

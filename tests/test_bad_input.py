@@ -1189,6 +1189,19 @@ CALLS.update({
         {"seeds": "count", "kernels": "kernels", "seed": "seed", "m": "count",
          "n": "count", "N_test": "count"},
         none_ok=("seeds", "kernels", "seed", "m", "n", "N_test")),
+    # -- the certificate of the Softmax trap ---------------------------------------------
+    "icl.trap_weights": icl_call(icl.trap_weights, lambda: {"model": icl_layer()},
+                                 {"model": "model"}),
+    "icl.trap_derivatives": icl_call(
+        icl.trap_derivatives, lambda: {**icl_xy(), "W_xx": np.eye(2)},
+        {"model": "model", "X": "array", "y_q": "array", "W_xx": "array"}),
+    "icl.trap_certificate": icl_call(
+        icl.trap_certificate,
+        lambda: {**icl_xy(), "W_hat": np.eye(2), "W_Q_other": np.zeros((3, 3))},
+        {"model": "model", "X": "array", "y_q": "array", "W_hat": "array",
+         "W_Q_other": "array", "radii": "positives"}, none_ok=("radii",)),
+    "icl.bound_text": icl_call(icl.bound_text, lambda: {"x": 0.123, "up": True},
+                               {"x": "real", "sig": "count"}),
     "icl.flat_softmax_risk": icl_call(icl.flat_softmax_risk, lambda: {"m": 2, "n": 4},
                                       {"m": "count", "n": "count"}),
     "icl.flat_gaussian_risk": icl_call(icl.flat_gaussian_risk, lambda: {"m": 2, "n": 4},
@@ -1222,6 +1235,10 @@ EXEMPT |= {
     # load by check_bridge) and the command line (tests/test_icl_bridge.py)
     "icl.bridge_sweep", "icl.check_bridge", "icl.load_bridge", "icl.shared_lr",
     "icl.paired", "icl.kernel_summary", "icl.main",
+    # the certificate's interval evaluation (its arguments are made by trap_weights and
+    # trap_certificate, listed above) and the readings of the stored sweep that find and
+    # rerun the trap (validated on load by check_bridge; tests/test_icl_bridge.py)
+    "icl.trap_box", "icl.trap_pairs", "icl.rerun_query_start",
 }
 
 def public_functions():
