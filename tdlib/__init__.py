@@ -27,7 +27,7 @@ from .data import random_data, random_inputs, teacher_data
 from .plotting import KERNEL_COLORS, KERNEL_STYLES, kernel_color, kernel_style, new_axes, use_style
 from .train import DivergenceError, History, train
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 use_style()
 
