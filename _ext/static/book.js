@@ -108,7 +108,10 @@
   // a formula that scrolls sideways (too wide for a phone) can be scrolled with the keyboard too
   function focusableScrollers() {
     for (const el of document.querySelectorAll("span.math, mjx-container[display='true']")) {
-      const scrolls = el.scrollWidth > el.clientWidth + 1;
+      // the visible rendering (mjx-math), not the hidden copy for screen readers
+      const shown = el.querySelector("mjx-math");
+      const wide = shown ? shown.getBoundingClientRect().width : el.scrollWidth;
+      const scrolls = wide > el.clientWidth + 1;
       if (scrolls && !el.hasAttribute("tabindex")) {
         el.setAttribute("tabindex", "0");
         el.dataset.scrollFocus = "1";
