@@ -45,6 +45,7 @@ SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
 GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the images change
 MAX_TURN = math.pi / 3  # the largest turn between two segments of a path
 STEP = 0.25  # spacing (pixels) of the points that stand for a path in distance checks
+_CHUNKS = (1, 3, 40)
 
 
 def cache_folder(path: str | os.PathLike | None = None) -> Path:
@@ -175,10 +176,14 @@ def _polyline_points(pts, step=STEP):
     return np.concatenate(out)
 
 
+def _min_distance(a, b) -> float:
+    """The smallest distance between the points ``a`` (m, 2) and the points ``b`` (n, 2)."""
+    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min()))
+
+
 def gap(path_a, path_b) -> float:
     """The smallest distance (pixels) between two paths given by their vertices."""
-    a, b = _polyline_points(path_a), _polyline_points(path_b)
-    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min()))
+    return _min_distance(_polyline_points(path_a), _polyline_points(path_b))
 
 
 def _params(size, path_length):
@@ -216,10 +221,16 @@ def _first_fit(p, angles, P, near):
             ends.append((qx, qy))
     if not inside:
         return None
+    ox, oy, lim2 = near
+    if len(inside) == 1:  # one candidate: test it alone
+        q = np.array(ends[0])
+        seg = _segment_points(p, q)
+        if len(ox) and ((seg[:, :1] - ox) ** 2 + (seg[:, 1:] - oy) ** 2 < lim2).any():
+            return None
+        return inside[0], q, seg
     d = np.array(ends) - p  # (m, 2): q - p for every candidate inside
     # points per segment as in _segment_points (the same dot product per candidate)
     ks = [max(1, math.ceil(math.sqrt(v.dot(v)) / STEP)) for v in d]
-    ox, oy, lim2 = near
     best = None
     for kk in set(ks):  # candidates with the same number of points together
         rows = [r for r, k in enumerate(ks) if k == kk]
@@ -276,7 +287,7 @@ def _grow(rng, start, n_segments, P, avoid, keep_out, tries=40, restarts=15):
             near = (others[near, 0], others[near, 1], lim2[near])
             low, high = (0, 2 * math.pi) if i == 0 else (-turn, turn)
             fit, used = None, 0
-            for c in (1, 3, tries):
+            for c in _CHUNKS:
                 c = min(c, tries - used)
                 if c <= 0:
                     break
@@ -593,7 +604,10 @@ def _sample_v2(label: int, size: int = 16, path_length: int = 3, rng=None, targe
     for _ in range(2000):
         a = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
         b = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
-        if a is None or b is None or gap(a, b) < P["min_gap"]:
+        if a is None or b is None:
+            continue
+        placed = [_polyline_points(a), _polyline_points(b)]  # points of the paths so far
+        if _min_distance(*placed) < P["min_gap"]:
             continue  # the two main paths must not touch: connectivity stays unambiguous
         if label == 1:
             m0, m1 = a[0], a[-1]
@@ -608,8 +622,12 @@ def _sample_v2(label: int, size: int = 16, path_length: int = 3, rng=None, targe
         for _ in range(P["n_distractors"]):
             for _ in range(30):  # a distractor keeps the same gap from every path placed so far
                 c = _random_path(rng, size, P["distractor_length"], P["seg_len"], P["max_turn"], P["margin"])
-                if c is not None and all(gap(c, q) >= P["min_gap"] for q in [a, b] + distractors):
+                if c is None:
+                    continue
+                pc = _polyline_points(c)
+                if all(_min_distance(pc, q) >= P["min_gap"] for q in placed):
                     distractors.append(c)
+                    placed.append(pc)
                     break
         if len(distractors) < P["n_distractors"]:
             continue  # every image carries all its distractors (no ink cue from missing ones)
