@@ -45,7 +45,6 @@ SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
 GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the images change
 MAX_TURN = math.pi / 3  # the largest turn between two segments of a path
 STEP = 0.25  # spacing (pixels) of the points that stand for a path in distance checks
-_CHUNKS = (1, 3, 40)
 
 
 def cache_folder(path: str | os.PathLike | None = None) -> Path:
@@ -287,7 +286,7 @@ def _grow(rng, start, n_segments, P, avoid, keep_out, tries=40, restarts=15):
             near = (others[near, 0], others[near, 1], lim2[near])
             low, high = (0, 2 * math.pi) if i == 0 else (-turn, turn)
             fit, used = None, 0
-            for c in _CHUNKS:
+            for c in (1, 3, tries):  # the rest in the last chunk
                 c = min(c, tries - used)
                 if c <= 0:
                     break
