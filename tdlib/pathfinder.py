@@ -44,6 +44,7 @@ SIZES = (16, 32)
 SUPER = 4  # render at SUPER x resolution, then average (anti-aliasing)
 GENERATOR_VERSION = 3  # part of the cache file name: bump it whenever the images change
 MAX_TURN = math.pi / 3  # the largest turn between two segments of a path
+STEP = 0.25  # spacing (pixels) of the points that stand for a path in distance checks
 
 
 def cache_folder(path: str | os.PathLike | None = None) -> Path:
@@ -57,26 +58,42 @@ def cache_folder(path: str | os.PathLike | None = None) -> Path:
 # drawing on a float canvas of side size * SUPER, coordinates in output-pixel units
 # ---------------------------------------------------------------------------------------------
 
+_CENTRES: dict[int, np.ndarray] = {}
+
+
+def _centres(S):
+    """Pixel centres ``0.5, 1.5, ..., S - 0.5`` of a canvas of side ``S`` (cached, read-only)."""
+    c = _CENTRES.get(S)
+    if c is None:
+        c = np.arange(S) + 0.5
+        c.flags.writeable = False
+        _CENTRES[S] = c
+    return c
+
+
 def _stamp_segment(canvas, p0, p1, width):
-    """Ink a thick straight segment from ``p0`` to ``p1`` (output-pixel units)."""
+    """Ink a thick straight segment from ``p0`` to ``p1`` (output-pixel units): the canvas
+    pixels whose centre lies within ``width / 2`` of the segment."""
     S = canvas.shape[0]
     a, b = np.asarray(p0) * SUPER, np.asarray(p1) * SUPER
     r = width * SUPER / 2
-    lo = np.floor(np.minimum(a, b) - r).astype(int).clip(0, S - 1)
-    hi = np.ceil(np.maximum(a, b) + r).astype(int).clip(0, S - 1)
-    ys, xs = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] + 0.5
+    # the box of pixels that can be reached (integer bounds, clipped to the canvas)
+    x0, y0 = (min(max(math.floor(min(u, v) - r), 0), S - 1) for u, v in zip(a, b))
+    x1, y1 = (min(max(math.ceil(max(u, v) + r), 0), S - 1) for u, v in zip(a, b))
+    xs, ys = _centres(S)[None, x0:x1 + 1], _centres(S)[y0:y1 + 1, None]
     ab = b - a
     t = np.clip(((xs - a[0]) * ab[0] + (ys - a[1]) * ab[1]) / max(ab @ ab, 1e-12), 0, 1)
     dist2 = (xs - a[0] - t * ab[0]) ** 2 + (ys - a[1] - t * ab[1]) ** 2
-    canvas[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] |= dist2 <= r * r
+    canvas[y0:y1 + 1, x0:x1 + 1] |= dist2 <= r * r
 
 
 def _stamp_disk(canvas, c, radius):
+    """Ink the canvas pixels whose centre lies within ``radius`` of ``c`` (output pixels)."""
     S = canvas.shape[0]
     cx, cy = np.asarray(c) * SUPER
     r = radius * SUPER
-    ys, xs = np.mgrid[0:S, 0:S] + 0.5
-    canvas |= (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+    xs = _centres(S)
+    canvas |= (xs[None, :] - cx) ** 2 + (xs[:, None] - cy) ** 2 <= r * r
 
 
 def _random_path(rng, size, n_segments, seg_len, max_turn, margin, tries=50):
@@ -84,19 +101,20 @@ def _random_path(rng, size, n_segments, seg_len, max_turn, margin, tries=50):
     for _ in range(tries):
         p = rng.uniform(margin, size - margin, 2)
         angle = rng.uniform(0, 2 * math.pi)
-        pts = [p]
+        x, y = float(p[0]), float(p[1])
+        pts = [(x, y)]
         ok = True
         for _ in range(n_segments):
             for _ in range(20):  # turn until the next vertex stays inside
                 a = angle + rng.uniform(-max_turn, max_turn)
-                q = pts[-1] + seg_len * np.array([math.cos(a), math.sin(a)])
-                if margin <= q[0] <= size - margin and margin <= q[1] <= size - margin:
+                qx, qy = x + seg_len * math.cos(a), y + seg_len * math.sin(a)
+                if margin <= qx <= size - margin and margin <= qy <= size - margin:
                     break
             else:
                 ok = False
                 break
-            angle = a
-            pts.append(q)
+            angle, x, y = a, qx, qy
+            pts.append((x, y))
         if ok:
             return np.array(pts)
     return None
@@ -126,19 +144,45 @@ def render(paths, markers, size, width, marker_radius, ink=1.0):
     return np.round(255 * img).astype(np.uint8)
 
 
-def _polyline_points(pts, step=0.25):
+_FRACTIONS: dict[int, np.ndarray] = {}
+
+
+def _fractions(k):
+    """The column ``1/k, 2/k, ..., 1`` exactly as ``np.linspace(0, 1, k + 1)[1:, None]`` gives
+    it, ``(k, 1)`` (cached, read-only)."""
+    t = _FRACTIONS.get(k)
+    if t is None:
+        t = _FRACTIONS[k] = np.linspace(0, 1, k + 1)[1:, None]
+        t.flags.writeable = False
+    return t
+
+
+def _segment_points(p, q, step=STEP):
+    """Points every ``step`` pixels from ``p`` (excluded) to ``q`` (included), ``(k, 2)`` with
+    ``k = ceil(|q - p| / step)`` (at least 1); ``p`` and ``q`` are arrays of shape ``(2,)``."""
+    d = q - p
+    # |q - p| exactly as np.linalg.norm computes it (the same dot product, then sqrt), so k
+    # does not change when |q - p| / step lies within rounding of an integer
+    k = max(1, math.ceil(math.sqrt(d.dot(d)) / step))
+    return p + _fractions(k) * d
+
+
+def _polyline_points(pts, step=STEP):
     """Points every ``step`` pixels along a polyline (for distances between paths)."""
     out = [pts[:1]]
     for p0, p1 in zip(pts[:-1], pts[1:]):
-        k = max(1, int(np.ceil(np.linalg.norm(p1 - p0) / step)))
-        out.append(p0 + np.linspace(0, 1, k + 1)[1:, None] * (p1 - p0))
+        out.append(_segment_points(p0, p1, step))
     return np.concatenate(out)
+
+
+def _min_distance(a, b) -> float:
+    """The smallest distance between the points ``a`` (m, 2) and the points ``b`` (n, 2)."""
+    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min()))
 
 
 def gap(path_a, path_b) -> float:
     """The smallest distance (pixels) between two paths given by their vertices."""
-    a, b = _polyline_points(path_a), _polyline_points(path_b)
-    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min()))
+    return _min_distance(_polyline_points(path_a), _polyline_points(path_b))
 
 
 def _params(size, path_length):
@@ -149,18 +193,62 @@ def _params(size, path_length):
                 clear=2.0 * s, ink=0.6)
 
 
-def _segment_points(p, q, step=0.25):
-    """Points every ``step`` pixels from ``p`` (excluded) to ``q`` (included)."""
-    k = max(1, int(np.ceil(np.linalg.norm(q - p) / step)))
-    return p + np.linspace(0, 1, k + 1)[1:, None] * (q - p)
-
-
 def _too_close(points, others, limit) -> bool:
     """Whether some point of ``points`` (m, 2) lies closer than ``limit`` to one of ``others``."""
     if len(others) == 0:
         return False
     d2 = ((points[:, None, :] - others[None, :, :]) ** 2).sum(-1)
     return bool(d2.min() < limit * limit)
+
+
+def _first_fit(p, angles, P, near):
+    """The first of the candidate directions ``angles`` (a list) whose segment of length
+    ``P["seg_len"]`` from the tip ``p`` (2,) ends inside the margins and keeps clear of
+    ``near``: ``(index, end (2,), segment points (k, 2))``, or ``None`` if none does.
+
+    ``near = (x, y, lim2)`` holds points (two arrays (n,)) and their squared limits (n,); a
+    segment is rejected if one of its points (:func:`_segment_points`) lies at squared
+    distance below ``lim2`` from one of them. All candidates are tested at once.
+    """
+    lo, hi, seg_len = P["margin"], P["size"] - P["margin"], P["seg_len"]
+    x, y = float(p[0]), float(p[1])
+    inside, ends = [], []
+    for j, a in enumerate(angles):
+        qx, qy = x + seg_len * math.cos(a), y + seg_len * math.sin(a)
+        if lo <= qx <= hi and lo <= qy <= hi:
+            inside.append(j)
+            ends.append((qx, qy))
+    if not inside:
+        return None
+    ox, oy, lim2 = near
+    if len(inside) == 1:  # one candidate: test it alone
+        q = np.array(ends[0])
+        seg = _segment_points(p, q)
+        if len(ox) and ((seg[:, :1] - ox) ** 2 + (seg[:, 1:] - oy) ** 2 < lim2).any():
+            return None
+        return inside[0], q, seg
+    d = np.array(ends) - p  # (m, 2): q - p for every candidate inside
+    # points per segment as in _segment_points (the same dot product per candidate)
+    ks = [max(1, math.ceil(math.sqrt(v.dot(v)) / STEP)) for v in d]
+    best = None
+    for kk in set(ks):  # candidates with the same number of points together
+        rows = [r for r, k in enumerate(ks) if k == kk]
+        if best is not None and rows[0] > best[0]:
+            continue  # an earlier candidate already fits
+        pts = p + _fractions(kk)[None] * d[rows][:, None, :]  # (r, kk, 2)
+        r = 0
+        if len(ox):
+            d2 = (pts[..., :1] - ox) ** 2 + (pts[..., 1:] - oy) ** 2  # (r, kk, n)
+            bad = (d2 < lim2).any(axis=(1, 2))
+            if bad.all():
+                continue
+            r = int(np.argmin(bad))
+        if best is None or rows[r] < best[0]:
+            best = rows[r], pts[r]
+    if best is None:
+        return None
+    m, seg = best
+    return inside[m], np.array(ends[m]), seg
 
 
 def _grow(rng, start, n_segments, P, avoid, keep_out, tries=40, restarts=15):
@@ -170,28 +258,51 @@ def _grow(rng, start, n_segments, P, avoid, keep_out, tries=40, restarts=15):
     The first direction is uniform; each later one turns by at most ``P["max_turn"]``. Every
     vertex stays inside the margins; every new segment keeps ``P["min_gap"]`` from the points
     ``avoid`` (other paths) and from its own earlier segments (but the adjacent one), and
-    ``P["clear"]`` from the marker centres ``keep_out``.
+    ``P["clear"]`` from the marker centres ``keep_out``. A segment is tested through its points
+    every quarter pixel (:func:`_segment_points`). Each step draws directions until one fits,
+    at most ``tries``; a stuck snake starts again from ``start``, at most ``restarts`` times.
+
+    The directions of a step are drawn in chunks of 1, 3 and the rest, and each chunk is tested
+    at once (:func:`_first_fit`). When a chunk holds a fitting direction before its end, the
+    generator is set back and only the draws up to it are made again, so ``rng`` is consumed
+    exactly as by drawing and testing one direction at a time.
     """
-    lo, hi = P["margin"], P["size"] - P["margin"]
+    turn, gap2, clear2 = P["max_turn"], P["min_gap"] * P["min_gap"], P["clear"] * P["clear"]
+    # Only points within seg_len + limit of the current tip can be too close to a new segment
+    # (all of whose points lie within seg_len of the tip); the extra 1e-3 pixel dwarfs every
+    # rounding error, so leaving the farther points out changes no decision.
+    reach2 = (P["seg_len"] + max(P["min_gap"], P["clear"]) + 1e-3) ** 2
+    fixed = np.concatenate([avoid, keep_out]).reshape(-1, 2)
+    fixed_lim2 = np.concatenate([np.full(len(avoid), gap2), np.full(len(keep_out), clear2)])
     start = np.asarray(start, dtype=float)
     for _ in range(restarts):
         pts, segs, angle = [start], [start[None]], 0.0
         for i in range(n_segments):
-            for _ in range(tries):
-                a = rng.uniform(0, 2 * math.pi) if i == 0 else \
-                    angle + rng.uniform(-P["max_turn"], P["max_turn"])
-                q = pts[-1] + P["seg_len"] * np.array([math.cos(a), math.sin(a)])
-                if not (lo <= q[0] <= hi and lo <= q[1] <= hi):
-                    continue
-                seg = _segment_points(pts[-1], q)
-                own = np.concatenate(segs[:-1]) if len(segs) > 1 else np.empty((0, 2))
-                if (_too_close(seg, avoid, P["min_gap"]) or _too_close(seg, own, P["min_gap"])
-                        or _too_close(seg, keep_out, P["clear"])):
-                    continue
-                break
-            else:
+            p = pts[-1]
+            # the points to keep away from (own: all earlier segments but the adjacent one)
+            others = np.concatenate([fixed] + segs[:-1])
+            lim2 = np.concatenate([fixed_lim2, np.full(len(others) - len(fixed), gap2)])
+            near = ((others - p) ** 2).sum(-1) <= reach2
+            near = (others[near, 0], others[near, 1], lim2[near])
+            low, high = (0, 2 * math.pi) if i == 0 else (-turn, turn)
+            fit, used = None, 0
+            for c in (1, 3, tries):  # the rest in the last chunk
+                c = min(c, tries - used)
+                if c <= 0:
+                    break
+                state = rng.bit_generator.state if c > 1 else None
+                draws = rng.uniform(low, high, c).tolist()
+                fit = _first_fit(p, draws if i == 0 else [angle + u for u in draws], P, near)
+                used += c
+                if fit is not None:
+                    if fit[0] < c - 1:  # set the generator back and make only the draws used
+                        rng.bit_generator.state = state
+                        rng.uniform(low, high, fit[0] + 1)
+                    break
+            if fit is None:
                 break  # this snake is stuck: start it again
-            angle = a
+            j, q, seg = fit
+            angle = draws[j] if i == 0 else angle + draws[j]
             pts.append(q)
             segs.append(seg)
         if len(pts) == n_segments + 1:
@@ -235,12 +346,13 @@ def _connected(rng, size, path_length, P):
     markers = np.array([a[0], a[-1]])
     if np.linalg.norm(markers[0] - markers[1]) < 2.5 * P["marker_radius"]:
         return None  # markers must be two separate disks
+    avoid = _points([a])
     for _ in range(20):
         start = rng.uniform(lo, hi, 2)
-        if _too_close(start[None], _points([a]), P["min_gap"]) or \
+        if _too_close(start[None], avoid, P["min_gap"]) or \
                 _too_close(start[None], markers, P["clear"]):
             continue
-        b = _grow(rng, start, path_length, P, _points([a]), markers, restarts=1)
+        b = _grow(rng, start, path_length, P, avoid, markers, restarts=1)
         if b is not None:
             return [a, b], markers
     return None
@@ -491,7 +603,10 @@ def _sample_v2(label: int, size: int = 16, path_length: int = 3, rng=None, targe
     for _ in range(2000):
         a = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
         b = _random_path(rng, size, path_length, P["seg_len"], P["max_turn"], P["margin"])
-        if a is None or b is None or gap(a, b) < P["min_gap"]:
+        if a is None or b is None:
+            continue
+        placed = [_polyline_points(a), _polyline_points(b)]  # points of the paths so far
+        if _min_distance(*placed) < P["min_gap"]:
             continue  # the two main paths must not touch: connectivity stays unambiguous
         if label == 1:
             m0, m1 = a[0], a[-1]
@@ -506,8 +621,12 @@ def _sample_v2(label: int, size: int = 16, path_length: int = 3, rng=None, targe
         for _ in range(P["n_distractors"]):
             for _ in range(30):  # a distractor keeps the same gap from every path placed so far
                 c = _random_path(rng, size, P["distractor_length"], P["seg_len"], P["max_turn"], P["margin"])
-                if c is not None and all(gap(c, q) >= P["min_gap"] for q in [a, b] + distractors):
+                if c is None:
+                    continue
+                pc = _polyline_points(c)
+                if all(_min_distance(pc, q) >= P["min_gap"] for q in placed):
                     distractors.append(c)
+                    placed.append(pc)
                     break
         if len(distractors) < P["n_distractors"]:
             continue  # every image carries all its distractors (no ink cue from missing ones)
