@@ -19,8 +19,9 @@ Then, with **every** dropdown, proof, solution and hidden cell opened:
   around it, for example, leaves both in the text);
 * at 1280 px, no display equation is wider than its container, and every figure of a cell output
   is drawn at the width it is shown (not scaled down by more than 5%);
-* at 390 px (a phone), display math does not make the page scroll sideways (an equation may
-  scroll inside its own box: ``_ext/static/book.css``);
+* at 390 px (a phone), display math neither makes the page scroll sideways nor scrolls inside
+  its own box (``_ext/static/book.css`` lets it, as a last resort), and no formula that fits is
+  a keyboard stop for scrolling;
 * at 1280 px and at 390 px, no formula (inline or display) is cut: the right edge of every
   ``mjx-container`` stays inside the first ancestor that hides overflow (a box that scrolls keeps
   it readable), and on the phone no equation number sits on or beside a cut-off equation;
@@ -289,7 +290,24 @@ _PHONE_JS = r"""
     }
     if (!clipped) others.push(el.tagName.toLowerCase() + "." + [...el.classList].slice(0, 2).join("."));
   }
-  return {pageWidth: document.documentElement.scrollWidth, math, others};
+  // displays that fit the screen but scroll sideways inside their own box (the visible
+  // rendering, mjx-math, wider than the box; the hidden copy for screen readers not counted)
+  const scrolling = [];
+  for (const c of document.querySelectorAll('mjx-container[display="true"]')) {
+    const shown = c.querySelector("mjx-math");
+    const w = shown ? shown.getBoundingClientRect().width : 0;
+    if (c.clientWidth && w > c.clientWidth + 1)
+      scrolling.push([sourceOf(c), Math.round(w), c.clientWidth]);
+  }
+  // formulas made keyboard-focusable as scroll boxes although nothing of them is hidden
+  let falseFocus = 0;
+  for (const el of document.querySelectorAll("[data-scroll-focus]")) {
+    const shown = el.querySelector("mjx-math");
+    if (shown && el.clientWidth && shown.getBoundingClientRect().width <= el.clientWidth + 1)
+      falseFocus += 1;
+  }
+  return {pageWidth: document.documentElement.scrollWidth, math, others, scrolling,
+          falseFocus};
 }
 """
 
@@ -555,6 +573,11 @@ def test_page_in_browser(browser, site_url, page_name, theme, request):
         phone = page.evaluate(_PHONE_JS)
         problems += [f"at 390 px display math reaches {r} px, beyond the screen: {s!r}"
                      for s, r in phone["math"][:8]]
+        problems += [f"at 390 px display math scrolls sideways in its box ({w} > {c} px): {s!r}"
+                     for s, w, c in phone["scrolling"][:8]]
+        if phone["falseFocus"]:
+            problems.append(f"at 390 px {phone['falseFocus']} formulas are keyboard stops for "
+                            "scrolling although they fit their box")
         if phone["pageWidth"] > PHONE["width"] + 1 and phone["math"]:
             problems.append(f"at 390 px the page is {phone['pageWidth']} px wide")
         clipped = page.evaluate(_CLIPPED_MATH_JS)
