@@ -126,19 +126,21 @@ def _one(X, K, U, Y) -> list:
                    Y=(Y, "(N, n, d_out)"))
 
 
-def _list(name: str, values, check) -> list:
-    """``values`` as a non-empty list whose every entry passes ``check(name, entry)``."""
+def _list(name: str, values, check, of: str) -> list:
+    """``values`` as a non-empty list (of ``of``) whose every entry passes
+    ``check(name, entry)``."""
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name}: expected a non-empty list, got {values!r:.60}")
+        raise TypeError(f"{name}: expected a non-empty list of {of}, got {values!r:.60}")
     values = list(values)
     if not values:
-        raise ValueError(f"{name}: expected a non-empty list, got []")
+        raise ValueError(f"{name}: expected a non-empty list of {of}, got []")
     return [check(name, v) for v in values]
 
 
 def _budgets(budgets) -> list:
     """Increasing step counts, each at least 16 (the tail fits of the labels need them)."""
-    out = _list("budgets", budgets, lambda name, b: check_int(name, b, minimum=16))
+    out = _list("budgets", budgets, lambda name, b: check_int(name, b, minimum=16),
+                "increasing step counts")
     if any(a >= b for a, b in zip(out, out[1:])):
         raise ValueError(f"budgets: expected increasing step counts, got {out}")
     return out
@@ -558,9 +560,9 @@ def tasks(kernels=None, ratios=None, ds=None, init_scale=None, N=None, n=None, d
                      d_out=d_out, instances=instances, budgets=budgets, seed=seed).items():
         if v is not None:
             cfg[k] = v
-    _list("kernels", cfg["kernels"], lambda name, k: check_kernel(k, name))
-    _list("ratios", cfg["ratios"], check_positive)
-    _list("ds", cfg["ds"], check_int)
+    _list("kernels", cfg["kernels"], lambda name, k: check_kernel(k, name), "kernel names")
+    _list("ratios", cfg["ratios"], check_positive, "positive ratios D/(N n)")
+    _list("ds", cfg["ds"], check_int, "head dimensions")
     check_positive("init_scale", cfg["init_scale"], strict=False)
     for k in ("N", "n", "d_out", "instances"):
         check_int(k, cfg[k])
@@ -633,7 +635,8 @@ def fractions(result: dict, student: str, teacher_kind: str, labels=("zero", "li
     ``kind`` is given, of that kind: ``"certified"`` or ``"measured"``)."""
     _student(_stored(result), student)
     check_choice("teacher_kind", teacher_kind, ("own", "other"))
-    _list("labels", labels, lambda name, lab: check_choice(name, lab, LABELS) or lab)
+    _list("labels", labels, lambda name, lab: check_choice(name, lab, LABELS) or lab,
+          "labels")
     if kind is not None:
         check_choice("kind", kind, ("certified", "measured"))
     cfg = result["zoo_config"]
@@ -766,7 +769,7 @@ def query_loss(kernel: str, q, keys, values, target) -> np.ndarray:
 
 
 _TRAP_GRID: dict = {}
-TRAP_POINTS = 1e6
+TRAP_POINTS = 10 ** 6
 """The largest grid :func:`trap` evaluates (``2 span / h`` points)."""
 
 
@@ -816,7 +819,7 @@ def trap(kernel: str, d: int = 1, span: float = 12.0, h: float = 0.01, pieces: i
     check_choice("d", check_int("d", d), (1, 2))
     span, h = check_positive("span", span), check_positive("h", h)
     if 2 * span / h > TRAP_POINTS:
-        raise ValueError(f"h: expected a grid step giving at most {TRAP_POINTS:.0e} points on "
+        raise ValueError(f"h: expected a grid step giving at most {TRAP_POINTS} points on "
                          f"[-span, span] = [{-span:g}, {span:g}], got h = {h!r}")
     check_int("pieces", pieces)
     check_int("gd_steps", gd_steps, minimum=0)
