@@ -1241,6 +1241,160 @@ EXEMPT |= {
     "icl.trap_box", "icl.trap_pairs", "icl.rerun_query_start",
 }
 
+
+# ======================================================================================
+# the kernel zoo: kernels, query-only problems, interval boxes, the trap instance,
+# properties, profile and the zoo sweep
+# ======================================================================================
+
+from tdlib import zoo  # noqa: E402
+
+MODULES += ["zoo"]
+KINDS.update({
+    # final labels of the zoo sweep (a list of them)
+    "labels": _kind(None, [], "zero", 3, ["nope"], [None]),
+    # a box of queries (tdlib.separation.Box, last axis d = 2): not a box, NaN, lo > hi,
+    # another last axis or rank
+    "box": _kind(None, "box", 3, torch.zeros(3, 2),
+                 separation.Box(np.full((3, 2), math.nan)),
+                 separation.Box(np.ones((3, 2)), np.zeros((3, 2))),
+                 separation.Box(np.zeros((3, 5))), separation.Box(np.zeros(2))),
+})
+
+
+def zoo_data(batch=True, W="W"):
+    """A small query-only problem of the zoo (N = 2, n = 3, D = 4, d = 2, d_out = 2), as a
+    batch of one (keys X, K, U, Y and ``W``) or as one problem (X, K, U, Y)."""
+    X, K, U, Y, _, W0 = zoo.make_problem(2, 3, 4, 2, 2, "softmax", seed=1)
+    if not batch:
+        return {"X": X, "K": K, "U": U, "Y": Y}
+    return {"X": X[None], "K": K[None], "U": U[None], "Y": Y[None], W: W0[None]}
+
+
+def zoo_trap():
+    K, U, y = zoo.trap_instance(1)
+    return {"keys": K, "values": U, "target": y}
+
+
+@functools.lru_cache(maxsize=None)
+def stored_zoo():
+    """The stored zoo sweep, read once (the functions below do not change it)."""
+    return tdlib.book.stored("zoo", "results.json")
+
+
+PROPS = {"row_stochastic": True, "vanishes": False, "affine_in_q": False,
+         "dead_zone": False, "bounded": True}
+ZOO_ARRAYS = {"X": "array", "K": "array", "U": "array", "Y": "array"}
+CALLS.update({
+    # -- kernels and query-only problems ---------------------------------------------------
+    "zoo.check_kernel": Call(zoo.check_kernel, lambda: {"kernel": "softmax"},
+                             {"kernel": "kernel"}),
+    "zoo.weights": Call(zoo.weights, lambda: {"Q": torch.ones(3, 2), "K": torch.zeros(4, 2),
+                                              "kernel": "gaussian"},
+                        {"Q": "tensor", "K": "tensor", "kernel": "kernel"}),
+    "zoo.make_problem": Call(
+        zoo.make_problem, lambda: {"N": 2, "n": 3, "D": 4, "d": 2, "d_out": 2,
+                                   "teacher": "softmax"},
+        {"N": "count", "n": "count", "D": "count", "d": "count", "d_out": "count",
+         "teacher": "kernel", "init_scale": "nonneg", "seed": "seed"}),
+    "zoo.loss_and_grad": Call(zoo.loss_and_grad, lambda: {**zoo_data(), "kernel": "l2"},
+                              {**ZOO_ARRAYS, "W": "array", "kernel": "kernel"}),
+    "zoo.query_only_loss": Call(
+        zoo.query_only_loss,
+        lambda: {**zoo_data(False), "Ws": zoo_data()["W"], "kernel": "relu-n"},
+        {**ZOO_ARRAYS, "Ws": "array", "kernel": "kernel"}),
+    "zoo.layer_loss": Call(zoo.layer_loss,
+                           lambda: {**model_xy(), "W_Q": layer().W_Q.detach().clone()},
+                           {"model": "model", "X": "array", "Y": "array", "W_Q": "array"}),
+    "zoo.linear_operator": Call(zoo.linear_operator, lambda: zoo_data(False), ZOO_ARRAYS),
+    "zoo.dead_fraction": Call(
+        zoo.dead_fraction, lambda: {"runs": 2},
+        {"runs": "count", "N": "count", "n": "count", "ratio": "positive", "d": "count",
+         "init_scale": "nonneg", "seed": "seed"}),
+    "zoo.gd": Call(zoo.gd, lambda: {**zoo_data(W="W0"), "kernel": "softmax", "steps": 3,
+                                    "keep": [0, 3]},
+                   {**ZOO_ARRAYS, "W0": "array", "kernel": "kernel", "steps": "count",
+                    "grow": "positive", "keep": "indices"}),
+    # -- interval enclosures ---------------------------------------------------------------
+    "zoo.score_box": Call(
+        zoo.score_box, lambda: {"kernel": "l2", "Q": separation.Box(np.ones((3, 2))),
+                                "K": np.zeros((4, 2))},
+        {"kernel": "kernel", "Q": "box", "K": "tensor"}),
+    "zoo.loss_box": Call(zoo.loss_box, lambda: {**zoo_data(), "kernel": "sigmoid-logn"},
+                         {**ZOO_ARRAYS, "W": "array", "kernel": "kernel"}),
+    "zoo.query_loss_box": Call(
+        zoo.query_loss_box, lambda: {"kernel": "gaussian", "lo": [[0.0], [1.0]],
+                                     "hi": [[0.5], [1.5]], **zoo_trap()},
+        {"kernel": "kernel", "lo": "array", "hi": "array", "keys": "array",
+         "values": "array", "target": "array"}),
+    # -- one cell and the tasks of the zoo sweep -------------------------------------------
+    "zoo.label_runs": Call(
+        zoo.label_runs, lambda: {**zoo_data(W="W0"), "kernel": "softmax",
+                                 "budgets": [16, 32]},
+        {**ZOO_ARRAYS, "W0": "array", "kernel": "kernel", "budgets": "counts",
+         "zero_tol": "positive"}),
+    "zoo.cell_task": Call(
+        zoo.cell_task, lambda: {"student": "linear-n", "teacher": "softmax", "ratio": 1.0,
+                                "d": 2, "init_scale": 1.0, "N": 2, "n": 2, "d_out": 2,
+                                "instances": 1, "budgets": [16, 32], "seed": 0},
+        {"student": "kernel", "teacher": "kernel", "ratio": "positive", "d": "count",
+         "init_scale": "nonneg", "N": "count", "n": "count", "d_out": "count",
+         "instances": "count", "budgets": "counts", "seed": "seed",
+         "zero_tol": "positive"}),
+    "zoo.other_teacher": Call(zoo.other_teacher, lambda: {"student": "l2"},
+                              {"student": "kernel"}),
+    "zoo.tasks": Call(
+        zoo.tasks, lambda: {},
+        {"kernels": "kernels", "ratios": "positives", "ds": "counts", "init_scale": "nonneg",
+         "N": "count", "n": "count", "d_out": "count", "instances": "count",
+         "budgets": "counts", "seed": "seed"}),
+    # -- readings and figures of a stored sweep --------------------------------------------
+    "zoo.cells_of": Call(zoo.cells_of, lambda: {"result": stored_zoo(), "student": "l2",
+                                                "teacher_kind": "own"},
+                         {"result": "mapping", "student": "kernel",
+                          "teacher_kind": "choice"}),
+    "zoo.fractions": Call(
+        zoo.fractions, lambda: {"result": stored_zoo(), "student": "gaussian",
+                                "teacher_kind": "other"},
+        {"result": "mapping", "student": "kernel", "teacher_kind": "choice",
+         "labels": "labels", "kind": "choice"}),
+    "zoo.summary": Call(zoo.summary, lambda: {"result": stored_zoo()},
+                        {"result": "mapping"}),
+    "zoo.flip_rate": Call(zoo.flip_rate, lambda: {"result": stored_zoo()},
+                          {"result": "mapping", "student": "kernel"}),
+    "zoo.plot_diagram": Call(zoo.plot_diagram, lambda: {"result": stored_zoo(),
+                                                        "student": "relu-n"},
+                             {"result": "mapping", "student": "kernel", "axes": "model"}),
+    "zoo.draw": Call(zoo.draw, lambda: {"kernel": "relu-n"},
+                     {"kernel": "kernel", "result": "mapping"}),
+    # -- the trap instance -----------------------------------------------------------------
+    "zoo.trap_instance": Call(zoo.trap_instance, lambda: {"d": 2}, {"d": "count"}),
+    "zoo.query_loss": Call(zoo.query_loss, lambda: {"kernel": "softmax", "q": [[0.5]],
+                                                    **zoo_trap()},
+                           {"kernel": "kernel", "q": "array", "keys": "array",
+                            "values": "array", "target": "array"}),
+    "zoo.trap": Call(zoo.trap, lambda: {"kernel": "gaussian", "span": 2.0, "h": 0.1},
+                     {"kernel": "kernel", "d": "count", "span": "positive", "h": "positive",
+                      "pieces": "count", "gd_steps": "count0"}),
+    # -- bring your own kernel -------------------------------------------------------------
+    "zoo.properties": Call(zoo.properties, lambda: {"kernel": "softmax", "samples": 8},
+                           {"kernel": "kernel", "d": "count", "n": "count",
+                            "samples": "count", "seed": "seed"}),
+    "zoo.table_row": Call(zoo.table_row, lambda: {"kernel": "l2", "props": dict(PROPS)},
+                          {"kernel": "kernel", "props": "mapping"}),
+    "zoo.profile": Call(zoo.profile, lambda: {"kernel": "linear-n", "instances": 1,
+                                              "steps": 32, "draw": False},
+                        {"kernel": "kernel", "instances": "count", "steps": "count",
+                         "seed": "seed", "draw": "flag"}),
+})
+
+EXEMPT |= {
+    # the whole sweep: its options are checked by tasks (listed above) before any run, and
+    # workers, scheduler and checkpoint by tdlib.sweep.run (tests/test_sweep.py); the
+    # command line, whose --instances and --kernels go through tasks in sweep.start
+    "zoo.sweep", "zoo.main",
+}
+
 def public_functions():
     for name in MODULES:
         mod = importlib.import_module(f"tdlib.{name}")
